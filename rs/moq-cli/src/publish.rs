@@ -1,0 +1,235 @@
+//! `moq publish`: a synthetic live broadcast shaped like real media.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use moq_lite::model::{BroadcastProducer, GroupProducer, Origin, Scope, TrackProducer};
+use moq_lite::session::{Session, SessionConfig};
+
+use crate::connect::ConnectArgs;
+use crate::media::{self, Catalog, CatalogTrack};
+
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Broadcast path, relative to the URL path.
+    #[arg(long)]
+    pub broadcast: String,
+    /// Video-like track bitrate in bits per second.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub video_bitrate: u64,
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f64,
+    /// Video frames per group (GOP length); each group starts with a large key frame.
+    #[arg(long, default_value_t = 30)]
+    pub gop: u32,
+    /// Audio-like track bitrate in bits per second (50 frames/s); 0 disables audio.
+    #[arg(long, default_value_t = 64_000)]
+    pub audio_bitrate: u64,
+    /// Stop after this many video groups (default: run until Ctrl-C).
+    #[arg(long)]
+    pub groups: Option<u64>,
+    /// How long to keep the session open after the last group so viewers receive it.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub linger: Duration,
+}
+
+const AUDIO_FPS: f64 = 50.0;
+
+struct Source {
+    track: TrackProducer,
+    group: Option<GroupProducer>,
+    frame_size: usize,
+    key_size: usize,
+    index: u32,
+}
+
+impl Source {
+    fn new(
+        broadcast: &BroadcastProducer,
+        name: &str,
+        priority: u8,
+        bitrate: u64,
+        fps: f64,
+        gop: u32,
+    ) -> Self {
+        let avg = (bitrate as f64 / 8.0 / fps).max(media::HEADER_SIZE as f64) as usize;
+        // A key frame four times the average; deltas share the rest of the GOP's budget.
+        let key_size = if gop > 1 { avg * 4 } else { avg };
+        let frame_size = if gop > 1 {
+            ((avg * gop as usize).saturating_sub(key_size) / (gop as usize - 1))
+                .max(media::HEADER_SIZE)
+        } else {
+            avg
+        };
+        Self {
+            track: broadcast.create_track(name, priority),
+            group: None,
+            frame_size,
+            key_size,
+            index: 0,
+        }
+    }
+
+    fn start_group(&mut self) {
+        if let Some(group) = self.group.take() {
+            group.finish();
+        }
+        self.group = Some(self.track.append_group());
+        self.index = 0;
+    }
+
+    fn write(&mut self) -> anyhow::Result<()> {
+        let Some(group) = self.group.as_mut() else {
+            return Ok(());
+        };
+        let size = if self.index == 0 {
+            self.key_size
+        } else {
+            self.frame_size
+        };
+        let frame = media::make_frame(group.sequence(), self.index, size, media::now_us());
+        group.write_frame(frame)?;
+        self.index += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) {
+        if let Some(group) = self.group.take() {
+            group.finish();
+        }
+        self.track.finish();
+    }
+}
+
+pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.fps > 0.0 && args.gop > 0,
+        "--fps and --gop must be positive"
+    );
+    let origin = Origin::new();
+    let broadcast = BroadcastProducer::new();
+    let mut catalog_track = broadcast.create_track(media::CATALOG_TRACK, 255);
+    let mut video = Source::new(
+        &broadcast,
+        "video",
+        2,
+        args.video_bitrate,
+        args.fps,
+        args.gop,
+    );
+    let mut audio = (args.audio_bitrate > 0)
+        .then(|| Source::new(&broadcast, "audio", 3, args.audio_bitrate, AUDIO_FPS, 1));
+
+    let mut catalog = Catalog {
+        tracks: vec![CatalogTrack {
+            name: "video".into(),
+            kind: "video".into(),
+            bitrate: args.video_bitrate,
+            fps: args.fps,
+            gop: args.gop,
+        }],
+    };
+    if audio.is_some() {
+        catalog.tracks.push(CatalogTrack {
+            name: "audio".into(),
+            kind: "audio".into(),
+            bitrate: args.audio_bitrate,
+            fps: AUDIO_FPS,
+            gop: (AUDIO_FPS * args.gop as f64 / args.fps).round().max(1.0) as u32,
+        });
+    }
+    let mut group = catalog_track.append_group();
+    group.write_frame(serde_json::to_vec(&catalog)?.into())?;
+    group.finish();
+
+    let path = moq_lite::path::normalize(&args.broadcast);
+    let _publication = origin.publish(&path, broadcast.consume(), vec![]);
+
+    let client = args.connect.client()?;
+    let connected = args
+        .connect
+        .connect(&client)
+        .await
+        .context("connecting to the relay")?;
+    eprintln!(
+        "moq publish: {} via {} ({}) as {path:?}",
+        args.connect.url, connected.transport, connected.version
+    );
+    let session = Session::new(
+        connected.conn,
+        connected.version,
+        SessionConfig {
+            publish: Some(Scope::new(origin, "", vec![String::new()])),
+            subscribe: None,
+            hop_id: 0,
+        },
+    );
+    let run = tokio::spawn({
+        let session = session.clone();
+        async move { session.run().await }
+    });
+
+    let audio_gop = (AUDIO_FPS * args.gop as f64 / args.fps).round().max(1.0) as u64;
+    let video_limit = args.groups.map(|n| n * args.gop as u64);
+    let audio_limit = match audio {
+        Some(_) => args.groups.map(|n| n * audio_gop),
+        None => Some(0),
+    };
+    let start = tokio::time::Instant::now();
+    let (mut video_frames, mut audio_frames) = (0u64, 0u64);
+    let mut ticker = tokio::time::interval(Duration::from_millis(5));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = session.goaway_received() => anyhow::bail!("the relay is going away (GOAWAY)"),
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        if run.is_finished() {
+            let err = run.await?;
+            anyhow::bail!("session ended: {err}");
+        }
+        // Emit every frame that is due by the wall clock; a group starts every `gop` frames.
+        let elapsed = start.elapsed().as_secs_f64();
+        while (video_frames as f64) < elapsed * args.fps
+            && video_limit.is_none_or(|l| video_frames < l)
+        {
+            if video_frames % args.gop as u64 == 0 {
+                video.start_group();
+            }
+            video.write()?;
+            video_frames += 1;
+        }
+        if let Some(audio) = audio.as_mut() {
+            while (audio_frames as f64) < elapsed * AUDIO_FPS
+                && audio_limit.is_none_or(|l| audio_frames < l)
+            {
+                if audio_frames % audio_gop == 0 {
+                    audio.start_group();
+                }
+                audio.write()?;
+                audio_frames += 1;
+            }
+        }
+        if video_limit.is_some_and(|l| video_frames >= l)
+            && audio_limit.is_some_and(|l| audio_frames >= l)
+        {
+            break;
+        }
+    }
+    let groups = video_frames.div_ceil(args.gop as u64);
+    video.finish();
+    if let Some(audio) = audio {
+        audio.finish();
+    }
+    catalog_track.finish();
+    eprintln!("moq publish: done after {groups} groups, {video_frames} video frames, {audio_frames} audio frames");
+    tokio::time::sleep(args.linger).await;
+    session.close(&moq_lite::Error::Cancel);
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.wait_idle()).await;
+    Ok(())
+}

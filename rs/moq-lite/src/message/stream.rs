@@ -1,0 +1,66 @@
+use bytes::{Buf, BufMut};
+
+use crate::coding::{varint, DecodeError};
+
+/// The varint that opens every bidirectional stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BiStreamType {
+    Announce,
+    Subscribe,
+    Fetch,
+    Probe,
+    Goaway,
+}
+
+impl BiStreamType {
+    pub fn code(self) -> u64 {
+        match self {
+            Self::Announce => 0x1,
+            Self::Subscribe => 0x2,
+            Self::Fetch => 0x3,
+            Self::Probe => 0x4,
+            Self::Goaway => 0x5,
+        }
+    }
+
+    /// `Ok(None)` is an unknown type: the caller resets that stream only.
+    pub fn decode<B: Buf>(buf: &mut B) -> Result<Result<Self, u64>, DecodeError> {
+        Ok(match varint::decode(buf)? {
+            0x1 => Ok(Self::Announce),
+            0x2 => Ok(Self::Subscribe),
+            0x3 => Ok(Self::Fetch),
+            0x4 => Ok(Self::Probe),
+            0x5 => Ok(Self::Goaway),
+            other => Err(other),
+        })
+    }
+
+    pub fn encode<B: BufMut>(self, buf: &mut B) {
+        varint::encode(buf, self.code());
+    }
+}
+
+/// The varint that opens every unidirectional stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniStreamType {
+    Group,
+}
+
+impl UniStreamType {
+    pub fn code(self) -> u64 {
+        match self {
+            Self::Group => 0x0,
+        }
+    }
+
+    pub fn decode<B: Buf>(buf: &mut B) -> Result<Result<Self, u64>, DecodeError> {
+        Ok(match varint::decode(buf)? {
+            0x0 => Ok(Self::Group),
+            other => Err(other),
+        })
+    }
+
+    pub fn encode<B: BufMut>(self, buf: &mut B) {
+        varint::encode(buf, self.code());
+    }
+}

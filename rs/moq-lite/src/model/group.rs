@@ -1,0 +1,179 @@
+//! A group: an ordered run of frames (a GOP for video) with one producer and many consumers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::watch::Watch;
+use crate::Error;
+
+/// Most frames one group may hold; a hostile publisher cannot grow a group without bound.
+pub const MAX_FRAMES_PER_GROUP: usize = 16 * 1024;
+
+/// One frame and when it was complete at this node (the receiver's clock; 03/04 carry no
+/// timestamps on the wire).
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub payload: Bytes,
+    pub received: Instant,
+}
+
+#[derive(Debug)]
+struct State {
+    frames: Vec<Frame>,
+    bytes: u64,
+    closed: Option<Result<(), Error>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    sequence: u64,
+    created: Instant,
+    state: Watch<State>,
+}
+
+/// Writes frames into a group. Dropping it without [`Self::finish`] aborts the group.
+#[derive(Debug)]
+pub struct GroupProducer {
+    shared: Arc<Shared>,
+}
+
+impl GroupProducer {
+    pub(crate) fn new(sequence: u64) -> (Self, GroupConsumer) {
+        let shared = Arc::new(Shared {
+            sequence,
+            created: Instant::now(),
+            state: Watch::new(State {
+                frames: Vec::new(),
+                bytes: 0,
+                closed: None,
+            }),
+        });
+        (
+            Self {
+                shared: shared.clone(),
+            },
+            GroupConsumer { shared, index: 0 },
+        )
+    }
+
+    pub fn sequence(&self) -> u64 {
+        self.shared.sequence
+    }
+
+    pub fn write_frame(&mut self, payload: Bytes) -> Result<(), Error> {
+        self.shared.state.modify(|s| {
+            if s.frames.len() >= MAX_FRAMES_PER_GROUP {
+                return Err(Error::ProtocolViolation(
+                    "too many frames in one group".into(),
+                ));
+            }
+            s.bytes += payload.len() as u64;
+            s.frames.push(Frame {
+                payload,
+                received: Instant::now(),
+            });
+            Ok(())
+        })
+    }
+
+    /// Marks the group complete: consumers read every frame, then the end.
+    pub fn finish(self) {
+        self.close(Ok(()));
+    }
+
+    pub fn abort(self, err: Error) {
+        self.close(Err(err));
+    }
+
+    fn close(&self, result: Result<(), Error>) {
+        self.shared.state.modify(|s| {
+            s.closed.get_or_insert(result);
+        });
+    }
+
+    pub fn consume(&self) -> GroupConsumer {
+        GroupConsumer {
+            shared: self.shared.clone(),
+            index: 0,
+        }
+    }
+}
+
+impl Drop for GroupProducer {
+    fn drop(&mut self) {
+        self.close(Err(Error::Cancel));
+    }
+}
+
+/// Reads a group's frames from the first one, each consumer at its own pace.
+#[derive(Debug, Clone)]
+pub struct GroupConsumer {
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+impl GroupConsumer {
+    pub fn sequence(&self) -> u64 {
+        self.shared.sequence
+    }
+
+    /// When this node created the group (its first byte arrived or it was produced locally).
+    pub fn created(&self) -> Instant {
+        self.shared.created
+    }
+
+    /// The next frame, `Ok(None)` at the end of a finished group, or why the group was aborted.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, Error> {
+        let index = self.index;
+        let frame = self
+            .shared
+            .state
+            .wait(|s| match s.frames.get(index) {
+                Some(frame) => Some(Ok(Some(frame.clone()))),
+                None => s.closed.clone().map(|c| c.map(|()| None)),
+            })
+            .await?;
+        if frame.is_some() {
+            self.index += 1;
+        }
+        Ok(frame)
+    }
+
+    /// Payload bytes held by the group so far.
+    pub fn size(&self) -> u64 {
+        self.shared.state.lock().bytes
+    }
+
+    /// Whether the group has ended, successfully or not.
+    pub fn is_closed(&self) -> bool {
+        self.shared.state.lock().closed.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn consumers_read_all_frames_then_end() {
+        let (mut producer, mut a) = GroupProducer::new(7);
+        producer.write_frame(Bytes::from_static(b"one")).unwrap();
+        let mut b = producer.consume();
+        producer.write_frame(Bytes::from_static(b"two")).unwrap();
+        producer.finish();
+        for consumer in [&mut a, &mut b] {
+            assert_eq!(consumer.read_frame().await.unwrap().unwrap().payload, "one");
+            assert_eq!(consumer.read_frame().await.unwrap().unwrap().payload, "two");
+            assert!(consumer.read_frame().await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn dropped_producer_aborts() {
+        let (producer, mut consumer) = GroupProducer::new(1);
+        drop(producer);
+        assert_eq!(consumer.read_frame().await.unwrap_err(), Error::Cancel);
+    }
+}

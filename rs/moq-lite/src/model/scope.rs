@@ -1,0 +1,93 @@
+//! A session's view of the origin: rooted at the path it dialed and limited to the prefixes it
+//! may use.
+
+use super::origin::{Announced, Announcement, Origin, Route};
+use crate::path;
+
+#[derive(Debug, Clone)]
+pub struct Scope {
+    origin: Origin,
+    root: String,
+    allow: Vec<String>,
+}
+
+impl Scope {
+    /// `root` is the session's path; `allow` are absolute, segment-aware prefixes (`""` = all).
+    pub fn new(origin: Origin, root: &str, allow: Vec<String>) -> Self {
+        Self {
+            origin,
+            root: path::normalize(root),
+            allow,
+        }
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// The absolute path for a path relative to the root, if this scope may use it.
+    pub fn resolve(&self, relative: &str) -> Option<String> {
+        let full = path::join(&self.root, relative);
+        self.allows(&full).then_some(full)
+    }
+
+    fn allows(&self, full: &str) -> bool {
+        self.allow.iter().any(|a| path::has_prefix(full, a))
+    }
+
+    /// Whether anything under `relative` could ever be visible (an allowed prefix overlaps it).
+    pub fn overlaps(&self, relative: &str) -> bool {
+        let full = path::join(&self.root, relative);
+        self.allow
+            .iter()
+            .any(|a| path::has_prefix(&full, a) || path::has_prefix(a, &full))
+    }
+
+    pub fn route(&self, relative: &str) -> Option<Route> {
+        self.origin.route(&self.resolve(relative)?)
+    }
+
+    /// Announcements under `relative`, limited to allowed paths; paths are relative to it.
+    pub fn announced(&self, relative: &str) -> ScopedAnnounced {
+        let prefix = path::join(&self.root, relative);
+        ScopedAnnounced {
+            inner: self.origin.announced(&prefix),
+            scope: self.clone(),
+            prefix,
+        }
+    }
+
+    /// Allowed paths under `relative`, relative to it.
+    pub fn list(&self, relative: &str) -> Vec<String> {
+        let prefix = path::join(&self.root, relative);
+        self.origin
+            .list(&prefix)
+            .into_iter()
+            .filter(|p| self.allows(&path::join(&prefix, p)))
+            .collect()
+    }
+}
+
+pub struct ScopedAnnounced {
+    inner: Announced,
+    scope: Scope,
+    prefix: String,
+}
+
+impl ScopedAnnounced {
+    pub async fn next(&mut self) -> Announcement {
+        loop {
+            let a = self.inner.next().await;
+            let relative = match &a {
+                Announcement::Active { path, .. } | Announcement::Ended { path } => path,
+            };
+            if self.scope.allows(&path::join(&self.prefix, relative)) {
+                return a;
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The async session layer: runs one moq-lite session over a QUIC or WebTransport connection.
+//!
+//! A session has two halves, either of which may be absent:
+//! - the *publisher* half serves the peer from a [`Scope`] of an origin: it answers the peer's
+//!   ANNOUNCE_REQUEST and SUBSCRIBE streams and opens one group stream per group;
+//! - the *subscriber* half asks the peer what it announces, publishes those broadcasts into a
+//!   [`Scope`], and subscribes upstream once per requested track.
+
+mod publisher;
+mod stream;
+mod subscriber;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+
+use crate::message::{BiStreamType, Goaway, UniStreamType};
+use crate::model::{BroadcastConsumer, Scope, TrackProducer};
+use crate::{code, Error, Version};
+use stream::{Reader, Writer};
+
+pub use web_transport_quinn::Session as Connection;
+
+/// QUIC send priority of control streams: above every group stream.
+const CONTROL_PRIORITY: i32 = i32::MAX;
+
+/// What a session may do for its peer.
+#[derive(Debug, Clone, Default)]
+pub struct SessionConfig {
+    /// Broadcasts the peer may discover and subscribe to.
+    pub publish: Option<Scope>,
+    /// Where broadcasts the peer announces are published.
+    pub subscribe: Option<Scope>,
+    /// This node's id in announcement hop chains (0 = none).
+    pub hop_id: u64,
+}
+
+/// One running moq-lite session. Cheap to clone.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Connection,
+    version: Version,
+    config: SessionConfig,
+    /// Upstream subscriptions by id, so arriving group streams find their track.
+    subscriptions: Mutex<HashMap<u64, Arc<Mutex<TrackProducer>>>>,
+    next_subscribe_id: AtomicU64,
+    /// The first fatal error ends the session.
+    fatal: mpsc::Sender<Error>,
+    fatal_rx: Mutex<Option<mpsc::Receiver<Error>>>,
+    goaway: Notify,
+    goaway_received: std::sync::atomic::AtomicBool,
+}
+
+impl Session {
+    pub fn new(conn: Connection, version: Version, config: SessionConfig) -> Self {
+        let (fatal, fatal_rx) = mpsc::channel(1);
+        Self {
+            inner: Arc::new(Inner {
+                conn,
+                version,
+                config,
+                subscriptions: Mutex::new(HashMap::new()),
+                next_subscribe_id: AtomicU64::new(0),
+                fatal,
+                fatal_rx: Mutex::new(Some(fatal_rx)),
+                goaway: Notify::new(),
+                goaway_received: false.into(),
+            }),
+        }
+    }
+
+    pub fn version(&self) -> Version {
+        self.inner.version
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.inner.conn
+    }
+
+    /// Runs the session until it ends and returns why. A protocol violation by the peer closes
+    /// the connection with [`code::PROTOCOL_VIOLATION`]; nothing here panics on peer input.
+    pub async fn run(&self) -> Error {
+        let Some(mut fatal) = self.inner.fatal_rx.lock().unwrap().take() else {
+            return Error::ProtocolViolation("session already running".into());
+        };
+        let mut tasks = JoinSet::new();
+        if self.inner.config.subscribe.is_some() {
+            let inner = self.inner.clone();
+            tasks.spawn(async move {
+                if let Err(e) = subscriber::run_announces(inner.clone()).await {
+                    inner.fail(e);
+                }
+            });
+        }
+        let err = tokio::select! {
+            err = fatal.recv() => err.unwrap_or(Error::Cancel),
+            err = self.accept_bi() => err,
+            err = self.accept_uni() => err,
+        };
+        tasks.shutdown().await;
+        if !matches!(err, Error::Closed(_)) {
+            self.inner
+                .conn
+                .close(err.code(), err.to_string().as_bytes());
+        }
+        err
+    }
+
+    async fn accept_bi(&self) -> Error {
+        let mut tasks = JoinSet::new();
+        loop {
+            let (send, recv) = match self.inner.conn.accept_bi().await {
+                Ok(s) => s,
+                Err(e) => return Error::Closed(e.to_string()),
+            };
+            let inner = self.inner.clone();
+            // Finished tasks are reaped so the set holds only live streams.
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(async move {
+                let mut reader = Reader::new(recv, inner.version);
+                let mut writer = Writer::new(send, inner.version);
+                writer.set_priority(CONTROL_PRIORITY);
+                if let Err(e) = inner.clone().serve_bi(&mut reader, &mut writer).await {
+                    if e.is_protocol_violation() {
+                        inner.fail(e);
+                    } else {
+                        writer.reset(e.code());
+                        reader.stop(e.code());
+                    }
+                }
+            });
+        }
+    }
+
+    async fn accept_uni(&self) -> Error {
+        let mut tasks = JoinSet::new();
+        loop {
+            let recv = match self.inner.conn.accept_uni().await {
+                Ok(s) => s,
+                Err(e) => return Error::Closed(e.to_string()),
+            };
+            let inner = self.inner.clone();
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(async move {
+                let mut reader = Reader::new(recv, inner.version);
+                if let Err(e) = subscriber::serve_uni(&inner, &mut reader).await {
+                    if e.is_protocol_violation() {
+                        inner.fail(e);
+                    } else {
+                        reader.stop(e.code());
+                    }
+                }
+            });
+        }
+    }
+
+    /// Asks the peer to go away (GOAWAY with an empty URI: reconnect to the same place).
+    /// lite-03 has no GOAWAY; the caller then simply closes after its drain window.
+    pub async fn goaway(&self) -> Result<(), Error> {
+        if !self.inner.version.has_goaway() {
+            return Ok(());
+        }
+        let (send, recv) = self
+            .inner
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| Error::Closed(e.to_string()))?;
+        let mut writer = Writer::new(send, self.inner.version);
+        writer.set_priority(CONTROL_PRIORITY);
+        writer.queue_raw(|b| BiStreamType::Goaway.encode(b));
+        writer.encode(&Goaway::default()).await?;
+        writer.finish();
+        drop(recv);
+        Ok(())
+    }
+
+    /// Resolves when the peer sent GOAWAY.
+    pub async fn goaway_received(&self) {
+        loop {
+            let notified = self.inner.goaway.notified();
+            if self.inner.goaway_received.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn close(&self, err: &Error) {
+        self.inner
+            .conn
+            .close(err.code(), err.to_string().as_bytes());
+    }
+
+    /// Subscribes to a broadcast of the peer by path without waiting for its announcement.
+    pub fn subscribe_broadcast(&self, path: &str) -> BroadcastConsumer {
+        subscriber::direct(self.inner.clone(), path)
+    }
+}
+
+impl Inner {
+    fn fail(&self, err: Error) {
+        let _ = self.fatal.try_send(err);
+    }
+
+    async fn serve_bi(
+        self: Arc<Self>,
+        reader: &mut Reader,
+        writer: &mut Writer,
+    ) -> Result<(), Error> {
+        let kind = reader.decode::<StreamKind>().await?;
+        match kind.0 {
+            Ok(BiStreamType::Announce) => publisher::serve_announce(&self, reader, writer).await,
+            Ok(BiStreamType::Subscribe) => publisher::serve_subscribe(&self, reader, writer).await,
+            Ok(BiStreamType::Goaway) if self.version.has_goaway() => {
+                let msg: Goaway = reader.decode().await?;
+                tracing::info!(uri = %msg.uri, "peer sent GOAWAY");
+                self.goaway_received.store(true, Ordering::Release);
+                self.goaway.notify_waiters();
+                reader.finished().await.ok();
+                Ok(())
+            }
+            // Probe reports are optional; a publisher that does not measure resets the stream.
+            Ok(BiStreamType::Probe) => Err(Error::Cancel),
+            Ok(other) => Err(Error::UnexpectedStream(other.code())),
+            Err(unknown) => Err(Error::UnexpectedStream(unknown)),
+        }
+    }
+
+    fn next_subscribe_id(&self) -> u64 {
+        self.next_subscribe_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A bidirectional stream's type; unknown codes are kept so only that stream is reset.
+struct StreamKind(Result<BiStreamType, u64>);
+
+impl crate::coding::Decode for StreamKind {
+    fn decode<B: bytes::Buf>(buf: &mut B, _: Version) -> Result<Self, crate::coding::DecodeError> {
+        BiStreamType::decode(buf).map(StreamKind)
+    }
+}
+
+struct UniKind(Result<UniStreamType, u64>);
+
+impl crate::coding::Decode for UniKind {
+    fn decode<B: bytes::Buf>(buf: &mut B, _: Version) -> Result<Self, crate::coding::DecodeError> {
+        UniStreamType::decode(buf).map(UniKind)
+    }
+}
+
+/// QUIC send priority for a group stream: subscriber priority first, then newest group first.
+fn group_priority(subscriber_priority: u8, sequence: u64) -> i32 {
+    ((subscriber_priority as i32) << 22) | (sequence & 0x3f_ffff) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn group_priority_orders_by_subscriber_then_newest() {
+        use super::group_priority as p;
+        assert!(p(1, 0) > p(0, 1000));
+        assert!(p(0, 11) > p(0, 10));
+        assert!(p(255, 0x3f_ffff) < super::CONTROL_PRIORITY);
+    }
+}

@@ -1,0 +1,204 @@
+//! Framed reading and writing of moq-lite messages on one QUIC/WebTransport stream.
+
+use bytes::{Buf, Bytes, BytesMut};
+use web_transport_quinn::{ReadError, RecvStream, SendStream, WriteError};
+
+use crate::coding::{decode_partial, Decode, DecodeError, Encode};
+use crate::{Error, Version};
+
+/// Bytes requested from the transport per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub(crate) fn read_error(e: ReadError) -> Error {
+    match e {
+        ReadError::Reset(code) => Error::RemoteReset(code),
+        ReadError::InvalidReset(code) => Error::RemoteReset(code.into_inner() as u32),
+        e => Error::Closed(e.to_string()),
+    }
+}
+
+pub(crate) fn write_error(e: WriteError) -> Error {
+    match e {
+        WriteError::Stopped(code) => Error::RemoteReset(code),
+        WriteError::InvalidStopped(code) => Error::RemoteReset(code.into_inner() as u32),
+        e => Error::Closed(e.to_string()),
+    }
+}
+
+pub(crate) struct Reader {
+    stream: RecvStream,
+    buf: BytesMut,
+    version: Version,
+}
+
+impl Reader {
+    pub fn new(stream: RecvStream, version: Version) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+
+    /// Reads more bytes into the buffer; `false` at the end of the stream.
+    async fn fill(&mut self) -> Result<bool, Error> {
+        match self
+            .stream
+            .read_chunk(READ_CHUNK, true)
+            .await
+            .map_err(read_error)?
+        {
+            Some(chunk) => {
+                self.buf.extend_from_slice(&chunk.bytes);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The next message, or `None` if the stream ended cleanly at a message boundary.
+    pub async fn decode_maybe<T: Decode>(&mut self) -> Result<Option<T>, Error> {
+        loop {
+            if !self.buf.is_empty() {
+                match decode_partial::<T>(&mut self.buf, self.version) {
+                    Ok(msg) => return Ok(Some(msg)),
+                    Err(DecodeError::Short) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !self.fill().await? {
+                return match self.buf.is_empty() {
+                    true => Ok(None),
+                    false => Err(Error::ProtocolViolation(
+                        "stream ended inside a message".into(),
+                    )),
+                };
+            }
+        }
+    }
+
+    pub async fn decode<T: Decode>(&mut self) -> Result<T, Error> {
+        self.decode_maybe().await?.ok_or_else(|| {
+            Error::ProtocolViolation("stream ended before a required message".into())
+        })
+    }
+
+    /// Exactly `size` payload bytes.
+    pub async fn read_payload(&mut self, size: usize) -> Result<Bytes, Error> {
+        if self.buf.len() >= size {
+            return Ok(self.buf.split_to(size).freeze());
+        }
+        // Avoid a copy when the whole payload arrives as one chunk.
+        if self.buf.is_empty() {
+            if let Some(chunk) = self
+                .stream
+                .read_chunk(size, true)
+                .await
+                .map_err(read_error)?
+            {
+                if chunk.bytes.len() == size {
+                    return Ok(chunk.bytes);
+                }
+                self.buf.extend_from_slice(&chunk.bytes);
+            } else {
+                return Err(Error::ProtocolViolation(
+                    "stream ended inside a frame".into(),
+                ));
+            }
+        }
+        let mut out = BytesMut::with_capacity(size);
+        while out.len() < size {
+            if self.buf.is_empty() && !self.fill().await? {
+                return Err(Error::ProtocolViolation(
+                    "stream ended inside a frame".into(),
+                ));
+            }
+            let take = (size - out.len()).min(self.buf.len());
+            out.extend_from_slice(&self.buf[..take]);
+            self.buf.advance(take);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Waits for the peer to finish its side; any further bytes are a protocol violation.
+    pub async fn finished(&mut self) -> Result<(), Error> {
+        if !self.buf.is_empty() || self.fill().await? {
+            return Err(Error::ProtocolViolation(
+                "unexpected bytes after the last message".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn stop(&mut self, code: u32) {
+        let _ = self.stream.stop(code);
+    }
+}
+
+pub(crate) struct Writer {
+    stream: SendStream,
+    buf: BytesMut,
+    version: Version,
+}
+
+impl Writer {
+    pub fn new(stream: SendStream, version: Version) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+
+    pub async fn encode<T: Encode>(&mut self, msg: &T) -> Result<(), Error> {
+        msg.encode(&mut self.buf, self.version);
+        self.flush().await
+    }
+
+    /// Queues a message without writing it yet (to batch a header with the next write).
+    pub fn queue<T: Encode>(&mut self, msg: &T) {
+        msg.encode(&mut self.buf, self.version);
+    }
+
+    pub fn queue_raw(&mut self, f: impl FnOnce(&mut BytesMut)) {
+        f(&mut self.buf)
+    }
+
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let bytes = self.buf.split().freeze();
+        self.stream.write_chunk(bytes).await.map_err(write_error)
+    }
+
+    /// Writes queued bytes and then `payload` without copying it.
+    pub async fn write_payload(&mut self, payload: Bytes) -> Result<(), Error> {
+        let mut chunks = [self.buf.split().freeze(), payload];
+        self.stream
+            .write_all_chunks(&mut chunks)
+            .await
+            .map_err(write_error)
+    }
+
+    pub fn set_priority(&self, priority: i32) {
+        let _ = self.stream.set_priority(priority);
+    }
+
+    pub fn finish(&mut self) {
+        let _ = self.stream.finish();
+    }
+
+    pub fn reset(&mut self, code: u32) {
+        let _ = self.stream.reset(code);
+    }
+
+    /// Resolves when the peer sends STOP_SENDING (returns its code) or the session ends.
+    pub async fn stopped(&self) -> Error {
+        match self.stream.stopped().await {
+            Ok(Some(code)) => Error::RemoteReset(code),
+            Ok(None) => Error::Cancel,
+            Err(e) => Error::Closed(e.to_string()),
+        }
+    }
+}

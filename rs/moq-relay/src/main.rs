@@ -1,0 +1,189 @@
+//! moq-relay: routes moq-lite broadcasts between publishers and subscribers.
+
+mod config;
+mod connection;
+mod logging;
+mod tls;
+mod web;
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use moq_lite::model::Origin;
+use moq_lite::session::Session;
+use moq_lite::transport::{QuicOptions, Server};
+use moq_lite::{code, Version};
+use tokio::task::JoinSet;
+
+/// Live sessions, so shutdown can send each a GOAWAY.
+#[derive(Clone, Default)]
+pub struct Sessions {
+    inner: Arc<Mutex<HashMap<u64, Session>>>,
+}
+
+impl Sessions {
+    fn insert(&self, id: u64, session: Session) {
+        self.inner.lock().unwrap().insert(id, session);
+    }
+    fn remove(&self, id: u64) {
+        self.inner.lock().unwrap().remove(&id);
+    }
+    fn all(&self) -> Vec<Session> {
+        self.inner.lock().unwrap().values().cloned().collect()
+    }
+    fn len(&self) -> usize {
+        self.inner.lock().unwrap().len()
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("moq-relay: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&config.log_level);
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "relay failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: config::Config) -> anyhow::Result<()> {
+    let tls = match &config.tls {
+        config::TlsSource::Files { cert, key } => tls::load(cert, key)?,
+        config::TlsSource::Generate(hosts) => tls::generate(hosts)?,
+    };
+    let origin = Origin::new();
+    let sessions = Sessions::default();
+    // A random hop id (below 2^53 so JavaScript peers can hold it) marks our announcements.
+    let hop_id = rand_hop_id();
+    let quic = QuicOptions {
+        max_streams: config.max_streams,
+        idle_timeout: config.idle_timeout,
+        keep_alive: config.keep_alive,
+        ..Default::default()
+    };
+    let ctx = Arc::new(connection::Context {
+        origin: origin.clone(),
+        publish_allow: config.publish_allow.clone(),
+        subscribe_allow: config.subscribe_allow.clone(),
+        hop_id,
+        sessions: sessions.clone(),
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    let mut listeners = JoinSet::new();
+    for addr in &config.listen {
+        let server = Arc::new(
+            Server::bind(
+                *addr,
+                tls.chain.clone(),
+                tls.key.clone_key(),
+                Version::ALL.to_vec(),
+                &quic,
+            )
+            .with_context(|| format!("listening on UDP {addr}"))?,
+        );
+        tracing::info!(addr = %server.local_addr()?, versions = ?Version::ALL.map(|v| v.alpn()), "QUIC/WebTransport listening");
+        servers.push(server.clone());
+        listeners.spawn(connection::accept_loop(
+            server,
+            ctx.clone(),
+            stop_rx.clone(),
+        ));
+
+        if config.http {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on TCP {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "HTTP listening (/certificate.sha256, /health, /announced)");
+            let scope_origin = origin.clone();
+            let allow = config.subscribe_allow.clone();
+            let state = web::WebState {
+                fingerprint: tls.fingerprint.clone(),
+                announced: Arc::new(move |prefix: &str| {
+                    moq_lite::model::Scope::new(scope_origin.clone(), "", allow.clone())
+                        .list(&moq_lite::path::normalize(prefix))
+                }),
+            };
+            let mut stop = stop_rx.clone();
+            listeners.spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = web::serve(listener, web::router(state), shutdown).await {
+                    tracing::error!(error = %e, "HTTP listener failed");
+                }
+            });
+        }
+    }
+    tracing::info!(fingerprint = %tls.fingerprint, hop_id, "relay ready");
+
+    shutdown_signal().await;
+    tracing::info!(sessions = sessions.len(), drain = ?config.drain_timeout, "shutting down: sending GOAWAY");
+    let _ = stop_tx.send(true);
+    drain(&sessions, config.drain_timeout).await;
+    for server in &servers {
+        server.close(code::GOAWAY_TIMEOUT, b"relay shutting down");
+    }
+    for server in &servers {
+        let _ = tokio::time::timeout(Duration::from_secs(1), server.wait_idle()).await;
+    }
+    listeners.shutdown().await;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+/// Sends GOAWAY to every session and waits up to `window` for them to leave.
+async fn drain(sessions: &Sessions, window: Duration) {
+    let mut goaways = JoinSet::new();
+    for session in sessions.all() {
+        goaways.spawn(async move {
+            let _ = session.goaway().await;
+        });
+    }
+    let deadline = tokio::time::Instant::now() + window;
+    while sessions.len() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    goaways.shutdown().await;
+    let left = sessions.len();
+    if left > 0 {
+        tracing::warn!(
+            sessions = left,
+            "drain window over: closing remaining sessions"
+        );
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+fn rand_hop_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (h.finish() & ((1 << 53) - 1)).max(1)
+}

@@ -1,0 +1,253 @@
+//! The relay's plain HTTP endpoints, served on TCP beside QUIC:
+//!
+//! - `GET /certificate.sha256`: the leaf certificate fingerprint, so browsers
+//!   can pin a self-signed certificate with `serverCertificateHashes`.
+//! - `GET /health`: liveness.
+//! - `GET /announced[/{prefix}]`: active broadcasts under a prefix, one per line.
+//!
+//! Browser apps fetch these from other origins, so every response allows CORS.
+
+use std::{future::Future, sync::Arc};
+
+use axum::{
+    extract::{Path, Request, State},
+    http::{header, HeaderValue, Method, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+
+/// Lists active broadcast paths under a prefix, relative to that prefix.
+pub type Announced = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct WebState {
+    /// Lowercase hex SHA-256 of the leaf certificate.
+    pub fingerprint: String,
+    pub announced: Announced,
+}
+
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/certificate.sha256", get(certificate))
+        .route("/health", get(|| async { "ok" }))
+        .route("/announced", get(announced_root))
+        .route("/announced/", get(announced_root))
+        .route("/announced/{*prefix}", get(announced))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        .layer(middleware::from_fn(cors))
+        .with_state(state)
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves, then let in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn certificate(State(state): State<WebState>) -> impl IntoResponse {
+    // The certificate may be regenerated on restart, so never cache its hash.
+    ([(header::CACHE_CONTROL, "no-store")], state.fingerprint)
+}
+
+async fn announced_root(State(state): State<WebState>) -> String {
+    list(&state, "")
+}
+
+async fn announced(State(state): State<WebState>, Path(prefix): Path<String>) -> String {
+    list(&state, &prefix)
+}
+
+fn list(state: &WebState, prefix: &str) -> String {
+    (state.announced)(prefix.trim_matches('/'))
+        .into_iter()
+        .map(|path| path + "\n")
+        .collect()
+}
+
+/// Allow any origin, and answer every `OPTIONS` preflight directly.
+async fn cors(request: Request, next: Next) -> Response {
+    let preflight = request.method() == Method::OPTIONS;
+    let request_headers = request
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned();
+
+    let mut response = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    if preflight {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, OPTIONS"),
+        );
+        // Echo what was asked for: nothing here depends on request headers.
+        if let Some(requested) = request_headers {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
+            headers.insert(
+                header::VARY,
+                HeaderValue::from_static("Access-Control-Request-Headers"),
+            );
+        }
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
+        sync::oneshot,
+    };
+
+    struct Reply {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Reply {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// One raw HTTP/1.1 request on its own connection.
+    async fn request(addr: SocketAddr, method: &str, path: &str, extra: &str) -> Reply {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head =
+            format!("{method} {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n{extra}\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+
+        let (head, body) = raw.split_once("\r\n\r\n").expect("complete response");
+        let mut lines = head.lines();
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+        let headers = lines
+            .map(|line| {
+                let (name, value) = line.split_once(':').unwrap();
+                (name.to_string(), value.trim().to_string())
+            })
+            .collect();
+        Reply {
+            status: status.parse().unwrap(),
+            headers,
+            body: body.to_string(),
+        }
+    }
+
+    async fn start() -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let state = WebState {
+            fingerprint: "ab".repeat(32),
+            announced: Arc::new(|prefix: &str| match prefix {
+                "" => vec!["demo/clock".into(), "live".into()],
+                "demo" => vec!["clock".into()],
+                _ => vec![],
+            }),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            serve(listener, router(state), shutdown).await.unwrap();
+        });
+        (addr, stop, task)
+    }
+
+    #[tokio::test]
+    async fn routes() {
+        let (addr, stop, task) = start().await;
+
+        let reply = request(addr, "GET", "/certificate.sha256", "").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body, "ab".repeat(32));
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+        assert!(reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain"));
+        assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+
+        let reply = request(addr, "GET", "/health", "").await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+        assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+
+        for path in ["/announced", "/announced/"] {
+            let reply = request(addr, "GET", path, "").await;
+            assert_eq!(reply.status, 200, "{path}");
+            assert_eq!(reply.body, "demo/clock\nlive\n", "{path}");
+            assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+        }
+
+        for path in ["/announced/demo", "/announced/demo/"] {
+            let reply = request(addr, "GET", path, "").await;
+            assert_eq!(
+                (reply.status, reply.body.as_str()),
+                (200, "clock\n"),
+                "{path}"
+            );
+        }
+
+        let reply = request(addr, "GET", "/announced/nothing", "").await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, ""));
+
+        let reply = request(addr, "GET", "/nope", "").await;
+        assert_eq!(reply.status, 404);
+        assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+
+        let reply = request(
+            addr,
+            "OPTIONS",
+            "/certificate.sha256",
+            "Origin: https://app.example\r\nAccess-Control-Request-Method: GET\r\n\
+             Access-Control-Request-Headers: x-custom\r\n",
+        )
+        .await;
+        assert_eq!(reply.status, 204);
+        assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+        assert_eq!(
+            reply.header("access-control-allow-methods"),
+            Some("GET, OPTIONS")
+        );
+        assert_eq!(
+            reply.header("access-control-allow-headers"),
+            Some("x-custom")
+        );
+        assert!(reply.body.is_empty());
+
+        // Graceful shutdown ends `serve`.
+        stop.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("server stopped")
+            .unwrap();
+    }
+}
