@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use moq_lite::model::{BroadcastConsumer, Origin, Scope, TrackConsumer};
 use moq_lite::session::{Session, SessionConfig};

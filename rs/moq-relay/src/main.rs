@@ -84,16 +84,11 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     let mut listeners = JoinSet::new();
+    let server_tls = tls::server_config(&tls)?;
     for addr in &config.listen {
         let server = Arc::new(
-            Server::bind(
-                *addr,
-                tls.chain.clone(),
-                tls.key.clone_key(),
-                Version::ALL.to_vec(),
-                &quic,
-            )
-            .with_context(|| format!("listening on UDP {addr}"))?,
+            Server::bind(*addr, server_tls.clone(), Version::ALL.to_vec(), &quic)
+                .with_context(|| format!("listening on UDP {addr}"))?,
         );
         tracing::info!(addr = %server.local_addr()?, versions = ?Version::ALL.map(|v| v.alpn()), "QUIC/WebTransport listening");
         servers.push(server.clone());

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::message::{BiStreamType, Goaway, UniStreamType};
 use crate::model::{BroadcastConsumer, Scope, TrackProducer};
-use crate::{code, Error, Version};
+use crate::{Error, Version};
 use stream::{Reader, Writer};
 
 pub use web_transport_quinn::Session as Connection;

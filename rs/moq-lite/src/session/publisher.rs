@@ -25,13 +25,19 @@ pub(super) async fn serve_announce(
     writer: &mut Writer,
 ) -> Result<(), Error> {
     let request: AnnounceRequest = reader.decode().await?;
-    let Some(scope) = &inner.config.publish else {
-        return Err(Error::Unauthorized);
-    };
     let prefix = path::normalize(&request.prefix);
-    if !scope.overlaps(&prefix) {
-        return Err(Error::Unauthorized);
-    }
+    // Nothing to offer under this prefix: answer with an empty set, as a publisher with no
+    // broadcasts does. Resetting instead makes some peers tear down the whole session.
+    let Some(scope) = inner
+        .config
+        .publish
+        .as_ref()
+        .filter(|s| s.overlaps(&prefix))
+    else {
+        reader.finished().await?;
+        writer.finish();
+        return Ok(());
+    };
     let mut announced = scope.announced(&prefix);
     let mut sent = HashSet::new();
     loop {

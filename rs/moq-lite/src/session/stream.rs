@@ -192,13 +192,4 @@ impl Writer {
     pub fn reset(&mut self, code: u32) {
         let _ = self.stream.reset(code);
     }
-
-    /// Resolves when the peer sends STOP_SENDING (returns its code) or the session ends.
-    pub async fn stopped(&self) -> Error {
-        match self.stream.stopped().await {
-            Ok(Some(code)) => Error::RemoteReset(code),
-            Ok(None) => Error::Cancel,
-            Err(e) => Error::Closed(e.to_string()),
-        }
-    }
 }

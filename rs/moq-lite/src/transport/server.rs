@@ -15,25 +15,21 @@ pub struct Server {
 }
 
 impl Server {
+    /// `tls` must allow TLS 1.3 (QUIC requires it); its ALPNs are replaced by `h3` plus one
+    /// token per version.
     pub fn bind(
         addr: SocketAddr,
-        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-        key: rustls::pki_types::PrivateKeyDer<'static>,
+        mut tls: rustls::ServerConfig,
         versions: Vec<Version>,
         quic: &QuicOptions,
     ) -> anyhow::Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .context("loading the TLS certificate")?;
         tls.alpn_protocols = std::iter::once(web_transport_quinn::ALPN.to_string())
             .chain(versions.iter().map(|v| v.alpn().to_string()))
             .map(String::into_bytes)
             .collect();
         tls.max_early_data_size = 0;
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .context("the TLS configuration cannot carry QUIC")?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(quic.transport_config());
 

@@ -1,0 +1,173 @@
+//! Interoperability with the reference moq-lite peers (installed by
+//! scripts/install-test-deps.sh): moq-clock 0.10.21 through this relay, and this CLI through the
+//! reference moq-relay 0.17.10.
+
+use std::process::Command;
+use std::time::Duration;
+
+use moq_interop::*;
+
+const CLOCK: (&str, &str) = ("moq-clock", "0.10.21");
+const REF_RELAY: (&str, &str) = ("moq-relay", "0.17.10");
+
+/// A clock line as moq-clock prints it: `YYYY-MM-DD HH:MM:SS`.
+fn is_clock_line(line: &str) -> bool {
+    let b = line.trim().as_bytes();
+    b.len() == 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b' '
+        && b[13] == b':'
+        && b[16] == b':'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| [4, 7, 10, 13, 16].contains(&i) || c.is_ascii_digit())
+}
+
+/// Reference clock publisher → this relay → reference clock subscriber, printing live seconds.
+fn clock_through_our_relay(url_for: impl Fn(u16) -> String, flags: &[&str]) {
+    let _serial = serial();
+    let port = free_port();
+    let _relay = start_relay(port, &[]);
+    let url = url_for(port);
+    let clock = reference(CLOCK.0, CLOCK.1);
+    let _publisher = Proc::spawn(
+        "moq-clock publish",
+        Command::new(&clock)
+            .args(["--url", &url, "--broadcast", "clock"])
+            .args(flags)
+            .arg("publish"),
+    );
+    let mut subscriber = Proc::spawn(
+        "moq-clock subscribe",
+        Command::new(&clock)
+            .args(["--url", &url, "--broadcast", "clock"])
+            .args(flags)
+            .arg("subscribe"),
+    );
+    // Late join prints the current minute's seconds so far at once; then one line per second.
+    let first = subscriber.wait_line(Duration::from_secs(30), is_clock_line);
+    let mut last = first.clone();
+    let mut live = 0;
+    while live < 2 {
+        let line = subscriber.wait_line(Duration::from_secs(5), is_clock_line);
+        assert!(line > last, "clock went backwards: {last} then {line}");
+        last = line;
+        live += 1;
+    }
+    eprintln!("{url}: first {first}, then live up to {last}");
+}
+
+#[test]
+fn clock_over_webtransport_with_fingerprint_bootstrap() {
+    clock_through_our_relay(|port| format!("http://localhost:{port}/"), &[]);
+}
+
+#[test]
+fn clock_over_webtransport_without_verification() {
+    clock_through_our_relay(
+        |port| format!("https://localhost:{port}/"),
+        &["--tls-disable-verify"],
+    );
+}
+
+#[test]
+fn clock_over_raw_quic() {
+    clock_through_our_relay(
+        |port| format!("moqt://localhost:{port}/"),
+        &["--tls-disable-verify"],
+    );
+}
+
+/// This publisher → the reference relay → this viewer: every frame intact.
+#[test]
+fn moq_cli_through_reference_relay() {
+    let _serial = serial();
+    let port = free_port();
+    let relay_bin = reference(REF_RELAY.0, REF_RELAY.1);
+    let mut relay = Proc::spawn(
+        "reference moq-relay",
+        Command::new(relay_bin)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen-tls-generate", "localhost,127.0.0.1"])
+            .args(["--web-http-listen", &format!("127.0.0.1:{port}")])
+            .args(["--auth-public", "**", "--drain-timeout", "1s"]),
+    );
+    // Ready once the fingerprint is served.
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut ready = false;
+    for _ in 0..100 {
+        let out = run(
+            "curl",
+            Command::new("curl").args(["-sf", &format!("{url}certificate.sha256")]),
+            Duration::from_secs(5),
+        );
+        if out.status.success() {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        ready,
+        "reference relay never served its fingerprint: {:?}",
+        relay.drain()
+    );
+
+    let viewer = Command::new(bin("moq"))
+        .args([
+            "watch",
+            "--url",
+            &url,
+            "--broadcast",
+            "ref/bbb",
+            "--json",
+            "--stats-interval",
+            "0s",
+        ])
+        .args(["--groups", "3", "--timeout", "20s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let _publisher = Proc::spawn(
+        "moq publish",
+        Command::new(bin("moq")).args([
+            "publish",
+            "--url",
+            &url,
+            "--broadcast",
+            "ref/bbb",
+            "--groups",
+            "3",
+        ]),
+    );
+    let out = wait_output(viewer, Duration::from_secs(40));
+    let summary = watch_summary(&out);
+    assert_eq!(
+        summary["ok"],
+        true,
+        "{summary:#}\nrelay: {:?}",
+        relay.drain()
+    );
+    for (track, per_group) in [("video", 30), ("audio", 50)] {
+        let t = &summary["tracks"][track];
+        assert_eq!(t["frames_min_per_viewer"], 3 * per_group, "{summary:#}");
+        assert_eq!(t["first_group_max"], 0, "{summary:#}");
+        assert_eq!(t["corrupt"], 0, "{summary:#}");
+        assert_eq!(t["gaps"], 0, "{summary:#}");
+    }
+}
+
+fn wait_output(mut child: std::process::Child, timeout: Duration) -> std::process::Output {
+    let deadline = std::time::Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
