@@ -235,10 +235,10 @@ impl Announced {
                     };
                 }
                 (Some(route), Some(id)) if route.id != id => {
-                    // Replaced: report the end now and the new publication on the next call.
-                    self.known.remove(&full);
-                    self.watcher.state.modify(|ws| ws.dirty.insert(full));
-                    return Announcement::Ended { path: relative };
+                    // Replaced: the path stays announced and subscriptions follow the new
+                    // publisher, so watchers see no change.
+                    self.known.insert(full, route.id);
+                    continue;
                 }
                 (None, Some(_)) => {
                     self.known.remove(&full);
@@ -271,16 +271,18 @@ mod tests {
             }
         );
 
+        // A replacement is invisible to watchers; the route now leads to the new publisher.
         let b = BroadcastProducer::new();
         let pub_b = origin.publish("demo/a", b.consume(), vec![7]);
-        assert_eq!(watch.next().await, Announcement::Ended { path: "a".into() });
-        assert_eq!(
-            watch.next().await,
-            Announcement::Active {
-                path: "a".into(),
-                hops: vec![7]
-            }
-        );
+        let c = BroadcastProducer::new();
+        let pub_c = origin.publish("demo/c", c.consume(), vec![]);
+        let active_c = Announcement::Active {
+            path: "c".into(),
+            hops: vec![],
+        };
+        assert_eq!(watch.next().await, active_c);
+        drop(pub_c);
+        assert_eq!(watch.next().await, Announcement::Ended { path: "c".into() });
 
         // The replaced publisher leaving does not withdraw the newer one.
         drop(pub_a);

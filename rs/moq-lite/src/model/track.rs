@@ -96,11 +96,16 @@ impl TrackProducer {
             .expect("a fresh sequence cannot be a duplicate")
     }
 
-    /// Starts a group with a given sequence; groups may arrive out of order, but not twice.
+    /// Starts a group with a given sequence; groups may arrive out of order. A sequence seen
+    /// before replaces the old group once that one is complete (a replacing publisher restarts
+    /// its numbering); while the old one is still being written it is a duplicate.
     pub fn create_group(&mut self, sequence: u64) -> Result<GroupProducer, Error> {
         self.shared.state.modify(|s| {
-            if s.groups.iter().any(|c| c.group.sequence() == sequence) {
-                return Err(Error::Duplicate(sequence));
+            if let Some(pos) = s.groups.iter().position(|c| c.group.sequence() == sequence) {
+                if !s.groups[pos].group.is_closed() {
+                    return Err(Error::Duplicate(sequence));
+                }
+                s.groups.remove(pos);
             }
             let (producer, consumer) = GroupProducer::new(sequence);
             let arrival = s.next_arrival;
@@ -131,6 +136,11 @@ impl TrackProducer {
 
     pub fn consume(&self) -> TrackConsumer {
         self.shared.consume()
+    }
+
+    /// How many consumers hold this track now.
+    pub fn consumers(&self) -> usize {
+        self.shared.consumers()
     }
 
     /// Resolves once no consumer is left (the relay then unsubscribes upstream).
@@ -275,8 +285,13 @@ mod tests {
         drop(a);
         drop(b);
         track.unused().await;
-        let _g = track.create_group(5).unwrap();
+        let g = track.create_group(5).unwrap();
         assert_eq!(track.create_group(5).unwrap_err(), Error::Duplicate(5));
+        g.finish();
+        assert!(
+            track.create_group(5).is_ok(),
+            "a completed group may be restarted"
+        );
     }
 
     #[test]

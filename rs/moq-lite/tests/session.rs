@@ -1,0 +1,283 @@
+//! In-process sessions over real QUIC on loopback: a tiny relay (server) and clients.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use moq_lite::model::{BroadcastProducer, Origin, Scope, TrackConsumer};
+use moq_lite::session::{Session, SessionConfig};
+use moq_lite::transport::{Client, ClientConfig, ClientTls, Connected, QuicOptions, Server};
+use moq_lite::{code, Version};
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn server_tls() -> rustls::ServerConfig {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into();
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap()
+}
+
+/// A minimal relay: every session may publish and subscribe anywhere under its root.
+async fn relay(origin: Origin) -> SocketAddr {
+    let server = Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        server_tls(),
+        Version::ALL.to_vec(),
+        &QuicOptions::default(),
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            let origin = origin.clone();
+            tokio::spawn(async move {
+                let request = incoming.handshake().await.unwrap();
+                let root = request
+                    .url()
+                    .map(|u| moq_lite::path::normalize(u.path()))
+                    .unwrap_or_default();
+                let (conn, version) = request.accept().await.unwrap();
+                let scope = Scope::new(origin, &root, vec![String::new()]);
+                let config = SessionConfig {
+                    publish: Some(scope.clone()),
+                    subscribe: Some(scope),
+                    hop_id: 7,
+                };
+                Session::new(conn, version, config).run().await;
+            });
+        }
+    });
+    addr
+}
+
+async fn connect(addr: SocketAddr, scheme: &str) -> Connected {
+    let client = Client::new(ClientConfig {
+        tls: ClientTls {
+            insecure: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let url = format!("{scheme}://localhost:{}/", addr.port())
+        .parse()
+        .unwrap();
+    let connected = client.connect(&url).await.unwrap();
+    // The endpoint must outlive the connection; tests are short-lived processes.
+    Box::leak(Box::new(client));
+    connected
+}
+
+/// A client session publishing `publish` and/or mirroring the peer's broadcasts into `inbox`.
+fn start(connected: Connected, publish: Option<&Origin>, inbox: Option<&Origin>) -> Session {
+    let scope = |o: &Origin| Scope::new(o.clone(), "", vec![String::new()]);
+    let session = Session::new(
+        connected.conn,
+        connected.version,
+        SessionConfig {
+            publish: publish.map(scope),
+            subscribe: inbox.map(scope),
+            hop_id: 0,
+        },
+    );
+    let run = session.clone();
+    tokio::spawn(async move { run.run().await });
+    session
+}
+
+async fn viewer(
+    addr: SocketAddr,
+    scheme: &str,
+    path: &str,
+    track: &str,
+) -> (Session, TrackConsumer) {
+    let inbox = Origin::new();
+    let session = start(connect(addr, scheme).await, None, Some(&inbox));
+    let route = timeout(WAIT, inbox.wait_route(path))
+        .await
+        .expect("announced");
+    (session, route.broadcast.subscribe_track(track).unwrap())
+}
+
+async fn next_payload(track: &mut TrackConsumer) -> Bytes {
+    let mut group = timeout(WAIT, track.next_group())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    timeout(WAIT, group.read_frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .payload
+}
+
+async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..250 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_upstream_subscription_fans_out_and_is_torn_down_with_the_last_viewer() {
+    let addr = relay(Origin::new()).await;
+    let local = Origin::new();
+    let broadcast = BroadcastProducer::new();
+    let mut track = broadcast.create_track("video", 0);
+    let _announced = local.publish("live", broadcast.consume(), vec![]);
+    let _publisher = start(connect(addr, "https").await, Some(&local), None);
+
+    let (_a, mut va) = viewer(addr, "https", "live", "video").await;
+    let (_b, mut vb) = viewer(addr, "moqt", "live", "video").await;
+    // Both viewers share one upstream subscription.
+    assert!(eventually(|| track.consumers() == 1).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(track.consumers(), 1);
+
+    let mut group = track.append_group();
+    group.write_frame(Bytes::from_static(b"hello")).unwrap();
+    group.finish();
+    assert_eq!(next_payload(&mut va).await, "hello");
+    assert_eq!(next_payload(&mut vb).await, "hello");
+
+    drop(va);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(track.consumers(), 1, "one viewer left: upstream stays");
+    drop(vb);
+    timeout(WAIT, track.unused())
+        .await
+        .expect("the last viewer leaving unsubscribes upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacing_publisher_takes_over_the_path() {
+    let addr = relay(Origin::new()).await;
+    let first_origin = Origin::new();
+    let first = BroadcastProducer::new();
+    let mut first_track = first.create_track("t", 0);
+    let _first_announced = first_origin.publish("cam", first.consume(), vec![]);
+    let _first = start(connect(addr, "https").await, Some(&first_origin), None);
+
+    let (_v, mut viewer_track) = viewer(addr, "https", "cam", "t").await;
+    let mut g = first_track.append_group();
+    g.write_frame(Bytes::from_static(b"first")).unwrap();
+    g.finish();
+    assert_eq!(next_payload(&mut viewer_track).await, "first");
+
+    let second_origin = Origin::new();
+    let second = BroadcastProducer::new();
+    let mut second_track = second.create_track("t", 0);
+    let _second_announced = second_origin.publish("cam", second.consume(), vec![]);
+    let _second = start(connect(addr, "https").await, Some(&second_origin), None);
+    // The relay follows the new publisher for the existing subscription.
+    assert!(eventually(|| second_track.consumers() > 0).await);
+    let mut g = second_track.append_group();
+    g.write_frame(Bytes::from_static(b"second")).unwrap();
+    g.finish();
+    assert_eq!(next_payload(&mut viewer_track).await, "second");
+}
+
+/// Waits for the relay to close the connection and returns the application close code.
+async fn close_code(conn: &moq_lite::session::Connection) -> Option<u32> {
+    let err = timeout(WAIT, conn.closed())
+        .await
+        .expect("the relay closes the session");
+    match err {
+        web_transport_quinn::SessionError::WebTransportError(
+            web_transport_quinn::WebTransportError::Closed(code, _),
+        ) => Some(code),
+        other => panic!("unexpected close: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_closes_only_that_session() {
+    let addr = relay(Origin::new()).await;
+    let local = Origin::new();
+    let broadcast = BroadcastProducer::new();
+    let mut track = broadcast.create_track("t", 0);
+    let _announced = local.publish("b", broadcast.consume(), vec![]);
+    let _publisher = start(connect(addr, "moqt").await, Some(&local), None);
+    let (_v, mut healthy) = viewer(addr, "moqt", "b", "t").await;
+
+    // SUBSCRIBE whose declared length (3) is shorter than its fields need.
+    let hostile = connect(addr, "moqt").await;
+    let (mut send, _recv) = hostile.conn.open_bi().await.unwrap();
+    send.write_all(&[0x02, 0x03, 0x00, 0x01, b'b'])
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&hostile.conn).await,
+        Some(code::PROTOCOL_VIOLATION)
+    );
+
+    let mut g = track.append_group();
+    g.write_frame(Bytes::from_static(b"still here")).unwrap();
+    g.finish();
+    assert_eq!(next_payload(&mut healthy).await, "still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_stream_type_resets_only_that_stream() {
+    let addr = relay(Origin::new()).await;
+    let peer = connect(addr, "https").await;
+    let (mut send, mut recv) = peer.conn.open_bi().await.unwrap();
+    send.write_all(&[0x3f]).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = timeout(WAIT, recv.read(&mut buf)).await.unwrap();
+    assert!(
+        matches!(read, Err(web_transport_quinn::ReadError::Reset(c)) if c == code::UNEXPECTED_STREAM),
+        "{read:?}"
+    );
+    // The session is still up: an ANNOUNCE_REQUEST is answered (no broadcasts, stream open).
+    let (mut send, mut recv) = peer.conn.open_bi().await.unwrap();
+    send.write_all(&[0x01, 0x02, 0x00, 0x00]).await.unwrap();
+    let pending = timeout(Duration::from_millis(300), recv.read(&mut buf)).await;
+    assert!(
+        pending.is_err(),
+        "no announcements and no reset: {pending:?}"
+    );
+    assert!(peer.conn.close_reason().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_is_a_protocol_violation() {
+    let addr = relay(Origin::new()).await;
+    let local = Origin::new();
+    let inbox = Origin::new();
+    // A publisher with a broadcast so the relay subscribes to it: subscription id 0.
+    let broadcast = BroadcastProducer::new();
+    let track = broadcast.create_track("t", 0);
+    let _announced = local.publish("b", broadcast.consume(), vec![]);
+    let peer = connect(addr, "moqt").await;
+    let conn = peer.conn.clone();
+    let _session = start(peer, Some(&local), Some(&inbox));
+    let (_v, _viewer_track) = viewer(addr, "moqt", "b", "t").await;
+    assert!(
+        eventually(|| track.consumers() > 0).await,
+        "the relay subscribed upstream"
+    );
+
+    let mut send = conn.open_uni().await.unwrap();
+    // Group stream for subscription 0, group 0, then a frame claiming 1 GiB.
+    send.write_all(&[0x00, 0x02, 0x00, 0x00, 0xc0, 0, 0, 0, 0x40, 0, 0, 0])
+        .await
+        .unwrap();
+    assert_eq!(close_code(&conn).await, Some(code::PROTOCOL_VIOLATION));
+}
