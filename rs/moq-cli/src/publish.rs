@@ -183,10 +183,14 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let (mut video_frames, mut audio_frames) = (0u64, 0u64);
     let mut ticker = tokio::time::interval(Duration::from_millis(5));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut going_away = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = session.goaway_received() => anyhow::bail!("the relay is going away (GOAWAY)"),
+            _ = session.goaway_received() => {
+                going_away = true;
+                break;
+            }
             _ = tokio::signal::ctrl_c() => break,
         }
         if run.is_finished() {
@@ -228,8 +232,12 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     }
     catalog_track.finish();
     eprintln!("moq publish: done after {groups} groups, {video_frames} video frames, {audio_frames} audio frames");
-    tokio::time::sleep(args.linger).await;
+    if !going_away {
+        tokio::time::sleep(args.linger).await;
+    }
+    // Close explicitly so the relay sees us leave now, not after its idle timeout.
     session.close(&moq_lite::Error::Cancel);
     let _ = tokio::time::timeout(Duration::from_secs(1), client.wait_idle()).await;
+    anyhow::ensure!(!going_away, "the relay is going away (GOAWAY)");
     Ok(())
 }

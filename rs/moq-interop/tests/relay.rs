@@ -149,6 +149,44 @@ fn announced_and_fingerprint_endpoints_answer_browsers() {
     assert!(fingerprint.chars().all(|c| c.is_ascii_hexdigit()));
 }
 
+#[test]
+fn sigterm_sends_goaway_and_drains() {
+    let _serial = serial();
+    let port = free_port();
+    let mut relay = start_relay(port, &["--drain-timeout", "5s"]);
+    let url = format!("http://localhost:{port}/");
+    let mut publisher = Proc::spawn(
+        "moq publish",
+        Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", "demo/drain"]),
+    );
+    publisher.wait_line(Duration::from_secs(10), |l| l.contains("moq publish:"));
+    relay.wait_line(Duration::from_secs(10), |l| l.contains("session opened"));
+
+    let started = std::time::Instant::now();
+    relay.signal("TERM");
+    relay.wait_line(Duration::from_secs(5), |l| l.contains("sending GOAWAY"));
+    // The publisher hears GOAWAY, leaves, and the relay stops without waiting out the window.
+    publisher.wait_line(Duration::from_secs(5), |l| {
+        l.contains("going away (GOAWAY)")
+    });
+    let status = relay
+        .wait_exit(Duration::from_secs(10))
+        .expect("relay exits");
+    assert!(status.success(), "{status:?}");
+    eprintln!("relay stopped {:?} after SIGTERM", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drained early: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        publisher
+            .wait_exit(Duration::from_secs(5))
+            .and_then(|s| s.code()),
+        Some(1)
+    );
+}
+
 /// Helpers for running a command whose output is read at the end.
 trait SpawnLater {
     fn spawn_output_later(&mut self) -> Later;
