@@ -12,6 +12,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   echo "stopped"
+  exit 0
 }
 trap cleanup INT TERM EXIT
 

@@ -26,7 +26,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,web_transport_quinn=error".into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_default())
         .with_writer(std::io::stderr)
