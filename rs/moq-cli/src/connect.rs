@@ -26,11 +26,7 @@ impl ConnectArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
         Client::new(ClientConfig {
             versions: self.versions.clone(),
-            tls: ClientTls {
-                insecure: self.tls_insecure,
-                fingerprints: self.tls_fingerprint.clone(),
-                roots: vec![],
-            },
+            tls: ClientTls { insecure: self.tls_insecure, fingerprints: self.tls_fingerprint.clone(), roots: vec![] },
             ..Default::default()
         })
     }

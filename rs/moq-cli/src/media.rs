@@ -13,10 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const HEADER_SIZE: usize = 24;
 
 pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
 }
 
 /// Builds one frame of exactly `size` bytes (at least the header).
@@ -67,11 +64,7 @@ pub fn verify_frame(payload: &[u8]) -> Option<FrameInfo> {
     }
     let mut expected = BytesMut::with_capacity(size - HEADER_SIZE);
     fill(&mut expected, group, index, size - HEADER_SIZE);
-    (expected[..] == payload[HEADER_SIZE..]).then_some(FrameInfo {
-        capture_us,
-        group,
-        index,
-    })
+    (expected[..] == payload[HEADER_SIZE..]).then_some(FrameInfo { capture_us, group, index })
 }
 
 /// The catalog track's single frame: which tracks exist and their shape.
@@ -99,14 +92,7 @@ mod tests {
     #[test]
     fn frames_verify_and_detect_corruption() {
         let frame = make_frame(3, 7, 1000, 42);
-        assert_eq!(
-            verify_frame(&frame),
-            Some(FrameInfo {
-                capture_us: 42,
-                group: 3,
-                index: 7
-            })
-        );
+        assert_eq!(verify_frame(&frame), Some(FrameInfo { capture_us: 42, group: 3, index: 7 }));
         let mut bad = frame.to_vec();
         bad[500] ^= 1;
         assert_eq!(verify_frame(&bad), None);

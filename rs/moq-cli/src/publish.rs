@@ -32,6 +32,9 @@ pub struct PublishArgs {
     /// Stop after this many video groups (default: run until Ctrl-C).
     #[arg(long)]
     pub groups: Option<u64>,
+    /// Print payload totals per track as JSON on stdout when done.
+    #[arg(long)]
+    pub json: bool,
     /// How long to keep the session open after the last group so viewers receive it.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub linger: Duration,
@@ -45,33 +48,21 @@ struct Source {
     frame_size: usize,
     key_size: usize,
     index: u32,
+    /// Payload bytes produced so far (what a relay should count as received).
+    bytes: u64,
 }
 
 impl Source {
-    fn new(
-        broadcast: &BroadcastProducer,
-        name: &str,
-        priority: u8,
-        bitrate: u64,
-        fps: f64,
-        gop: u32,
-    ) -> Self {
+    fn new(broadcast: &BroadcastProducer, name: &str, priority: u8, bitrate: u64, fps: f64, gop: u32) -> Self {
         let avg = (bitrate as f64 / 8.0 / fps).max(media::HEADER_SIZE as f64) as usize;
         // A key frame four times the average; deltas share the rest of the GOP's budget.
         let key_size = if gop > 1 { avg * 4 } else { avg };
         let frame_size = if gop > 1 {
-            ((avg * gop as usize).saturating_sub(key_size) / (gop as usize - 1))
-                .max(media::HEADER_SIZE)
+            ((avg * gop as usize).saturating_sub(key_size) / (gop as usize - 1)).max(media::HEADER_SIZE)
         } else {
             avg
         };
-        Self {
-            track: broadcast.create_track(name, priority),
-            group: None,
-            frame_size,
-            key_size,
-            index: 0,
-        }
+        Self { track: broadcast.create_track(name, priority), group: None, frame_size, key_size, index: 0, bytes: 0 }
     }
 
     fn start_group(&mut self) {
@@ -86,12 +77,9 @@ impl Source {
         let Some(group) = self.group.as_mut() else {
             return Ok(());
         };
-        let size = if self.index == 0 {
-            self.key_size
-        } else {
-            self.frame_size
-        };
+        let size = if self.index == 0 { self.key_size } else { self.frame_size };
         let frame = media::make_frame(group.sequence(), self.index, size, media::now_us());
+        self.bytes += frame.len() as u64;
         group.write_frame(frame)?;
         self.index += 1;
         Ok(())
@@ -106,23 +94,13 @@ impl Source {
 }
 
 pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.fps > 0.0 && args.gop > 0,
-        "--fps and --gop must be positive"
-    );
+    anyhow::ensure!(args.fps > 0.0 && args.gop > 0, "--fps and --gop must be positive");
     let origin = Origin::new();
     let broadcast = BroadcastProducer::new();
     let mut catalog_track = broadcast.create_track(media::CATALOG_TRACK, 255);
-    let mut video = Source::new(
-        &broadcast,
-        "video",
-        2,
-        args.video_bitrate,
-        args.fps,
-        args.gop,
-    );
-    let mut audio = (args.audio_bitrate > 0)
-        .then(|| Source::new(&broadcast, "audio", 3, args.audio_bitrate, AUDIO_FPS, 1));
+    let mut video = Source::new(&broadcast, "video", 2, args.video_bitrate, args.fps, args.gop);
+    let mut audio =
+        (args.audio_bitrate > 0).then(|| Source::new(&broadcast, "audio", 3, args.audio_bitrate, AUDIO_FPS, 1));
 
     let mut catalog = Catalog {
         tracks: vec![CatalogTrack {
@@ -143,30 +121,21 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         });
     }
     let mut group = catalog_track.append_group();
-    group.write_frame(serde_json::to_vec(&catalog)?.into())?;
+    let catalog_json = serde_json::to_vec(&catalog)?;
+    let catalog_bytes = catalog_json.len();
+    group.write_frame(catalog_json.into())?;
     group.finish();
 
     let path = moq_lite::path::normalize(&args.broadcast);
     let _publication = origin.publish(&path, broadcast.consume(), vec![]);
 
     let client = args.connect.client()?;
-    let connected = args
-        .connect
-        .connect(&client)
-        .await
-        .context("connecting to the relay")?;
-    eprintln!(
-        "moq publish: {} via {} ({}) as {path:?}",
-        args.connect.url, connected.transport, connected.version
-    );
+    let connected = args.connect.connect(&client).await.context("connecting to the relay")?;
+    eprintln!("moq publish: {} via {} ({}) as {path:?}", args.connect.url, connected.transport, connected.version);
     let session = Session::new(
         connected.conn,
         connected.version,
-        SessionConfig {
-            publish: Some(Scope::new(origin, "", vec![String::new()])),
-            subscribe: None,
-            hop_id: 0,
-        },
+        SessionConfig { publish: Some(Scope::new(origin, "", vec![String::new()])), subscribe: None, hop_id: 0 },
     );
     let run = tokio::spawn({
         let session = session.clone();
@@ -199,9 +168,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         }
         // Emit every frame that is due by the wall clock; a group starts every `gop` frames.
         let elapsed = start.elapsed().as_secs_f64();
-        while (video_frames as f64) < elapsed * args.fps
-            && video_limit.is_none_or(|l| video_frames < l)
-        {
+        while (video_frames as f64) < elapsed * args.fps && video_limit.is_none_or(|l| video_frames < l) {
             if video_frames % args.gop as u64 == 0 {
                 video.start_group();
             }
@@ -209,9 +176,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             video_frames += 1;
         }
         if let Some(audio) = audio.as_mut() {
-            while (audio_frames as f64) < elapsed * AUDIO_FPS
-                && audio_limit.is_none_or(|l| audio_frames < l)
-            {
+            while (audio_frames as f64) < elapsed * AUDIO_FPS && audio_limit.is_none_or(|l| audio_frames < l) {
                 if audio_frames % audio_gop == 0 {
                     audio.start_group();
                 }
@@ -219,19 +184,30 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
                 audio_frames += 1;
             }
         }
-        if video_limit.is_some_and(|l| video_frames >= l)
-            && audio_limit.is_some_and(|l| audio_frames >= l)
-        {
+        if video_limit.is_some_and(|l| video_frames >= l) && audio_limit.is_some_and(|l| audio_frames >= l) {
             break;
         }
     }
     let groups = video_frames.div_ceil(args.gop as u64);
+    let (video_bytes, audio_bytes) = (video.bytes, audio.as_ref().map_or(0, |a| a.bytes));
     video.finish();
     if let Some(audio) = audio {
         audio.finish();
     }
     catalog_track.finish();
     eprintln!("moq publish: done after {groups} groups, {video_frames} video frames, {audio_frames} audio frames");
+    if args.json {
+        // Payload totals per track, for checking what relays and viewers counted.
+        let summary = serde_json::json!({
+            "groups": groups,
+            "tracks": {
+                "video": { "frames": video_frames, "bytes": video_bytes },
+                "audio": { "frames": audio_frames, "bytes": audio_bytes },
+                "catalog": { "frames": 1, "bytes": catalog_bytes },
+            }
+        });
+        println!("{summary}");
+    }
     if !going_away {
         tokio::time::sleep(args.linger).await;
     }

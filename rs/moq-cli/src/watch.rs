@@ -144,11 +144,7 @@ type ViewerResult = Result<(), (u8, anyhow::Error)>;
 async fn viewer(args: WatchArgs, stats: Stats) -> ViewerResult {
     let fail = |code: u8| move |e: anyhow::Error| (code, e);
     let client = args.connect.client().map_err(fail(exit::CONNECT))?;
-    let connected = args
-        .connect
-        .connect(&client)
-        .await
-        .map_err(fail(exit::CONNECT))?;
+    let connected = args.connect.connect(&client).await.map_err(fail(exit::CONNECT))?;
     let origin = Origin::new();
     let session = Session::new(
         connected.conn,
@@ -168,17 +164,9 @@ async fn viewer(args: WatchArgs, stats: Stats) -> ViewerResult {
         let broadcast = if args.direct {
             session.subscribe_broadcast(&path)
         } else {
-            let route = tokio::time::timeout(args.timeout, origin.wait_route(&path))
-                .await
-                .map_err(|_| {
-                    (
-                        exit::NOT_FOUND,
-                        anyhow::anyhow!(
-                            "broadcast {path:?} not announced within {:?}",
-                            args.timeout
-                        ),
-                    )
-                })?;
+            let route = tokio::time::timeout(args.timeout, origin.wait_route(&path)).await.map_err(|_| {
+                (exit::NOT_FOUND, anyhow::anyhow!("broadcast {path:?} not announced within {:?}", args.timeout))
+            })?;
             route.broadcast
         };
         receive(&broadcast, &args, stats).await
@@ -195,35 +183,23 @@ async fn receive(broadcast: &BroadcastConsumer, args: &WatchArgs, stats: Stats) 
         .subscribe_track(media::CATALOG_TRACK)
         .map_err(|e| (exit::NOT_FOUND, anyhow::anyhow!("catalog: {e}")))?;
     let catalog: Catalog = tokio::time::timeout(args.timeout, async {
-        let mut group = catalog_track
-            .next_group()
-            .await?
-            .ok_or(moq_lite::Error::NotFound)?;
+        let mut group = catalog_track.next_group().await?.ok_or(moq_lite::Error::NotFound)?;
         let frame = group.read_frame().await?.ok_or(moq_lite::Error::NotFound)?;
         Ok::<_, moq_lite::Error>(frame.payload)
     })
     .await
-    .map_err(|_| {
-        (
-            exit::NOT_FOUND,
-            anyhow::anyhow!("no catalog within {:?}", args.timeout),
-        )
-    })?
+    .map_err(|_| (exit::NOT_FOUND, anyhow::anyhow!("no catalog within {:?}", args.timeout)))?
     .map_err(|e| (exit::NOT_FOUND, anyhow::anyhow!("catalog: {e}")))
-    .and_then(|p| {
-        serde_json::from_slice(&p).map_err(|e| (exit::CORRUPT, anyhow::anyhow!("catalog: {e}")))
-    })?;
-    drop(catalog_track);
+    .and_then(|p| serde_json::from_slice(&p).map_err(|e| (exit::CORRUPT, anyhow::anyhow!("catalog: {e}"))))?;
+    // Keep the catalog subscribed, as a player does, to follow updates.
+    let _catalog_track = catalog_track;
 
     let mut tracks = tokio::task::JoinSet::new();
     for t in &catalog.tracks {
         let consumer = broadcast
             .subscribe_track(&t.name)
             .map_err(|e| (exit::NOT_FOUND, anyhow::anyhow!("track {}: {e}", t.name)))?;
-        stats
-            .lock()
-            .unwrap()
-            .insert(t.name.clone(), TrackStats::default());
+        stats.lock().unwrap().insert(t.name.clone(), TrackStats::default());
         tracks.spawn(read_track(consumer, stats.clone(), args.groups));
     }
     while tracks.join_next().await.is_some() {}
@@ -234,10 +210,7 @@ async fn receive(broadcast: &BroadcastConsumer, args: &WatchArgs, stats: Stats) 
     if let Some(want) = args.groups {
         if let Some((name, s)) = stats.iter().find(|(_, s)| s.groups_complete < want) {
             let why = s.error.clone().unwrap_or_else(|| "track ended".into());
-            return Err((
-                exit::INCOMPLETE,
-                anyhow::anyhow!("{name}: {} of {want} groups ({why})", s.groups_complete),
-            ));
+            return Err((exit::INCOMPLETE, anyhow::anyhow!("{name}: {} of {want} groups ({why})", s.groups_complete)));
         }
     }
     Ok(())
@@ -291,9 +264,7 @@ async fn read_track(mut track: TrackConsumer, stats: Stats, want_groups: Option<
                                 s.latency_us.push(l);
                             }
                         }
-                        if s.last_frame
-                            .is_some_and(|t| now.duration_since(t) > STALL_THRESHOLD)
-                        {
+                        if s.last_frame.is_some_and(|t| now.duration_since(t) > STALL_THRESHOLD) {
                             s.stalls += 1;
                         }
                         s.last_frame = Some(now);
@@ -350,28 +321,19 @@ fn print_live(all: &[Stats], started: Instant) {
 }
 
 fn summarize(all: &[Stats], args: &WatchArgs, code: u8, errors: Vec<String>) -> Summary {
-    let mut summary = Summary {
-        viewers: all.len(),
-        exit_code: code,
-        errors,
-        ..Default::default()
-    };
+    let mut summary = Summary { viewers: all.len(), exit_code: code, errors, ..Default::default() };
     let mut latencies: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for stats in all {
         for (name, s) in stats.lock().unwrap().iter() {
-            let t = summary
-                .tracks
-                .entry(name.clone())
-                .or_insert_with(|| TrackSummary {
-                    frames_min_per_viewer: u64::MAX,
-                    groups_complete_min_per_viewer: u64::MAX,
-                    ..Default::default()
-                });
+            let t = summary.tracks.entry(name.clone()).or_insert_with(|| TrackSummary {
+                frames_min_per_viewer: u64::MAX,
+                groups_complete_min_per_viewer: u64::MAX,
+                ..Default::default()
+            });
             t.frames += s.frames;
             t.frames_min_per_viewer = t.frames_min_per_viewer.min(s.frames);
             t.bytes += s.bytes;
-            t.groups_complete_min_per_viewer =
-                t.groups_complete_min_per_viewer.min(s.groups_complete);
+            t.groups_complete_min_per_viewer = t.groups_complete_min_per_viewer.min(s.groups_complete);
             t.first_group_max = t.first_group_max.max(s.first_group);
             t.corrupt += s.corrupt;
             t.gaps += s.gaps;
@@ -379,10 +341,7 @@ fn summarize(all: &[Stats], args: &WatchArgs, code: u8, errors: Vec<String>) -> 
             if let Some(e) = &s.error {
                 t.errors.push(e.clone());
             }
-            latencies
-                .entry(name.clone())
-                .or_default()
-                .extend(&s.latency_us);
+            latencies.entry(name.clone()).or_default().extend(&s.latency_us);
         }
     }
     for (name, mut lat) in latencies {
@@ -406,12 +365,7 @@ fn summarize(all: &[Stats], args: &WatchArgs, code: u8, errors: Vec<String>) -> 
     }
     if summary.exit_code == 0 {
         if let Some(want) = args.groups {
-            if summary.tracks.is_empty()
-                || summary
-                    .tracks
-                    .values()
-                    .any(|t| t.groups_complete_min_per_viewer < want)
-            {
+            if summary.tracks.is_empty() || summary.tracks.values().any(|t| t.groups_complete_min_per_viewer < want) {
                 summary.exit_code = exit::INCOMPLETE;
             }
         }

@@ -22,9 +22,7 @@ fn workspace() -> PathBuf {
 
 /// A binary of this workspace, built by `cargo build` before the tests run.
 pub fn bin(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
     for profile in ["debug", "release"] {
         let path = target.join(profile).join(name);
         if path.exists() {
@@ -40,11 +38,7 @@ pub fn reference(crate_name: &str, version: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/moq-ref"));
     let path = dir.join(format!("{crate_name}-{version}/bin/{crate_name}"));
-    assert!(
-        path.exists(),
-        "{} missing: run scripts/install-test-deps.sh (just test does)",
-        path.display()
-    );
+    assert!(path.exists(), "{} missing: run scripts/install-test-deps.sh (just test does)", path.display());
     path
 }
 
@@ -92,12 +86,7 @@ impl Proc {
                 }
             });
         }
-        Proc {
-            name: name.to_string(),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        Proc { name: name.to_string(), child, lines, seen: Vec::new() }
     }
 
     /// Waits for a line matching `pred`, returning it; panics with the output so far on timeout.
@@ -112,11 +101,9 @@ impl Proc {
                         return line;
                     }
                 }
-                Err(_) => panic!(
-                    "{}: no matching line within {timeout:?}; output:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                ),
+                Err(_) => {
+                    panic!("{}: no matching line within {timeout:?}; output:\n{}", self.name, self.seen.join("\n"))
+                }
             }
         }
     }
@@ -130,10 +117,7 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -159,21 +143,11 @@ impl Drop for Proc {
 /// until it is ready.
 pub fn start_relay(port: u16, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(bin("moq-relay"));
-    cmd.args([
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--listen",
-        &format!("[::1]:{port}"),
-    ])
-    .args([
-        "--tls-generate",
-        "localhost,127.0.0.1,::1",
-        "--ops-listen",
-        "off",
-    ])
-    .args(extra)
-    .env("RUST_LOG", "info")
-    .env_remove("LOG_FORMAT");
+    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--listen", &format!("[::1]:{port}")])
+        .args(["--tls-generate", "localhost,127.0.0.1,::1", "--ops-listen", "off"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env_remove("LOG_FORMAT");
     let mut relay = Proc::spawn("moq-relay", &mut cmd);
     relay.wait_line(Duration::from_secs(20), |l| l.contains("relay ready"));
     relay
@@ -181,11 +155,8 @@ pub fn start_relay(port: u16, extra: &[&str]) -> Proc {
 
 /// Runs a command to completion with a timeout, returning its output.
 pub fn run(name: &str, cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawning {name}: {e}"));
     let deadline = Instant::now() + timeout;
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -207,15 +178,8 @@ pub fn run(name: &str, cmd: &mut Command, timeout: Duration) -> Output {
 /// Parses the JSON summary `moq watch --json` prints as its last stdout line.
 pub fn watch_summary(out: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| {
-            panic!(
-                "no JSON summary; stdout:\n{stdout}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
+        panic!("no JSON summary; stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr))
+    });
     serde_json::from_str(line).unwrap()
 }

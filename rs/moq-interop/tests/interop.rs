@@ -19,9 +19,7 @@ fn is_clock_line(line: &str) -> bool {
         && b[10] == b' '
         && b[13] == b':'
         && b[16] == b':'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| [4, 7, 10, 13, 16].contains(&i) || c.is_ascii_digit())
+        && b.iter().enumerate().all(|(i, c)| [4, 7, 10, 13, 16].contains(&i) || c.is_ascii_digit())
 }
 
 /// Reference clock publisher → this relay → reference clock subscriber, printing live seconds.
@@ -33,17 +31,11 @@ fn clock_through_our_relay(url_for: impl Fn(u16) -> String, flags: &[&str]) {
     let clock = reference(CLOCK.0, CLOCK.1);
     let _publisher = Proc::spawn(
         "moq-clock publish",
-        Command::new(&clock)
-            .args(["--url", &url, "--broadcast", "clock"])
-            .args(flags)
-            .arg("publish"),
+        Command::new(&clock).args(["--url", &url, "--broadcast", "clock"]).args(flags).arg("publish"),
     );
     let mut subscriber = Proc::spawn(
         "moq-clock subscribe",
-        Command::new(&clock)
-            .args(["--url", &url, "--broadcast", "clock"])
-            .args(flags)
-            .arg("subscribe"),
+        Command::new(&clock).args(["--url", &url, "--broadcast", "clock"]).args(flags).arg("subscribe"),
     );
     // Late join prints the current minute's seconds so far at once; then one line per second.
     let first = subscriber.wait_line(Duration::from_secs(30), is_clock_line);
@@ -65,18 +57,12 @@ fn clock_over_webtransport_with_fingerprint_bootstrap() {
 
 #[test]
 fn clock_over_webtransport_without_verification() {
-    clock_through_our_relay(
-        |port| format!("https://localhost:{port}/"),
-        &["--tls-disable-verify"],
-    );
+    clock_through_our_relay(|port| format!("https://localhost:{port}/"), &["--tls-disable-verify"]);
 }
 
 #[test]
 fn clock_over_raw_quic() {
-    clock_through_our_relay(
-        |port| format!("moqt://localhost:{port}/"),
-        &["--tls-disable-verify"],
-    );
+    clock_through_our_relay(|port| format!("moqt://localhost:{port}/"), &["--tls-disable-verify"]);
 }
 
 /// This publisher → the reference relay → this viewer: every frame intact.
@@ -108,23 +94,10 @@ fn moq_cli_through_reference_relay() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        ready,
-        "reference relay never served its fingerprint: {:?}",
-        relay.drain()
-    );
+    assert!(ready, "reference relay never served its fingerprint: {:?}", relay.drain());
 
     let viewer = Command::new(bin("moq"))
-        .args([
-            "watch",
-            "--url",
-            &url,
-            "--broadcast",
-            "ref/bbb",
-            "--json",
-            "--stats-interval",
-            "0s",
-        ])
+        .args(["watch", "--url", &url, "--broadcast", "ref/bbb", "--json", "--stats-interval", "0s"])
         .args(["--groups", "3", "--timeout", "20s"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -133,24 +106,11 @@ fn moq_cli_through_reference_relay() {
     std::thread::sleep(Duration::from_millis(1000));
     let _publisher = Proc::spawn(
         "moq publish",
-        Command::new(bin("moq")).args([
-            "publish",
-            "--url",
-            &url,
-            "--broadcast",
-            "ref/bbb",
-            "--groups",
-            "3",
-        ]),
+        Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", "ref/bbb", "--groups", "3"]),
     );
     let out = wait_output(viewer, Duration::from_secs(40));
     let summary = watch_summary(&out);
-    assert_eq!(
-        summary["ok"],
-        true,
-        "{summary:#}\nrelay: {:?}",
-        relay.drain()
-    );
+    assert_eq!(summary["ok"], true, "{summary:#}\nrelay: {:?}", relay.drain());
     for (track, per_group) in [("video", 30), ("audio", 50)] {
         let t = &summary["tracks"][track];
         assert_eq!(t["frames_min_per_viewer"], 3 * per_group, "{summary:#}");

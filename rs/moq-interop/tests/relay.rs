@@ -8,31 +8,13 @@ use moq_interop::*;
 
 fn publish(url: &str, broadcast: &str, groups: u64) -> Proc {
     let mut cmd = Command::new(bin("moq"));
-    cmd.args([
-        "publish",
-        "--url",
-        url,
-        "--broadcast",
-        broadcast,
-        "--groups",
-        &groups.to_string(),
-    ]);
+    cmd.args(["publish", "--url", url, "--broadcast", broadcast, "--groups", &groups.to_string()]);
     Proc::spawn("moq publish", &mut cmd)
 }
 
 fn watch(url: &str, broadcast: &str, viewers: usize, groups: u64) -> Command {
     let mut cmd = Command::new(bin("moq"));
-    cmd.args([
-        "watch",
-        "--url",
-        url,
-        "--broadcast",
-        broadcast,
-        "--json",
-        "--stats-interval",
-        "0s",
-    ])
-    .args([
+    cmd.args(["watch", "--url", url, "--broadcast", broadcast, "--json", "--stats-interval", "0s"]).args([
         "--viewers",
         &viewers.to_string(),
         "--groups",
@@ -54,10 +36,7 @@ fn assert_complete(summary: &serde_json::Value, viewers: u64, groups: u64) {
         assert_eq!(track["first_group_max"], 0, "{summary:#}");
         assert_eq!(track["corrupt"], 0, "{summary:#}");
         assert_eq!(track["gaps"], 0, "{summary:#}");
-        assert_eq!(
-            track["groups_complete_min_per_viewer"], groups,
-            "{summary:#}"
-        );
+        assert_eq!(track["groups_complete_min_per_viewer"], groups, "{summary:#}");
     }
 }
 
@@ -73,12 +52,7 @@ fn webtransport_publish_to_fifty_viewers_every_frame_intact() {
     let mut publisher = publish(&url, "demo/fanout", 4);
     let out = viewers.finish(Duration::from_secs(60));
     assert_complete(&watch_summary(&out), 50, 4);
-    assert_eq!(
-        publisher
-            .wait_exit(Duration::from_secs(20))
-            .map(|s| s.success()),
-        Some(true)
-    );
+    assert_eq!(publisher.wait_exit(Duration::from_secs(20)).map(|s| s.success()), Some(true));
 }
 
 #[test]
@@ -88,16 +62,11 @@ fn raw_quic_and_scoped_paths() {
     let _relay = start_relay(port, &[]);
     // Publish over WebTransport under the session root "room"; watch over raw QUIC (lite-04
     // raw QUIC carries no path: the root scope, where the broadcast is "room/cam").
-    let viewer = watch(&format!("moqt://localhost:{port}"), "room/cam", 1, 2)
-        .args(["--tls-insecure"])
-        .spawn_output_later();
+    let viewer =
+        watch(&format!("moqt://localhost:{port}"), "room/cam", 1, 2).args(["--tls-insecure"]).spawn_output_later();
     std::thread::sleep(Duration::from_millis(1000));
     let _publisher = publish(&format!("http://localhost:{port}/room"), "cam", 2);
-    assert_complete(
-        &watch_summary(&viewer.finish(Duration::from_secs(30))),
-        1,
-        2,
-    );
+    assert_complete(&watch_summary(&viewer.finish(Duration::from_secs(30))), 1, 2);
     let listing = run(
         "curl",
         Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/announced/room")]),
@@ -132,12 +101,7 @@ fn announced_and_fingerprint_endpoints_answer_browsers() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        listed
-            .to_ascii_lowercase()
-            .contains("access-control-allow-origin: *"),
-        "{listed}"
-    );
+    assert!(listed.to_ascii_lowercase().contains("access-control-allow-origin: *"), "{listed}");
     assert!(listed.ends_with("listed\n"), "{listed}");
     let out = run(
         "curl",
@@ -166,25 +130,12 @@ fn sigterm_sends_goaway_and_drains() {
     relay.signal("TERM");
     relay.wait_line(Duration::from_secs(5), |l| l.contains("sending GOAWAY"));
     // The publisher hears GOAWAY, leaves, and the relay stops without waiting out the window.
-    publisher.wait_line(Duration::from_secs(5), |l| {
-        l.contains("going away (GOAWAY)")
-    });
-    let status = relay
-        .wait_exit(Duration::from_secs(10))
-        .expect("relay exits");
+    publisher.wait_line(Duration::from_secs(5), |l| l.contains("going away (GOAWAY)"));
+    let status = relay.wait_exit(Duration::from_secs(10)).expect("relay exits");
     assert!(status.success(), "{status:?}");
     eprintln!("relay stopped {:?} after SIGTERM", started.elapsed());
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "drained early: {:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        publisher
-            .wait_exit(Duration::from_secs(5))
-            .and_then(|s| s.code()),
-        Some(1)
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "drained early: {:?}", started.elapsed());
+    assert_eq!(publisher.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()), Some(1));
 }
 
 /// Helpers for running a command whose output is read at the end.
@@ -194,11 +145,8 @@ trait SpawnLater {
 
 impl SpawnLater for Command {
     fn spawn_output_later(&mut self) -> Later {
-        let child = self
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
+        let child =
+            self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
         Later(Some(child))
     }
 }

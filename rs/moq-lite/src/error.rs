@@ -61,9 +61,7 @@ impl Error {
             Self::NotFound => code::NOT_FOUND,
             Self::Expired => code::OLD,
             Self::TooSlow => code::TOO_SLOW,
-            Self::Duplicate(_) | Self::ProtocolViolation(_) | Self::Decode(_) => {
-                code::PROTOCOL_VIOLATION
-            }
+            Self::Duplicate(_) | Self::ProtocolViolation(_) | Self::Decode(_) => code::PROTOCOL_VIOLATION,
             Self::TooManyTracks => code::INTERNAL,
             Self::RemoteReset(c) => *c,
             Self::UnexpectedStream(_) => code::UNEXPECTED_STREAM,

@@ -14,4 +14,5 @@ pub mod path;
 pub use error::{code, Error};
 pub use message::Version;
 pub mod session;
+pub mod telemetry;
 pub mod transport;

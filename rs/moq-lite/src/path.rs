@@ -5,10 +5,7 @@ pub const MAX_SEGMENTS: usize = 32;
 
 /// Trims leading/trailing `/` and collapses repeated separators.
 pub fn normalize(path: &str) -> String {
-    path.split('/')
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("/")
+    path.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("/")
 }
 
 /// Joins two normalized paths.

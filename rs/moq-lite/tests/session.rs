@@ -15,10 +15,7 @@ const WAIT: Duration = Duration::from_secs(5);
 
 fn server_tls() -> rustls::ServerConfig {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().self_signed(&key).unwrap();
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into();
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -30,30 +27,19 @@ fn server_tls() -> rustls::ServerConfig {
 
 /// A minimal relay: every session may publish and subscribe anywhere under its root.
 async fn relay(origin: Origin) -> SocketAddr {
-    let server = Server::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        server_tls(),
-        Version::ALL.to_vec(),
-        &QuicOptions::default(),
-    )
-    .unwrap();
+    let server =
+        Server::bind("127.0.0.1:0".parse().unwrap(), server_tls(), Version::ALL.to_vec(), &QuicOptions::default())
+            .unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(async move {
         while let Some(incoming) = server.accept().await {
             let origin = origin.clone();
             tokio::spawn(async move {
                 let request = incoming.handshake().await.unwrap();
-                let root = request
-                    .url()
-                    .map(|u| moq_lite::path::normalize(u.path()))
-                    .unwrap_or_default();
+                let root = request.url().map(|u| moq_lite::path::normalize(u.path())).unwrap_or_default();
                 let (conn, version) = request.accept().await.unwrap();
                 let scope = Scope::new(origin, &root, vec![String::new()]);
-                let config = SessionConfig {
-                    publish: Some(scope.clone()),
-                    subscribe: Some(scope),
-                    hop_id: 7,
-                };
+                let config = SessionConfig { publish: Some(scope.clone()), subscribe: Some(scope), hop_id: 7 };
                 Session::new(conn, version, config).run().await;
             });
         }
@@ -62,17 +48,10 @@ async fn relay(origin: Origin) -> SocketAddr {
 }
 
 async fn connect(addr: SocketAddr, scheme: &str) -> Connected {
-    let client = Client::new(ClientConfig {
-        tls: ClientTls {
-            insecure: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .unwrap();
-    let url = format!("{scheme}://localhost:{}/", addr.port())
-        .parse()
-        .unwrap();
+    let client =
+        Client::new(ClientConfig { tls: ClientTls { insecure: true, ..Default::default() }, ..Default::default() })
+            .unwrap();
+    let url = format!("{scheme}://localhost:{}/", addr.port()).parse().unwrap();
     let connected = client.connect(&url).await.unwrap();
     // The endpoint must outlive the connection; tests are short-lived processes.
     Box::leak(Box::new(client));
@@ -85,43 +64,23 @@ fn start(connected: Connected, publish: Option<&Origin>, inbox: Option<&Origin>)
     let session = Session::new(
         connected.conn,
         connected.version,
-        SessionConfig {
-            publish: publish.map(scope),
-            subscribe: inbox.map(scope),
-            hop_id: 0,
-        },
+        SessionConfig { publish: publish.map(scope), subscribe: inbox.map(scope), hop_id: 0 },
     );
     let run = session.clone();
     tokio::spawn(async move { run.run().await });
     session
 }
 
-async fn viewer(
-    addr: SocketAddr,
-    scheme: &str,
-    path: &str,
-    track: &str,
-) -> (Session, TrackConsumer) {
+async fn viewer(addr: SocketAddr, scheme: &str, path: &str, track: &str) -> (Session, TrackConsumer) {
     let inbox = Origin::new();
     let session = start(connect(addr, scheme).await, None, Some(&inbox));
-    let route = timeout(WAIT, inbox.wait_route(path))
-        .await
-        .expect("announced");
+    let route = timeout(WAIT, inbox.wait_route(path)).await.expect("announced");
     (session, route.broadcast.subscribe_track(track).unwrap())
 }
 
 async fn next_payload(track: &mut TrackConsumer) -> Bytes {
-    let mut group = timeout(WAIT, track.next_group())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    timeout(WAIT, group.read_frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-        .payload
+    let mut group = timeout(WAIT, track.next_group()).await.unwrap().unwrap().unwrap();
+    timeout(WAIT, group.read_frame()).await.unwrap().unwrap().unwrap().payload
 }
 
 async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
@@ -160,9 +119,7 @@ async fn one_upstream_subscription_fans_out_and_is_torn_down_with_the_last_viewe
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(track.consumers(), 1, "one viewer left: upstream stays");
     drop(vb);
-    timeout(WAIT, track.unused())
-        .await
-        .expect("the last viewer leaving unsubscribes upstream");
+    timeout(WAIT, track.unused()).await.expect("the last viewer leaving unsubscribes upstream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,13 +152,12 @@ async fn a_replacing_publisher_takes_over_the_path() {
 
 /// Waits for the relay to close the connection and returns the application close code.
 async fn close_code(conn: &moq_lite::session::Connection) -> Option<u32> {
-    let err = timeout(WAIT, conn.closed())
-        .await
-        .expect("the relay closes the session");
+    let err = timeout(WAIT, conn.closed()).await.expect("the relay closes the session");
     match err {
-        web_transport_quinn::SessionError::WebTransportError(
-            web_transport_quinn::WebTransportError::Closed(code, _),
-        ) => Some(code),
+        web_transport_quinn::SessionError::WebTransportError(web_transport_quinn::WebTransportError::Closed(
+            code,
+            _,
+        )) => Some(code),
         other => panic!("unexpected close: {other:?}"),
     }
 }
@@ -219,13 +175,8 @@ async fn a_malformed_message_closes_only_that_session() {
     // SUBSCRIBE whose declared length (3) is shorter than its fields need.
     let hostile = connect(addr, "moqt").await;
     let (mut send, _recv) = hostile.conn.open_bi().await.unwrap();
-    send.write_all(&[0x02, 0x03, 0x00, 0x01, b'b'])
-        .await
-        .unwrap();
-    assert_eq!(
-        close_code(&hostile.conn).await,
-        Some(code::PROTOCOL_VIOLATION)
-    );
+    send.write_all(&[0x02, 0x03, 0x00, 0x01, b'b']).await.unwrap();
+    assert_eq!(close_code(&hostile.conn).await, Some(code::PROTOCOL_VIOLATION));
 
     let mut g = track.append_group();
     g.write_frame(Bytes::from_static(b"still here")).unwrap();
@@ -241,18 +192,12 @@ async fn an_unknown_stream_type_resets_only_that_stream() {
     send.write_all(&[0x3f]).await.unwrap();
     let mut buf = [0u8; 16];
     let read = timeout(WAIT, recv.read(&mut buf)).await.unwrap();
-    assert!(
-        matches!(read, Err(web_transport_quinn::ReadError::Reset(c)) if c == code::UNEXPECTED_STREAM),
-        "{read:?}"
-    );
+    assert!(matches!(read, Err(web_transport_quinn::ReadError::Reset(c)) if c == code::UNEXPECTED_STREAM), "{read:?}");
     // The session is still up: an ANNOUNCE_REQUEST is answered (no broadcasts, stream open).
     let (mut send, mut recv) = peer.conn.open_bi().await.unwrap();
     send.write_all(&[0x01, 0x02, 0x00, 0x00]).await.unwrap();
     let pending = timeout(Duration::from_millis(300), recv.read(&mut buf)).await;
-    assert!(
-        pending.is_err(),
-        "no announcements and no reset: {pending:?}"
-    );
+    assert!(pending.is_err(), "no announcements and no reset: {pending:?}");
     assert!(peer.conn.close_reason().is_none());
 }
 
@@ -269,15 +214,10 @@ async fn an_oversized_frame_is_a_protocol_violation() {
     let conn = peer.conn.clone();
     let _session = start(peer, Some(&local), Some(&inbox));
     let (_v, _viewer_track) = viewer(addr, "moqt", "b", "t").await;
-    assert!(
-        eventually(|| track.consumers() > 0).await,
-        "the relay subscribed upstream"
-    );
+    assert!(eventually(|| track.consumers() > 0).await, "the relay subscribed upstream");
 
     let mut send = conn.open_uni().await.unwrap();
     // Group stream for subscription 0, group 0, then a frame claiming 1 GiB.
-    send.write_all(&[0x00, 0x02, 0x00, 0x00, 0xc0, 0, 0, 0, 0x40, 0, 0, 0])
-        .await
-        .unwrap();
+    send.write_all(&[0x00, 0x02, 0x00, 0x00, 0xc0, 0, 0, 0, 0x40, 0, 0, 0]).await.unwrap();
     assert_eq!(close_code(&conn).await, Some(code::PROTOCOL_VIOLATION));
 }

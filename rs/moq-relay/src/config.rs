@@ -50,6 +50,12 @@ pub struct Config {
     pub ops_listen: Option<SocketAddr>,
     /// Bearer token required by the operator listener.
     pub ops_token: Option<Secret>,
+    /// Broadcasts with their own metric series; the rest share `broadcast="_other"`.
+    pub metrics_max_broadcasts: usize,
+    /// Namespaces with their own metric series; the rest share `namespace="_other"`.
+    pub metrics_max_namespaces: usize,
+    /// How long series of ended broadcasts remain before they disappear.
+    pub metrics_linger: Duration,
 }
 
 /// Where the relay's TLS certificate comes from.
@@ -72,7 +78,6 @@ impl Secret {
     }
 
     /// The secret value, for comparison with what a client presents.
-    #[allow(dead_code)] // read by the ops listener's bearer check (metrics issue)
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -115,21 +120,20 @@ impl FromStr for MaybeAddr {
 
 impl<'de> Deserialize<'de> for MaybeAddr {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
-const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V6(Ipv6Addr::UNSPECIFIED), 4443);
-const DEFAULT_OPS_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9101);
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V6(Ipv6Addr::UNSPECIFIED), 4443);
+const DEFAULT_OPS_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9101);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_STREAMS: u64 = 10_000;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(3);
 const DEFAULT_LOG_LEVEL: &str = "info";
+const DEFAULT_METRICS_MAX_BROADCASTS: usize = 200;
+const DEFAULT_METRICS_MAX_NAMESPACES: usize = 50;
+const DEFAULT_METRICS_LINGER: Duration = Duration::from_secs(300);
 
 /// Command line. Defaults are documented here but applied in [`Settings::resolve`],
 /// because a clap default would hide whether the env or the file set a value.
@@ -167,12 +171,7 @@ struct Settings {
     /// Generate a self-signed certificate (valid < 14 days, for development and
     /// browser certificate pinning) for these hostnames/IPs, comma-separated,
     /// e.g. localhost,127.0.0.1,::1. Excludes --tls-cert/--tls-key.
-    #[arg(
-        long,
-        env = "MOQ_TLS_GENERATE",
-        value_name = "HOST",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "MOQ_TLS_GENERATE", value_name = "HOST", value_delimiter = ',')]
     tls_generate: Option<Vec<String>>,
 
     /// Serve the HTTP endpoints (/certificate.sha256, /announced, ...) on TCP beside
@@ -182,22 +181,12 @@ struct Settings {
 
     /// Broadcast path prefixes anyone may publish under, comma-separated;
     /// segment-aware, "" allows everything. [default: ""]
-    #[arg(
-        long,
-        env = "MOQ_PUBLISH_ALLOW",
-        value_name = "PREFIX",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "MOQ_PUBLISH_ALLOW", value_name = "PREFIX", value_delimiter = ',')]
     publish_allow: Option<Vec<String>>,
 
     /// Broadcast path prefixes anyone may subscribe to, comma-separated;
     /// segment-aware, "" allows everything. [default: ""]
-    #[arg(
-        long,
-        env = "MOQ_SUBSCRIBE_ALLOW",
-        value_name = "PREFIX",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "MOQ_SUBSCRIBE_ALLOW", value_name = "PREFIX", value_delimiter = ',')]
     subscribe_allow: Option<Vec<String>>,
 
     /// On shutdown, how long sessions get to leave after GOAWAY before they are
@@ -230,13 +219,21 @@ struct Settings {
 
     /// Bearer token required by the operator listener. Prefer the environment
     /// variable: flags are visible to other local users. [default: none]
-    #[arg(
-        long,
-        env = "MOQ_OPS_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "MOQ_OPS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     ops_token: Option<Secret>,
+
+    /// Broadcasts that get their own metric series; beyond this they share
+    /// broadcast="_other" and moq_relay_metric_cardinality_overflow_total counts. [default: 200]
+    #[arg(long, env = "MOQ_METRICS_MAX_BROADCASTS", value_name = "COUNT")]
+    metrics_max_broadcasts: Option<usize>,
+
+    /// Namespaces (first path segments) that get their own metric series. [default: 50]
+    #[arg(long, env = "MOQ_METRICS_MAX_NAMESPACES", value_name = "COUNT")]
+    metrics_max_namespaces: Option<usize>,
+
+    /// How long the series of an ended broadcast stay before they disappear. [default: 5m]
+    #[arg(long, env = "MOQ_METRICS_LINGER", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    metrics_linger: Option<Duration>,
 }
 
 /// The TOML file layout. Unknown keys are rejected so typos don't go unnoticed.
@@ -256,6 +253,17 @@ struct File {
     quic: FileQuic,
     #[serde(default)]
     ops: FileOps,
+    #[serde(default)]
+    metrics: FileMetrics,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    max_broadcasts: Option<usize>,
+    max_namespaces: Option<usize>,
+    #[serde(default, with = "duration")]
+    linger: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -297,9 +305,7 @@ mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Some)
-            .map_err(serde::de::Error::custom)
+        humantime::parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
     }
 }
 
@@ -320,6 +326,9 @@ impl From<File> for Settings {
             log_level: file.log_level,
             ops_listen: file.ops.listen,
             ops_token: file.ops.token,
+            metrics_max_broadcasts: file.metrics.max_broadcasts,
+            metrics_max_namespaces: file.metrics.max_namespaces,
+            metrics_linger: file.metrics.linger,
         }
     }
 }
@@ -342,6 +351,9 @@ impl Settings {
             log_level: self.log_level.or(lower.log_level),
             ops_listen: self.ops_listen.or(lower.ops_listen),
             ops_token: self.ops_token.or(lower.ops_token),
+            metrics_max_broadcasts: self.metrics_max_broadcasts.or(lower.metrics_max_broadcasts),
+            metrics_max_namespaces: self.metrics_max_namespaces.or(lower.metrics_max_namespaces),
+            metrics_linger: self.metrics_linger.or(lower.metrics_linger),
         }
     }
 
@@ -350,10 +362,7 @@ impl Settings {
         let tls = match (self.tls_cert, self.tls_key, self.tls_generate) {
             (Some(cert), Some(key), None) => TlsSource::Files { cert, key },
             (None, None, Some(hosts)) => {
-                ensure!(
-                    hosts.iter().any(|h| !h.is_empty()),
-                    "tls generate needs at least one hostname"
-                );
+                ensure!(hosts.iter().any(|h| !h.is_empty()), "tls generate needs at least one hostname");
                 TlsSource::Generate(hosts.into_iter().filter(|h| !h.is_empty()).collect())
             }
             (Some(_), None, None) => bail!("--tls-cert is set but --tls-key is missing"),
@@ -369,10 +378,7 @@ impl Settings {
         };
 
         let listen = self.listen.unwrap_or_else(|| vec![DEFAULT_LISTEN]);
-        ensure!(
-            !listen.is_empty(),
-            "at least one listen address is required"
-        );
+        ensure!(!listen.is_empty(), "at least one listen address is required");
 
         let max_streams = self.max_streams.unwrap_or(DEFAULT_MAX_STREAMS);
         ensure!(max_streams > 0, "max streams must be at least 1");
@@ -398,36 +404,28 @@ impl Settings {
             max_streams,
             idle_timeout,
             keep_alive,
-            log_level: self
-                .log_level
-                .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()),
+            log_level: self.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()),
             ops_listen: self.ops_listen.map_or(Some(DEFAULT_OPS_LISTEN), |a| a.0),
             ops_token: self.ops_token.filter(|t| !t.0.is_empty()),
+            metrics_max_broadcasts: self.metrics_max_broadcasts.unwrap_or(DEFAULT_METRICS_MAX_BROADCASTS),
+            metrics_max_namespaces: self.metrics_max_namespaces.unwrap_or(DEFAULT_METRICS_MAX_NAMESPACES),
+            metrics_linger: self.metrics_linger.unwrap_or(DEFAULT_METRICS_LINGER),
         })
     }
 }
 
 /// Path prefixes without leading/trailing slashes; unset means "everything".
 fn prefixes(list: Option<Vec<String>>) -> Vec<String> {
-    list.map_or_else(
-        || vec![String::new()],
-        |list| {
-            list.iter()
-                .map(|p| p.trim_matches('/').to_string())
-                .collect()
-        },
-    )
+    list.map_or_else(|| vec![String::new()], |list| list.iter().map(|p| p.trim_matches('/').to_string()).collect())
 }
 
 /// Load the configuration from the process arguments and environment.
 ///
 /// `--help`, `--version` and usage errors print and exit, like any CLI.
 pub fn load() -> anyhow::Result<Config> {
-    load_from(std::env::args_os(), |name| std::env::var_os(name)).map_err(|err| {
-        match err.downcast::<clap::Error>() {
-            Ok(err) => err.exit(),
-            Err(err) => err,
-        }
+    load_from(std::env::args_os(), |name| std::env::var_os(name)).map_err(|err| match err.downcast::<clap::Error>() {
+        Ok(err) => err.exit(),
+        Err(err) => err,
     })
 }
 
@@ -474,11 +472,7 @@ where
             let reason = match err.source() {
                 Some(source) => source.to_string(),
                 None => {
-                    let values: Vec<_> = arg
-                        .get_possible_values()
-                        .iter()
-                        .map(|v| v.get_name().to_string())
-                        .collect();
+                    let values: Vec<_> = arg.get_possible_values().iter().map(|v| v.get_name().to_string()).collect();
                     format!("expected one of: {}", values.join(", "))
                 }
             };
@@ -498,17 +492,14 @@ where
 }
 
 fn parse(cmd: clap::Command, args: &[OsString]) -> Result<Cli, clap::Error> {
-    let mut matches = cmd
-        .mut_args(|arg| arg.env(None::<&'static str>))
-        .try_get_matches_from(args)?;
+    let mut matches = cmd.mut_args(|arg| arg.env(None::<&'static str>)).try_get_matches_from(args)?;
     Cli::from_arg_matches_mut(&mut matches)
 }
 
 fn read_file(path: &Path) -> anyhow::Result<Settings> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read config file {}", path.display()))?;
-    let file: File =
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
+    let file: File = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
     Ok(file.into())
 }
 
@@ -518,10 +509,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Config> {
-        let env: HashMap<String, OsString> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
-            .collect();
+        let env: HashMap<String, OsString> = env.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect();
         let args = std::iter::once("moq-relay").chain(args.iter().copied());
         load_from(args, |name| env.get(name).cloned())
     }
@@ -531,10 +519,7 @@ mod tests {
 
     impl TempToml {
         fn new(name: &str, text: &str) -> Self {
-            let path = std::env::temp_dir().join(format!(
-                "moq-relay-config-{}-{name}.toml",
-                std::process::id()
-            ));
+            let path = std::env::temp_dir().join(format!("moq-relay-config-{}-{name}.toml", std::process::id()));
             std::fs::write(&path, text).unwrap();
             Self(path)
         }
@@ -554,10 +539,7 @@ mod tests {
     fn defaults() {
         let config = load(&["--tls-generate", "localhost,127.0.0.1,::1"], &[]).unwrap();
         assert_eq!(config.listen, vec!["[::]:4443".parse().unwrap()]);
-        assert_eq!(
-            config.tls,
-            TlsSource::Generate(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()])
-        );
+        assert_eq!(config.tls, TlsSource::Generate(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]));
         assert!(config.http);
         assert_eq!(config.publish_allow, vec![String::new()]);
         assert_eq!(config.subscribe_allow, vec![String::new()]);
@@ -601,11 +583,7 @@ mod tests {
         ];
 
         // File over defaults, env over file, flags over env.
-        let config = load(
-            &["--drain-timeout", "500ms", "--listen=127.0.0.1:3001"],
-            &env,
-        )
-        .unwrap();
+        let config = load(&["--drain-timeout", "500ms", "--listen=127.0.0.1:3001"], &env).unwrap();
         assert_eq!(config.file.as_deref(), Some(file.0.as_path()));
         assert_eq!(config.listen, vec!["127.0.0.1:3001".parse().unwrap()]);
         assert_eq!(config.drain_timeout, Duration::from_millis(500));
@@ -648,13 +626,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(
-            config.tls,
-            TlsSource::Files {
-                cert: "cert.pem".into(),
-                key: "key.pem".into()
-            }
-        );
+        assert_eq!(config.tls, TlsSource::Files { cert: "cert.pem".into(), key: "key.pem".into() });
         assert_eq!(config.listen.len(), 2);
         assert!(!config.http);
         assert_eq!(config.publish_allow, vec!["live", "demo"]);
@@ -674,12 +646,9 @@ mod tests {
         assert!(err.contains("--tls-key is missing"), "{err}");
 
         // Conflicting sources across layers are reported, not silently resolved.
-        let err = load(
-            &["--tls-generate=localhost"],
-            &[("MOQ_TLS_CERT", "c.pem"), ("MOQ_TLS_KEY", "k.pem")],
-        )
-        .unwrap_err()
-        .to_string();
+        let err = load(&["--tls-generate=localhost"], &[("MOQ_TLS_CERT", "c.pem"), ("MOQ_TLS_KEY", "k.pem")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not both"), "{err}");
     }
 
@@ -702,10 +671,7 @@ mod tests {
     #[test]
     fn other_errors() {
         let err = load(&["--tls-generate=h"], &[("MOQ_MAX_STREAMS", "lots")]).unwrap_err();
-        assert!(
-            err.to_string().contains("MOQ_MAX_STREAMS=\"lots\""),
-            "{err}"
-        );
+        assert!(err.to_string().contains("MOQ_MAX_STREAMS=\"lots\""), "{err}");
         // Not a usage error of the command line.
         assert!(err.downcast_ref::<clap::Error>().is_none());
 
@@ -722,13 +688,7 @@ mod tests {
         let err = err.downcast::<clap::Error>().unwrap();
         assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
         let help = err.to_string();
-        for needle in [
-            "MOQ_LISTEN",
-            "MOQ_OPS_TOKEN",
-            "MOQ_CONFIG",
-            "[default: [::]:4443]",
-            "[default: 5s]",
-        ] {
+        for needle in ["MOQ_LISTEN", "MOQ_OPS_TOKEN", "MOQ_CONFIG", "[default: [::]:4443]", "[default: 5s]"] {
             assert!(help.contains(needle), "help lacks {needle}:\n{help}");
         }
     }
@@ -739,11 +699,7 @@ mod tests {
         assert_eq!(format!("{:?}", Secret::new("short")), "****");
         assert_eq!(Secret::new("short").expose(), "short");
 
-        let config = load(
-            &["--tls-generate=h", "--ops-token=super-secret-token-wxyz"],
-            &[],
-        )
-        .unwrap();
+        let config = load(&["--tls-generate=h", "--ops-token=super-secret-token-wxyz"], &[]).unwrap();
         let debug = format!("{config:?}");
         assert!(!debug.contains("super-secret"), "{debug}");
         assert!(debug.contains("****wxyz"), "{debug}");

@@ -12,9 +12,11 @@ use moq_lite::{path, Error};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
+use crate::telemetry::{SessionAccepted, SessionRejected, Telemetry};
 use crate::Sessions;
 
 pub struct Context {
+    pub telemetry: Telemetry,
     pub origin: Origin,
     pub publish_allow: Vec<String>,
     pub subscribe_allow: Vec<String>,
@@ -24,11 +26,7 @@ pub struct Context {
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
-pub async fn accept_loop(
-    server: Arc<Server>,
-    ctx: Arc<Context>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn accept_loop(server: Arc<Server>, ctx: Arc<Context>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tasks = JoinSet::new();
     loop {
         let incoming = tokio::select! {
@@ -51,20 +49,16 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>) {
     let request = match incoming.handshake().await {
         Ok(r) => r,
         Err(e) => {
+            SessionRejected { reason: "handshake_failed" }.emit();
             tracing::debug!(%remote, error = %e, "handshake failed");
             return;
         }
     };
     let transport = request.transport();
-    let root = request
-        .url()
-        .map(|u| path::normalize(u.path()))
-        .unwrap_or_default();
-    if let Some(token) = request.url().and_then(|u| {
-        u.query_pairs()
-            .find(|(k, _)| k == "jwt")
-            .map(|(_, v)| v.into_owned())
-    }) {
+    let root = request.url().map(|u| path::normalize(u.path())).unwrap_or_default();
+    if let Some(token) =
+        request.url().and_then(|u| u.query_pairs().find(|(k, _)| k == "jwt").map(|(_, v)| v.into_owned()))
+    {
         // Signed tokens are not verified yet; access comes from the allow-lists. Never log the token.
         tracing::debug!(token_sha256 = %short_hash(&token), "ignoring presented token: anonymous access");
     }
@@ -73,6 +67,7 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>) {
     let serve = Scope::new(ctx.origin.clone(), &root, ctx.subscribe_allow.clone());
     let ingest = Scope::new(ctx.origin.clone(), &root, ctx.publish_allow.clone());
     if !serve.overlaps("") && !ingest.overlaps("") {
+        SessionRejected { reason: "auth_failed" }.emit();
         tracing::info!(%remote, %transport, root = %root, reason = "auth_failed", "session rejected");
         request.reject(Error::Unauthorized).await;
         return;
@@ -81,6 +76,7 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>) {
     let (conn, version) = match request.accept().await {
         Ok(c) => c,
         Err(e) => {
+            SessionRejected { reason: e.kind() }.emit();
             tracing::info!(%remote, %transport, error = %e, reason = e.kind(), "session rejected");
             return;
         }
@@ -94,16 +90,16 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>) {
     let session = Session::new(
         conn,
         version,
-        SessionConfig {
-            publish: Some(serve),
-            subscribe: Some(ingest),
-            hop_id: ctx.hop_id,
-        },
+        SessionConfig { publish: Some(serve), subscribe: Some(ingest), hop_id: ctx.hop_id },
     );
+    let guard = SessionAccepted { session: session.clone(), transport, version, handshake: started.elapsed() }
+        .emit(&ctx.telemetry);
     ctx.sessions.insert(id, session.clone());
+    let opened = Instant::now();
     let err = session.run().await;
     ctx.sessions.remove(id);
-    log_close(&span, remote, &err, started);
+    guard.closed(close_reason(&err));
+    log_close(&span, remote, &err, opened);
 }
 
 fn log_close(span: &tracing::Span, remote: SocketAddr, err: &Error, started: Instant) {

@@ -3,6 +3,8 @@
 mod config;
 mod connection;
 mod logging;
+mod ops;
+mod telemetry;
 mod tls;
 mod web;
 
@@ -59,6 +61,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: config::Config) -> anyhow::Result<()> {
+    let telemetry = telemetry::install(moq_lite::telemetry::LabelLimits {
+        broadcasts: config.metrics_max_broadcasts,
+        namespaces: config.metrics_max_namespaces,
+        linger: config.metrics_linger,
+    })?;
     let tls = match &config.tls {
         config::TlsSource::Files { cert, key } => tls::load(cert, key)?,
         config::TlsSource::Generate(hosts) => tls::generate(hosts)?,
@@ -73,7 +80,20 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         keep_alive: config.keep_alive,
         ..Default::default()
     };
+    telemetry.started(env!("CARGO_PKG_VERSION"), tls.not_after);
+    let mut background = JoinSet::new();
+    background.spawn(telemetry.clone().watch_streams(origin.clone()));
+    background.spawn({
+        let telemetry = telemetry.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                telemetry.upkeep();
+            }
+        }
+    });
     let ctx = Arc::new(connection::Context {
+        telemetry: telemetry.clone(),
         origin: origin.clone(),
         publish_allow: config.publish_allow.clone(),
         subscribe_allow: config.subscribe_allow.clone(),
@@ -92,16 +112,11 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         );
         tracing::info!(addr = %server.local_addr()?, versions = ?Version::ALL.map(|v| v.alpn()), "QUIC/WebTransport listening");
         servers.push(server.clone());
-        listeners.spawn(connection::accept_loop(
-            server,
-            ctx.clone(),
-            stop_rx.clone(),
-        ));
+        listeners.spawn(connection::accept_loop(server, ctx.clone(), stop_rx.clone()));
 
         if config.http {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening on TCP {addr}"))?;
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on TCP {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "HTTP listening (/certificate.sha256, /health, /announced)");
             let scope_origin = origin.clone();
             let allow = config.subscribe_allow.clone();
@@ -123,6 +138,21 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             });
         }
     }
+    if let Some(addr) = config.ops_listen {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on TCP {addr} (ops)"))?;
+        tracing::info!(addr = %listener.local_addr()?, auth = config.ops_token.is_some(), "ops listening (/metrics, /health)");
+        let router = ops::router(telemetry.clone(), config.ops_token.clone());
+        let mut stop = stop_rx.clone();
+        listeners.spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = web::serve(listener, router, shutdown).await {
+                tracing::error!(error = %e, "ops listener failed");
+            }
+        });
+    }
     tracing::info!(fingerprint = %tls.fingerprint, hop_id, "relay ready");
 
     shutdown_signal().await;
@@ -136,6 +166,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(1), server.wait_idle()).await;
     }
     listeners.shutdown().await;
+    background.shutdown().await;
     tracing::info!("relay stopped");
     Ok(())
 }
@@ -155,10 +186,7 @@ async fn drain(sessions: &Sessions, window: Duration) {
     goaways.shutdown().await;
     let left = sessions.len();
     if left > 0 {
-        tracing::warn!(
-            sessions = left,
-            "drain window over: closing remaining sessions"
-        );
+        tracing::warn!(sessions = left, "drain window over: closing remaining sessions");
     }
 }
 
@@ -174,11 +202,6 @@ async fn shutdown_signal() {
 fn rand_hop_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     (h.finish() & ((1 << 53) - 1)).max(1)
 }

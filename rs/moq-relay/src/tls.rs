@@ -47,17 +47,9 @@ impl fmt::Debug for Tls {
 }
 
 impl Tls {
-    fn new(
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-    ) -> anyhow::Result<Self> {
+    fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> anyhow::Result<Self> {
         let leaf = chain.first().context("certificate chain is empty")?;
-        Ok(Self {
-            fingerprint: hex::encode(Sha256::digest(leaf)),
-            not_after: der::not_after(leaf),
-            chain,
-            key,
-        })
+        Ok(Self { fingerprint: hex::encode(Sha256::digest(leaf)), not_after: der::not_after(leaf), chain, key })
     }
 }
 
@@ -66,11 +58,7 @@ pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .with_context(|| format!("failed to read certificates from {}", cert.display()))?;
-    ensure!(
-        !chain.is_empty(),
-        "no certificate found in {}",
-        cert.display()
-    );
+    ensure!(!chain.is_empty(), "no certificate found in {}", cert.display());
 
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("failed to read private key from {}", key.display()))?;
@@ -88,11 +76,9 @@ pub fn generate(hosts: &[String]) -> anyhow::Result<Tls> {
     ensure!(!hosts.is_empty(), "at least one hostname is required");
 
     // IP literals become IP SANs, everything else DNS SANs.
-    let mut params = rcgen::CertificateParams::new(hosts.to_vec())
-        .context("invalid hostname for a generated certificate")?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, hosts[0].clone());
+    let mut params =
+        rcgen::CertificateParams::new(hosts.to_vec()).context("invalid hostname for a generated certificate")?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, hosts[0].clone());
 
     // Backdate a little to tolerate client clock skew.
     let now = time::OffsetDateTime::now_utc();
@@ -201,10 +187,7 @@ mod der {
             let at = |secs| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
             assert_eq!(parse_time(UTC_TIME, "700101000000Z"), at(0));
             assert_eq!(parse_time(UTC_TIME, "491231235959Z"), at(2_524_607_999));
-            assert_eq!(
-                parse_time(GENERALIZED_TIME, "20500101000000Z"),
-                at(2_524_608_000)
-            );
+            assert_eq!(parse_time(GENERALIZED_TIME, "20500101000000Z"), at(2_524_608_000));
             assert_eq!(parse_time(UTC_TIME, "700101000000"), None);
             assert_eq!(parse_time(UTC_TIME, "20500101000000Z"), None);
             assert_eq!(parse_time(UTC_TIME, "701301000000Z"), None);
@@ -235,22 +218,14 @@ mod tests {
         assert_eq!(tls.chain.len(), 1);
         assert_eq!(tls.fingerprint.len(), 64);
         assert_eq!(tls.fingerprint, hex::encode(Sha256::digest(&tls.chain[0])));
-        assert!(tls
-            .fingerprint
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        assert!(tls.fingerprint.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
 
         // Expires in 13 days (DER times have second precision), so the whole
         // validity, including the one-hour backdate, stays under 14 days.
-        let not_after = tls
-            .not_after
-            .expect("generated certificate has a readable expiry");
+        let not_after = tls.not_after.expect("generated certificate has a readable expiry");
         let lifetime = not_after.duration_since(before).unwrap();
         assert!(lifetime <= GENERATED_LIFETIME, "{lifetime:?}");
-        assert!(
-            lifetime > GENERATED_LIFETIME - Duration::from_secs(60),
-            "{lifetime:?}"
-        );
+        assert!(lifetime > GENERATED_LIFETIME - Duration::from_secs(60), "{lifetime:?}");
         assert!(GENERATED_LIFETIME + GENERATED_BACKDATE < Duration::from_secs(14 * 24 * 3600));
 
         // A new key and certificate every time.
@@ -274,10 +249,7 @@ mod tests {
     fn load_pem_files() {
         // Round-trip a generated certificate through PEM files.
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["example.test".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["example.test".to_string()]).unwrap().self_signed(&key).unwrap();
 
         let dir = std::env::temp_dir().join(format!("moq-relay-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -294,10 +266,7 @@ mod tests {
         assert_eq!(tls.chain, vec![cert.der().clone()]);
         assert_eq!(tls.fingerprint, hex::encode(Sha256::digest(cert.der())));
         // rcgen's default validity ends 4096-01-01.
-        let expected = time::Date::from_calendar_date(4096, time::Month::January, 1)
-            .unwrap()
-            .midnight()
-            .assume_utc();
+        let expected = time::Date::from_calendar_date(4096, time::Month::January, 1).unwrap().midnight().assume_utc();
         assert_eq!(tls.not_after, Some(expected.into()));
         server_config(&tls).unwrap();
 

@@ -46,9 +46,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
 async fn certificate(State(state): State<WebState>) -> impl IntoResponse {
@@ -65,48 +63,26 @@ async fn announced(State(state): State<WebState>, Path(prefix): Path<String>) ->
 }
 
 fn list(state: &WebState, prefix: &str) -> String {
-    (state.announced)(prefix.trim_matches('/'))
-        .into_iter()
-        .map(|path| path + "\n")
-        .collect()
+    (state.announced)(prefix.trim_matches('/')).into_iter().map(|path| path + "\n").collect()
 }
 
 /// Allow any origin, and answer every `OPTIONS` preflight directly.
 async fn cors(request: Request, next: Next) -> Response {
     let preflight = request.method() == Method::OPTIONS;
-    let request_headers = request
-        .headers()
-        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-        .cloned();
+    let request_headers = request.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
 
-    let mut response = if preflight {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        next.run(request).await
-    };
+    let mut response = if preflight { StatusCode::NO_CONTENT.into_response() } else { next.run(request).await };
 
     let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     if preflight {
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, OPTIONS"),
-        );
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
         // Echo what was asked for: nothing here depends on request headers.
         if let Some(requested) = request_headers {
             headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
-            headers.insert(
-                header::VARY,
-                HeaderValue::from_static("Access-Control-Request-Headers"),
-            );
+            headers.insert(header::VARY, HeaderValue::from_static("Access-Control-Request-Headers"));
         }
-        headers.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("86400"),
-        );
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     }
     response
 }
@@ -129,18 +105,14 @@ mod tests {
 
     impl Reply {
         fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
+            self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
         }
     }
 
     /// One raw HTTP/1.1 request on its own connection.
     async fn request(addr: SocketAddr, method: &str, path: &str, extra: &str) -> Reply {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head =
-            format!("{method} {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n{extra}\r\n");
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n{extra}\r\n");
         stream.write_all(head.as_bytes()).await.unwrap();
         let mut raw = String::new();
         stream.read_to_string(&mut raw).await.unwrap();
@@ -154,11 +126,7 @@ mod tests {
                 (name.to_string(), value.trim().to_string())
             })
             .collect();
-        Reply {
-            status: status.parse().unwrap(),
-            headers,
-            body: body.to_string(),
-        }
+        Reply { status: status.parse().unwrap(), headers, body: body.to_string() }
     }
 
     async fn start() -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
@@ -190,10 +158,7 @@ mod tests {
         assert_eq!(reply.status, 200);
         assert_eq!(reply.body, "ab".repeat(32));
         assert_eq!(reply.header("cache-control"), Some("no-store"));
-        assert!(reply
-            .header("content-type")
-            .unwrap()
-            .starts_with("text/plain"));
+        assert!(reply.header("content-type").unwrap().starts_with("text/plain"));
         assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
 
         let reply = request(addr, "GET", "/health", "").await;
@@ -209,11 +174,7 @@ mod tests {
 
         for path in ["/announced/demo", "/announced/demo/"] {
             let reply = request(addr, "GET", path, "").await;
-            assert_eq!(
-                (reply.status, reply.body.as_str()),
-                (200, "clock\n"),
-                "{path}"
-            );
+            assert_eq!((reply.status, reply.body.as_str()), (200, "clock\n"), "{path}");
         }
 
         let reply = request(addr, "GET", "/announced/nothing", "").await;
@@ -233,21 +194,12 @@ mod tests {
         .await;
         assert_eq!(reply.status, 204);
         assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
-        assert_eq!(
-            reply.header("access-control-allow-methods"),
-            Some("GET, OPTIONS")
-        );
-        assert_eq!(
-            reply.header("access-control-allow-headers"),
-            Some("x-custom")
-        );
+        assert_eq!(reply.header("access-control-allow-methods"), Some("GET, OPTIONS"));
+        assert_eq!(reply.header("access-control-allow-headers"), Some("x-custom"));
         assert!(reply.body.is_empty());
 
         // Graceful shutdown ends `serve`.
         stop.send(()).unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(5), task)
-            .await
-            .expect("server stopped")
-            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), task).await.expect("server stopped").unwrap();
     }
 }

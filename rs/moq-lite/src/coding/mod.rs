@@ -25,11 +25,7 @@ pub enum DecodeError {
     #[error("short buffer")]
     Short,
     #[error("{what} of {size} bytes exceeds the limit of {limit}")]
-    TooLarge {
-        what: &'static str,
-        size: u64,
-        limit: u64,
-    },
+    TooLarge { what: &'static str, size: u64, limit: u64 },
     #[error("message length {declared} but the body used {used}")]
     LengthMismatch { declared: usize, used: usize },
     #[error("invalid {what}: {value}")]
@@ -75,10 +71,7 @@ pub fn decode_bool<B: Buf>(buf: &mut B, what: &'static str) -> Result<bool, Deco
     match decode_u8(buf)? {
         0 => Ok(false),
         1 => Ok(true),
-        v => Err(DecodeError::InvalidValue {
-            what,
-            value: v.into(),
-        }),
+        v => Err(DecodeError::InvalidValue { what, value: v.into() }),
     }
 }
 
@@ -86,11 +79,7 @@ pub fn decode_bool<B: Buf>(buf: &mut B, what: &'static str) -> Result<bool, Deco
 pub fn decode_string<B: Buf>(buf: &mut B, what: &'static str) -> Result<String, DecodeError> {
     let len = varint::decode(buf)?;
     if len > MAX_STRING_SIZE as u64 {
-        return Err(DecodeError::TooLarge {
-            what,
-            size: len,
-            limit: MAX_STRING_SIZE as u64,
-        });
+        return Err(DecodeError::TooLarge { what, size: len, limit: MAX_STRING_SIZE as u64 });
     }
     let len = len as usize;
     if buf.remaining() < len {
@@ -125,11 +114,7 @@ pub fn decode_sized<B: Buf, T>(
 ) -> Result<T, DecodeError> {
     let declared = varint::decode(buf)?;
     if declared > MAX_MESSAGE_SIZE as u64 {
-        return Err(DecodeError::TooLarge {
-            what: "message",
-            size: declared,
-            limit: MAX_MESSAGE_SIZE as u64,
-        });
+        return Err(DecodeError::TooLarge { what: "message", size: declared, limit: MAX_MESSAGE_SIZE as u64 });
     }
     let declared = declared as usize;
     if buf.remaining() < declared {
@@ -139,17 +124,11 @@ pub fn decode_sized<B: Buf, T>(
     let mut slice = &bytes[..];
     // Inside a complete body, running out of bytes is a length mismatch, not a short read.
     let value = body(&mut slice).map_err(|e| match e {
-        DecodeError::Short => DecodeError::LengthMismatch {
-            declared,
-            used: declared + 1,
-        },
+        DecodeError::Short => DecodeError::LengthMismatch { declared, used: declared + 1 },
         e => e,
     })?;
     if !slice.is_empty() {
-        return Err(DecodeError::LengthMismatch {
-            declared,
-            used: declared - slice.len(),
-        });
+        return Err(DecodeError::LengthMismatch { declared, used: declared - slice.len() });
     }
     Ok(value)
 }
@@ -164,10 +143,7 @@ pub fn encode_sized<B: BufMut>(buf: &mut B, body: impl FnOnce(&mut Vec<u8>)) {
 
 /// Decodes a value from a buffer that is only partially filled: on success the consumed bytes
 /// are removed from `buf`; on [`DecodeError::Short`] nothing is removed.
-pub fn decode_partial<T: Decode>(
-    buf: &mut bytes::BytesMut,
-    version: Version,
-) -> Result<T, DecodeError> {
+pub fn decode_partial<T: Decode>(buf: &mut bytes::BytesMut, version: Version) -> Result<T, DecodeError> {
     let mut cursor = std::io::Cursor::new(&buf[..]);
     let value = T::decode(&mut cursor, version)?;
     let used = cursor.position() as usize;

@@ -18,15 +18,8 @@ impl Decode for AnnounceRequest {
     fn decode<B: Buf>(buf: &mut B, version: Version) -> Result<Self, DecodeError> {
         decode_sized(buf, |b| {
             let prefix = decode_string(b, "prefix")?;
-            let exclude_hop = if version.has_hop_ids() {
-                varint::decode(b)?
-            } else {
-                0
-            };
-            Ok(Self {
-                prefix,
-                exclude_hop,
-            })
+            let exclude_hop = if version.has_hop_ids() { varint::decode(b)? } else { 0 };
+            Ok(Self { prefix, exclude_hop })
         })
     }
 }
@@ -59,21 +52,12 @@ impl Decode for Announce {
             let active = match decode_u8(b)? {
                 0 => false,
                 1 => true,
-                v => {
-                    return Err(DecodeError::InvalidValue {
-                        what: "announce status",
-                        value: v.into(),
-                    })
-                }
+                v => return Err(DecodeError::InvalidValue { what: "announce status", value: v.into() }),
             };
             let suffix = decode_string(b, "path suffix")?;
             let count = varint::decode(b)?;
             if count > MAX_HOPS as u64 {
-                return Err(DecodeError::TooLarge {
-                    what: "hop chain",
-                    size: count,
-                    limit: MAX_HOPS as u64,
-                });
+                return Err(DecodeError::TooLarge { what: "hop chain", size: count, limit: MAX_HOPS as u64 });
             }
             let mut hops = Vec::with_capacity(count as usize);
             for _ in 0..count {
@@ -87,11 +71,7 @@ impl Decode for Announce {
                 }
                 hops.push(hop);
             }
-            Ok(Self {
-                active,
-                suffix,
-                hops,
-            })
+            Ok(Self { active, suffix, hops })
         })
     }
 }

@@ -11,11 +11,7 @@ pub struct Goaway {
 
 impl Decode for Goaway {
     fn decode<B: Buf>(buf: &mut B, _version: Version) -> Result<Self, DecodeError> {
-        decode_sized(buf, |b| {
-            Ok(Self {
-                uri: decode_string(b, "goaway uri")?,
-            })
-        })
+        decode_sized(buf, |b| Ok(Self { uri: decode_string(b, "goaway uri")? }))
     }
 }
 

@@ -26,14 +26,9 @@ fn golden<T: Decode + Encode + PartialEq + Debug>(version: Version, value: &T, w
 
     // (b) decode gives the struct back and consumes everything.
     let mut buf = wire;
-    let decoded =
-        T::decode(&mut buf, version).unwrap_or_else(|e| panic!("{version}: decode failed: {e}"));
+    let decoded = T::decode(&mut buf, version).unwrap_or_else(|e| panic!("{version}: decode failed: {e}"));
     assert_eq!(&decoded, value, "{version}: decoded value");
-    assert!(
-        buf.is_empty(),
-        "{version}: {} bytes left after decode",
-        buf.len()
-    );
+    assert!(buf.is_empty(), "{version}: {} bytes left after decode", buf.len());
 
     // decode_partial consumes exactly the message and leaves what follows.
     let mut partial = BytesMut::from(wire);
@@ -47,11 +42,7 @@ fn golden<T: Decode + Encode + PartialEq + Debug>(version: Version, value: &T, w
         let mut partial = BytesMut::from(&wire[..cut]);
         let err = decode_partial::<T>(&mut partial, version).unwrap_err();
         assert_eq!(err, DecodeError::Short, "{version}: prefix of {cut} bytes");
-        assert_eq!(
-            &partial[..],
-            &wire[..cut],
-            "{version}: prefix of {cut} bytes was consumed"
-        );
+        assert_eq!(&partial[..], &wire[..cut], "{version}: prefix of {cut} bytes was consumed");
     }
 
     // A non-contiguous buffer (two chunks, split anywhere) decodes identically.
@@ -72,18 +63,11 @@ fn golden_both<T: Decode + Encode + PartialEq + Debug>(value: &T, wire: &[u8]) {
 }
 
 fn announce_request(prefix: &str, exclude_hop: u64) -> AnnounceRequest {
-    AnnounceRequest {
-        prefix: prefix.into(),
-        exclude_hop,
-    }
+    AnnounceRequest { prefix: prefix.into(), exclude_hop }
 }
 
 fn announce(active: bool, suffix: &str, hops: &[u64]) -> Announce {
-    Announce {
-        active,
-        suffix: suffix.into(),
-        hops: hops.to_vec(),
-    }
+    Announce { active, suffix: suffix.into(), hops: hops.to_vec() }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -93,11 +77,7 @@ fn announce(active: bool, suffix: &str, hops: &[u64]) -> Announce {
 #[test]
 fn announce_request_lite03() {
     // len=5 | "demo"(4)
-    golden(
-        V03,
-        &announce_request("demo", 0),
-        &[0x05, 0x04, b'd', b'e', b'm', b'o'],
-    );
+    golden(V03, &announce_request("demo", 0), &[0x05, 0x04, b'd', b'e', b'm', b'o']);
     // Empty prefix: len=1 | ""(0)
     golden(V03, &announce_request("", 0), &[0x01, 0x00]);
 }
@@ -113,25 +93,13 @@ fn announce_request_lite03_drops_exclude_hop() {
 #[test]
 fn announce_request_lite04() {
     // len=6 | "demo"(4) | exclude=0
-    golden(
-        V04,
-        &announce_request("demo", 0),
-        &[0x06, 0x04, b'd', b'e', b'm', b'o', 0x00],
-    );
+    golden(V04, &announce_request("demo", 0), &[0x06, 0x04, b'd', b'e', b'm', b'o', 0x00]);
     // len=7 | "demo"(4) | exclude=300 (2-byte varint 0x412c)
-    golden(
-        V04,
-        &announce_request("demo", 300),
-        &[0x07, 0x04, b'd', b'e', b'm', b'o', 0x41, 0x2c],
-    );
+    golden(V04, &announce_request("demo", 300), &[0x07, 0x04, b'd', b'e', b'm', b'o', 0x41, 0x2c]);
     // Empty prefix, exclude=0: len=2 | ""(0) | 0
     golden(V04, &announce_request("", 0), &[0x02, 0x00, 0x00]);
     // exclude=16384 (4-byte varint 0x80004000): len=5 | ""(0) | 80 00 40 00
-    golden(
-        V04,
-        &announce_request("", 16384),
-        &[0x05, 0x00, 0x80, 0x00, 0x40, 0x00],
-    );
+    golden(V04, &announce_request("", 16384), &[0x05, 0x00, 0x80, 0x00, 0x40, 0x00]);
 }
 
 #[test]
@@ -171,17 +139,9 @@ fn announce_lite04_active_with_hops() {
 #[test]
 fn announce_lite04_ended() {
     // Ended with an empty hop list: len=4 | 0 | "x"(1) | count=0
-    golden(
-        V04,
-        &announce(false, "x", &[]),
-        &[0x04, 0x00, 0x01, b'x', 0x00],
-    );
+    golden(V04, &announce(false, "x", &[]), &[0x04, 0x00, 0x01, b'x', 0x00]);
     // Ended with one hop id 63 (largest 1-byte varint): len=5 | 0 | "x" | 1 | 63
-    golden(
-        V04,
-        &announce(false, "x", &[63]),
-        &[0x05, 0x00, 0x01, b'x', 0x01, 0x3f],
-    );
+    golden(V04, &announce(false, "x", &[63]), &[0x05, 0x00, 0x01, b'x', 0x01, 0x3f]);
     // Empty suffix (the announced broadcast equals the prefix): len=3 | 0 | ""(0) | 0
     golden(V04, &announce(false, "", &[]), &[0x03, 0x00, 0x00, 0x00]);
 }
@@ -189,11 +149,7 @@ fn announce_lite04_ended() {
 #[test]
 fn announce_lite04_zero_hop_may_repeat() {
     // Only non-zero ids are loop-checked: len=6 | 1 | "a"(1) | count=2 | 0 | 0
-    golden(
-        V04,
-        &announce(true, "a", &[0, 0]),
-        &[0x06, 0x01, 0x01, b'a', 0x02, 0x00, 0x00],
-    );
+    golden(V04, &announce(true, "a", &[0, 0]), &[0x06, 0x01, 0x01, b'a', 0x02, 0x00, 0x00]);
 }
 
 #[test]
@@ -208,17 +164,9 @@ fn announce_lite03_hop_count_only() {
     ];
     golden(V03, &announce(true, "room/alice", &[0, 0, 0]), &wire);
     // Ended: len=4 | 0 | "x" | count=2
-    golden(
-        V03,
-        &announce(false, "x", &[0, 0]),
-        &[0x04, 0x00, 0x01, b'x', 0x02],
-    );
+    golden(V03, &announce(false, "x", &[0, 0]), &[0x04, 0x00, 0x01, b'x', 0x02]);
     // Ended, no hops: len=4 | 0 | "x" | count=0
-    golden(
-        V03,
-        &announce(false, "x", &[]),
-        &[0x04, 0x00, 0x01, b'x', 0x00],
-    );
+    golden(V03, &announce(false, "x", &[]), &[0x04, 0x00, 0x01, b'x', 0x00]);
 }
 
 #[test]
@@ -303,9 +251,7 @@ fn subscribe_plus_one_boundaries() {
         end_group: Some(63),
     };
     // len=12 | id=0 | ""(0) | ""(0) | prio=0 | ordered=0 | latency=16384 (80 00 40 00) | 3f | 40 40
-    let wire = [
-        0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x00, 0x40, 0x00, 0x3f, 0x40, 0x40,
-    ];
+    let wire = [0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x00, 0x40, 0x00, 0x3f, 0x40, 0x40];
     golden_both(&value, &wire);
 }
 
@@ -315,21 +261,13 @@ fn subscribe_plus_one_boundaries() {
 
 #[test]
 fn subscribe_update() {
-    let value = SubscribeUpdate {
-        priority: 10,
-        ordered: false,
-        max_latency_ms: 64,
-        start_group: Some(5),
-        end_group: None,
-    };
+    let value =
+        SubscribeUpdate { priority: 10, ordered: false, max_latency_ms: 64, start_group: Some(5), end_group: None };
     // len=6 | 0x0a | 0 | 64 (40 40) | 5+1=6 | 0
     golden_both(&value, &[0x06, 0x0a, 0x00, 0x40, 0x40, 0x06, 0x00]);
 
     // All defaults: len=5 | 0 | 0 | 0 | 0 | 0
-    golden_both(
-        &SubscribeUpdate::default(),
-        &[0x05, 0x00, 0x00, 0x00, 0x00, 0x00],
-    );
+    golden_both(&SubscribeUpdate::default(), &[0x05, 0x00, 0x00, 0x00, 0x00, 0x00]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -357,27 +295,17 @@ fn subscribe_ok() {
         end_group: Some(200),
     });
     // type=0 | len=10 | 1 | 1 | 16384 (80 00 40 00) | 99+1=100 (40 64) | 200+1=201 (40 c9)
-    let wire = [
-        0x00, 0x0a, 0x01, 0x01, 0x80, 0x00, 0x40, 0x00, 0x40, 0x64, 0x40, 0xc9,
-    ];
+    let wire = [0x00, 0x0a, 0x01, 0x01, 0x80, 0x00, 0x40, 0x00, 0x40, 0x64, 0x40, 0xc9];
     golden_both(&value, &wire);
 }
 
 #[test]
 fn subscribe_drop() {
-    let value = SubscribeResponse::Drop {
-        start: 3,
-        end: 70,
-        error_code: 13,
-    };
+    let value = SubscribeResponse::Drop { start: 3, end: 70, error_code: 13 };
     // type=1 | len=4 | start=3 | end=70 (40 46) | error=13
     golden_both(&value, &[0x01, 0x04, 0x03, 0x40, 0x46, 0x0d]);
 
-    let value = SubscribeResponse::Drop {
-        start: 0,
-        end: 0,
-        error_code: 0,
-    };
+    let value = SubscribeResponse::Drop { start: 0, end: 0, error_code: 0 };
     golden_both(&value, &[0x01, 0x03, 0x00, 0x00, 0x00]);
 }
 
@@ -388,21 +316,9 @@ fn subscribe_drop() {
 #[test]
 fn group_header() {
     // len=2 | id=7 | seq=0
-    golden_both(
-        &GroupHeader {
-            subscribe_id: 7,
-            sequence: 0,
-        },
-        &[0x02, 0x07, 0x00],
-    );
+    golden_both(&GroupHeader { subscribe_id: 7, sequence: 0 }, &[0x02, 0x07, 0x00]);
     // len=6 | id=64 (40 40) | seq=1_000_000 = 0x0f4240 (80 0f 42 40)
-    golden_both(
-        &GroupHeader {
-            subscribe_id: 64,
-            sequence: 1_000_000,
-        },
-        &[0x06, 0x40, 0x40, 0x80, 0x0f, 0x42, 0x40],
-    );
+    golden_both(&GroupHeader { subscribe_id: 64, sequence: 1_000_000 }, &[0x06, 0x40, 0x40, 0x80, 0x0f, 0x42, 0x40]);
     // Largest varint in both fields: 8-byte c0.. forms, len=16.
     let max = (1u64 << 62) - 1;
     #[rustfmt::skip]
@@ -411,13 +327,7 @@ fn group_header() {
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
         0xc0, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
     ];
-    golden_both(
-        &GroupHeader {
-            subscribe_id: max,
-            sequence: 1 << 32,
-        },
-        &wire,
-    );
+    golden_both(&GroupHeader { subscribe_id: max, sequence: 1 << 32 }, &wire);
 }
 
 #[test]
@@ -425,11 +335,7 @@ fn group_stream_prefix() {
     // A whole group stream opening: type 0x0, then the header.
     let mut out = Vec::new();
     UniStreamType::Group.encode(&mut out);
-    GroupHeader {
-        subscribe_id: 1,
-        sequence: 2,
-    }
-    .encode(&mut out, V04);
+    GroupHeader { subscribe_id: 1, sequence: 2 }.encode(&mut out, V04);
     assert_eq!(out, [0x00, 0x02, 0x01, 0x02]);
 }
 
@@ -443,12 +349,7 @@ fn frame_header() {
     golden_both(&FrameHeader { size: 5 }, &[0x05]);
     golden_both(&FrameHeader { size: 1500 }, &[0x45, 0xdc]);
     // 16 MiB exactly = 0x0100_0000 (4-byte form), the largest accepted frame.
-    golden_both(
-        &FrameHeader {
-            size: 16 * 1024 * 1024,
-        },
-        &[0x81, 0x00, 0x00, 0x00],
-    );
+    golden_both(&FrameHeader { size: 16 * 1024 * 1024 }, &[0x81, 0x00, 0x00, 0x00]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -458,47 +359,22 @@ fn frame_header() {
 #[test]
 fn probe_lite03() {
     // len=4 | bitrate=2_500_000 = 0x2625a0 (80 26 25 a0)
-    golden(
-        V03,
-        &Probe {
-            bitrate: 2_500_000,
-            rtt_ms: 0,
-        },
-        &[0x04, 0x80, 0x26, 0x25, 0xa0],
-    );
+    golden(V03, &Probe { bitrate: 2_500_000, rtt_ms: 0 }, &[0x04, 0x80, 0x26, 0x25, 0xa0]);
     golden(V03, &Probe::default(), &[0x01, 0x00]);
 
     // The RTT is not sent on lite-03.
     let mut out = Vec::new();
-    Probe {
-        bitrate: 1,
-        rtt_ms: 42,
-    }
-    .encode(&mut out, V03);
+    Probe { bitrate: 1, rtt_ms: 42 }.encode(&mut out, V03);
     assert_eq!(out, [0x01, 0x01]);
 }
 
 #[test]
 fn probe_lite04() {
     // len=5 | bitrate=2_500_000 (80 26 25 a0) | rtt=42
-    golden(
-        V04,
-        &Probe {
-            bitrate: 2_500_000,
-            rtt_ms: 42,
-        },
-        &[0x05, 0x80, 0x26, 0x25, 0xa0, 0x2a],
-    );
+    golden(V04, &Probe { bitrate: 2_500_000, rtt_ms: 42 }, &[0x05, 0x80, 0x26, 0x25, 0xa0, 0x2a]);
     golden(V04, &Probe::default(), &[0x02, 0x00, 0x00]);
     // rtt=100 (40 64)
-    golden(
-        V04,
-        &Probe {
-            bitrate: 0,
-            rtt_ms: 100,
-        },
-        &[0x03, 0x00, 0x40, 0x64],
-    );
+    golden(V04, &Probe { bitrate: 0, rtt_ms: 100 }, &[0x03, 0x00, 0x40, 0x64]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,12 +391,7 @@ fn goaway() {
         0x0c,
         0x0b, b'h', b't', b't', b'p', b's', b':', b'/', b'/', b'r', b'2', b'/',
     ];
-    golden_both(
-        &Goaway {
-            uri: "https://r2/".into(),
-        },
-        &wire,
-    );
+    golden_both(&Goaway { uri: "https://r2/".into() }, &wire);
 }
 
 #[test]
@@ -560,10 +431,7 @@ fn bi_stream_types() {
         assert!(buf.is_empty());
     }
     // A non-minimal (2-byte) encoding of 0x2 is still Subscribe.
-    assert_eq!(
-        BiStreamType::decode(&mut &[0x40, 0x02][..]).unwrap(),
-        Ok(BiStreamType::Subscribe)
-    );
+    assert_eq!(BiStreamType::decode(&mut &[0x40, 0x02][..]).unwrap(), Ok(BiStreamType::Subscribe));
 }
 
 #[test]
@@ -572,9 +440,6 @@ fn uni_stream_types() {
     UniStreamType::Group.encode(&mut out);
     assert_eq!(out, [0x00]);
     let mut buf = &[0x00][..];
-    assert_eq!(
-        UniStreamType::decode(&mut buf).unwrap(),
-        Ok(UniStreamType::Group)
-    );
+    assert_eq!(UniStreamType::decode(&mut buf).unwrap(), Ok(UniStreamType::Group));
     assert!(buf.is_empty());
 }

@@ -16,12 +16,7 @@ pub struct GroupHeader {
 
 impl Decode for GroupHeader {
     fn decode<B: Buf>(buf: &mut B, _version: Version) -> Result<Self, DecodeError> {
-        decode_sized(buf, |b| {
-            Ok(Self {
-                subscribe_id: varint::decode(b)?,
-                sequence: varint::decode(b)?,
-            })
-        })
+        decode_sized(buf, |b| Ok(Self { subscribe_id: varint::decode(b)?, sequence: varint::decode(b)? }))
     }
 }
 
@@ -45,11 +40,7 @@ impl Decode for FrameHeader {
     fn decode<B: Buf>(buf: &mut B, _version: Version) -> Result<Self, DecodeError> {
         let size = varint::decode(buf)?;
         if size > MAX_FRAME_SIZE {
-            return Err(DecodeError::TooLarge {
-                what: "frame",
-                size,
-                limit: MAX_FRAME_SIZE,
-            });
+            return Err(DecodeError::TooLarge { what: "frame", size, limit: MAX_FRAME_SIZE });
         }
         Ok(Self { size })
     }

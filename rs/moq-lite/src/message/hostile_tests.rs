@@ -6,9 +6,7 @@ use std::fmt::Debug;
 use bytes::{Buf, BytesMut};
 
 use super::*;
-use crate::coding::{
-    decode_partial, varint, Decode, DecodeError, Encode, MAX_MESSAGE_SIZE, MAX_STRING_SIZE,
-};
+use crate::coding::{decode_partial, varint, Decode, DecodeError, Encode, MAX_MESSAGE_SIZE, MAX_STRING_SIZE};
 
 const VERSIONS: [Version; 2] = [Version::Lite03, Version::Lite04];
 
@@ -49,10 +47,7 @@ const KINDS: [Kind; 11] = [
 /// Decodes `input` as `T` with a plain slice, with [`decode_partial`] and with a two-chunk buffer,
 /// checks that they agree, that errors consume nothing (partial) and that a success re-encodes to
 /// at most the bytes it consumed and decodes back to an equal value. Returns the bytes consumed.
-fn check<T: Decode + Encode + PartialEq + Debug>(
-    version: Version,
-    input: &[u8],
-) -> Result<usize, DecodeError> {
+fn check<T: Decode + Encode + PartialEq + Debug>(version: Version, input: &[u8]) -> Result<usize, DecodeError> {
     let mut slice = input;
     let result = T::decode(&mut slice, version);
     let used = input.len() - slice.len();
@@ -64,48 +59,23 @@ fn check<T: Decode + Encode + PartialEq + Debug>(
     let mut chained = (&input[..split]).chain(&input[split..]);
     let chained_result = T::decode(&mut chained, version);
 
-    assert_eq!(
-        result, partial_result,
-        "{version}: slice vs decode_partial on {input:02x?}"
-    );
-    assert_eq!(
-        result, chained_result,
-        "{version}: slice vs chained buffer on {input:02x?}"
-    );
+    assert_eq!(result, partial_result, "{version}: slice vs decode_partial on {input:02x?}");
+    assert_eq!(result, chained_result, "{version}: slice vs chained buffer on {input:02x?}");
 
     match result {
         Ok(value) => {
-            assert_eq!(
-                partial.len(),
-                slice.len(),
-                "{version}: decode_partial consumed a different amount"
-            );
-            assert_eq!(
-                chained.remaining(),
-                slice.len(),
-                "{version}: chained buffer consumed a different amount"
-            );
+            assert_eq!(partial.len(), slice.len(), "{version}: decode_partial consumed a different amount");
+            assert_eq!(chained.remaining(), slice.len(), "{version}: chained buffer consumed a different amount");
             let mut re = Vec::new();
             value.encode(&mut re, version);
-            assert!(
-                re.len() <= used,
-                "{version}: re-encoding {re:02x?} is longer than the input {input:02x?}"
-            );
+            assert!(re.len() <= used, "{version}: re-encoding {re:02x?} is longer than the input {input:02x?}");
             let mut again = &re[..];
-            assert_eq!(
-                T::decode(&mut again, version).as_ref(),
-                Ok(&value),
-                "{version}: re-decode of {re:02x?}"
-            );
+            assert_eq!(T::decode(&mut again, version).as_ref(), Ok(&value), "{version}: re-decode of {re:02x?}");
             assert!(again.is_empty());
             Ok(used)
         }
         Err(e) => {
-            assert_eq!(
-                &partial[..],
-                input,
-                "{version}: decode_partial consumed input on error {e:?}"
-            );
+            assert_eq!(&partial[..], input, "{version}: decode_partial consumed input on error {e:?}");
             Err(e)
         }
     }
@@ -167,11 +137,7 @@ fn run(kind: Kind, version: Version, input: &[u8]) -> Result<usize, DecodeError>
 
 #[track_caller]
 fn expect_err(kind: Kind, version: Version, input: &[u8], expected: DecodeError) {
-    assert_eq!(
-        run(kind, version, input),
-        Err(expected),
-        "{kind:?} {version} on {input:02x?}"
-    );
+    assert_eq!(run(kind, version, input), Err(expected), "{kind:?} {version} on {input:02x?}");
 }
 
 fn varint_bytes(value: u64) -> Vec<u8> {
@@ -208,51 +174,25 @@ fn sized_samples() -> Vec<(Kind, Version, Vec<u8>, usize)> {
         samples.push((
             Kind::AnnounceRequest,
             version,
-            encoded(
-                version,
-                &AnnounceRequest {
-                    prefix: "demo".into(),
-                    exclude_hop: 300,
-                },
-            ),
+            encoded(version, &AnnounceRequest { prefix: "demo".into(), exclude_hop: 300 }),
             0,
         ));
         samples.push((
             Kind::AnnounceRequest,
             version,
-            encoded(
-                version,
-                &AnnounceRequest {
-                    prefix: String::new(),
-                    exclude_hop: 0,
-                },
-            ),
+            encoded(version, &AnnounceRequest { prefix: String::new(), exclude_hop: 0 }),
             0,
         ));
         samples.push((
             Kind::Announce,
             version,
-            encoded(
-                version,
-                &Announce {
-                    active: true,
-                    suffix: "room/alice".into(),
-                    hops: vec![1, 64, 16384],
-                },
-            ),
+            encoded(version, &Announce { active: true, suffix: "room/alice".into(), hops: vec![1, 64, 16384] }),
             0,
         ));
         samples.push((
             Kind::Announce,
             version,
-            encoded(
-                version,
-                &Announce {
-                    active: false,
-                    suffix: "x".into(),
-                    hops: vec![],
-                },
-            ),
+            encoded(version, &Announce { active: false, suffix: "x".into(), hops: vec![] }),
             0,
         ));
         samples.push((
@@ -273,86 +213,22 @@ fn sized_samples() -> Vec<(Kind, Version, Vec<u8>, usize)> {
             ),
             0,
         ));
-        let params = SubscribeParams {
-            priority: 1,
-            ordered: false,
-            max_latency_ms: 64,
-            start_group: Some(5),
-            end_group: None,
-        };
+        let params =
+            SubscribeParams { priority: 1, ordered: false, max_latency_ms: 64, start_group: Some(5), end_group: None };
         samples.push((Kind::SubscribeUpdate, version, encoded(version, &params), 0));
+        samples.push((Kind::SubscribeResponse, version, encoded(version, &SubscribeResponse::Ok(params)), 1));
         samples.push((
             Kind::SubscribeResponse,
             version,
-            encoded(version, &SubscribeResponse::Ok(params)),
+            encoded(version, &SubscribeResponse::Drop { start: 3, end: 70, error_code: 13 }),
             1,
         ));
-        samples.push((
-            Kind::SubscribeResponse,
-            version,
-            encoded(
-                version,
-                &SubscribeResponse::Drop {
-                    start: 3,
-                    end: 70,
-                    error_code: 13,
-                },
-            ),
-            1,
-        ));
-        samples.push((
-            Kind::GroupHeader,
-            version,
-            encoded(
-                version,
-                &GroupHeader {
-                    subscribe_id: 64,
-                    sequence: 0,
-                },
-            ),
-            0,
-        ));
-        samples.push((
-            Kind::Probe,
-            version,
-            encoded(
-                version,
-                &Probe {
-                    bitrate: 2_500_000,
-                    rtt_ms: 42,
-                },
-            ),
-            0,
-        ));
-        samples.push((
-            Kind::Goaway,
-            version,
-            encoded(version, &Goaway::default()),
-            0,
-        ));
-        samples.push((
-            Kind::Goaway,
-            version,
-            encoded(
-                version,
-                &Goaway {
-                    uri: "https://r2/".into(),
-                },
-            ),
-            0,
-        ));
+        samples.push((Kind::GroupHeader, version, encoded(version, &GroupHeader { subscribe_id: 64, sequence: 0 }), 0));
+        samples.push((Kind::Probe, version, encoded(version, &Probe { bitrate: 2_500_000, rtt_ms: 42 }), 0));
+        samples.push((Kind::Goaway, version, encoded(version, &Goaway::default()), 0));
+        samples.push((Kind::Goaway, version, encoded(version, &Goaway { uri: "https://r2/".into() }), 0));
         // A body of 64+ bytes, so the length prefix itself is a 2-byte varint.
-        samples.push((
-            Kind::Goaway,
-            version,
-            encoded(
-                version,
-                &Goaway {
-                    uri: "g".repeat(70),
-                },
-            ),
-            0,
-        ));
+        samples.push((Kind::Goaway, version, encoded(version, &Goaway { uri: "g".repeat(70) }), 0));
     }
     samples
 }
@@ -376,11 +252,7 @@ fn with_length(prefix: &[u8], declared: usize, body: &[u8]) -> Vec<u8> {
 #[test]
 fn samples_are_valid() {
     for (kind, version, wire, _) in sized_samples() {
-        assert_eq!(
-            run(kind, version, &wire),
-            Ok(wire.len()),
-            "{kind:?} {version}"
-        );
+        assert_eq!(run(kind, version, &wire), Ok(wire.len()), "{kind:?} {version}");
     }
 }
 
@@ -397,30 +269,14 @@ fn body_longer_than_fields() {
         for extra in [0x00u8, 0xff] {
             body.push(extra);
             let input = with_length(prefix, n + 1, &body);
-            expect_err(
-                kind,
-                version,
-                &input,
-                DecodeError::LengthMismatch {
-                    declared: n + 1,
-                    used: n,
-                },
-            );
+            expect_err(kind, version, &input, DecodeError::LengthMismatch { declared: n + 1, used: n });
             body.pop();
         }
         // Many trailing bytes.
         let mut long = body.clone();
         long.extend([0u8; 100]);
         let input = with_length(prefix, n + 100, &long);
-        expect_err(
-            kind,
-            version,
-            &input,
-            DecodeError::LengthMismatch {
-                declared: n + 100,
-                used: n,
-            },
-        );
+        expect_err(kind, version, &input, DecodeError::LengthMismatch { declared: n + 100, used: n });
     }
 }
 
@@ -433,37 +289,13 @@ fn body_shorter_than_fields() {
         let n = body.len();
         // The remaining bytes are present after the (too short) message.
         let input = with_length(prefix, n - 1, &body);
-        expect_err(
-            kind,
-            version,
-            &input,
-            DecodeError::LengthMismatch {
-                declared: n - 1,
-                used: n,
-            },
-        );
+        expect_err(kind, version, &input, DecodeError::LengthMismatch { declared: n - 1, used: n });
         // The missing byte is absent altogether.
         let input = with_length(prefix, n - 1, &body[..n - 1]);
-        expect_err(
-            kind,
-            version,
-            &input,
-            DecodeError::LengthMismatch {
-                declared: n - 1,
-                used: n,
-            },
-        );
+        expect_err(kind, version, &input, DecodeError::LengthMismatch { declared: n - 1, used: n });
         // A zero-length body.
         let input = with_length(prefix, 0, &[]);
-        expect_err(
-            kind,
-            version,
-            &input,
-            DecodeError::LengthMismatch {
-                declared: 0,
-                used: 1,
-            },
-        );
+        expect_err(kind, version, &input, DecodeError::LengthMismatch { declared: 0, used: 1 });
     }
 }
 
@@ -471,25 +303,9 @@ fn body_shorter_than_fields() {
 fn announce_with_fewer_hop_ids_than_count() {
     // lite-04: count=3 but only two ids inside the declared body.
     let body = [&[0x01][..], &string(b"a"), &[0x03, 0x01, 0x02]].concat();
-    expect_err(
-        Kind::Announce,
-        Version::Lite04,
-        &sized(&body),
-        DecodeError::LengthMismatch {
-            declared: 6,
-            used: 7,
-        },
-    );
+    expect_err(Kind::Announce, Version::Lite04, &sized(&body), DecodeError::LengthMismatch { declared: 6, used: 7 });
     // The same bytes are a valid lite-03 ANNOUNCE with a hop count of 3 followed by two extra bytes.
-    expect_err(
-        Kind::Announce,
-        Version::Lite03,
-        &sized(&body),
-        DecodeError::LengthMismatch {
-            declared: 6,
-            used: 4,
-        },
-    );
+    expect_err(Kind::Announce, Version::Lite03, &sized(&body), DecodeError::LengthMismatch { declared: 6, used: 4 });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -500,12 +316,7 @@ fn announce_with_fewer_hop_ids_than_count() {
 fn truncated_input_is_short() {
     let mut samples = sized_samples();
     for version in VERSIONS {
-        samples.push((
-            Kind::FrameHeader,
-            version,
-            varint_bytes(16 * 1024 * 1024),
-            0,
-        ));
+        samples.push((Kind::FrameHeader, version, varint_bytes(16 * 1024 * 1024), 0));
         samples.push((Kind::FrameHeader, version, varint_bytes(1500), 0));
         samples.push((Kind::BiStream, version, varint_bytes(0x2), 0));
         samples.push((Kind::BiStream, version, varint_bytes(1 << 40), 0));
@@ -522,20 +333,14 @@ fn truncated_input_is_short() {
                     Kind::Announce => Announce::decode(&mut buf, version).map(drop),
                     Kind::Subscribe => Subscribe::decode(&mut buf, version).map(drop),
                     Kind::SubscribeUpdate => SubscribeUpdate::decode(&mut buf, version).map(drop),
-                    Kind::SubscribeResponse => {
-                        SubscribeResponse::decode(&mut buf, version).map(drop)
-                    }
+                    Kind::SubscribeResponse => SubscribeResponse::decode(&mut buf, version).map(drop),
                     Kind::GroupHeader => GroupHeader::decode(&mut buf, version).map(drop),
                     Kind::FrameHeader => FrameHeader::decode(&mut buf, version).map(drop),
                     Kind::Probe => Probe::decode(&mut buf, version).map(drop),
                     Kind::Goaway => Goaway::decode(&mut buf, version).map(drop),
                     Kind::BiStream | Kind::UniStream => unreachable!(),
                 };
-                assert_eq!(
-                    result,
-                    Err(DecodeError::Short),
-                    "{kind:?} {version} cut at {cut}"
-                );
+                assert_eq!(result, Err(DecodeError::Short), "{kind:?} {version} cut at {cut}");
             }
         }
     }
@@ -544,9 +349,7 @@ fn truncated_input_is_short() {
 #[test]
 fn decode_partial_keeps_input_until_complete() {
     // Feed a SUBSCRIBE_OK one byte at a time: Short (nothing consumed) until the last byte.
-    let wire = [
-        0x00, 0x0a, 0x01, 0x01, 0x80, 0x00, 0x40, 0x00, 0x40, 0x64, 0x40, 0xc9,
-    ];
+    let wire = [0x00, 0x0a, 0x01, 0x01, 0x80, 0x00, 0x40, 0x00, 0x40, 0x64, 0x40, 0xc9];
     let mut buf = BytesMut::new();
     for (i, byte) in wire.iter().enumerate() {
         buf.extend_from_slice(&[*byte]);
@@ -561,10 +364,7 @@ fn decode_partial_keeps_input_until_complete() {
     }
     // The next response's type alone is still Short and stays buffered.
     buf.extend_from_slice(&[0x01]);
-    assert_eq!(
-        decode_partial::<SubscribeResponse>(&mut buf, Version::Lite04),
-        Err(DecodeError::Short)
-    );
+    assert_eq!(decode_partial::<SubscribeResponse>(&mut buf, Version::Lite04), Err(DecodeError::Short));
     assert_eq!(&buf[..], [0x01]);
 }
 
@@ -586,11 +386,7 @@ fn declared_length_too_large_fails_without_the_body() {
     ];
     for version in VERSIONS {
         for declared in [too_large, 1 << 30, varint::MAX] {
-            let expected = DecodeError::TooLarge {
-                what: "message",
-                size: declared,
-                limit: MAX_MESSAGE_SIZE as u64,
-            };
+            let expected = DecodeError::TooLarge { what: "message", size: declared, limit: MAX_MESSAGE_SIZE as u64 };
             let length = varint_bytes(declared);
             for kind in sized_kinds {
                 expect_err(kind, version, &length, expected.clone());
@@ -611,61 +407,23 @@ fn declared_length_too_large_fails_without_the_body() {
 #[test]
 fn string_too_large() {
     let len = MAX_STRING_SIZE as u64 + 1;
-    let too_large = |what| DecodeError::TooLarge {
-        what,
-        size: len,
-        limit: MAX_STRING_SIZE as u64,
-    };
+    let too_large = |what| DecodeError::TooLarge { what, size: len, limit: MAX_STRING_SIZE as u64 };
     let long = vec![b'a'; MAX_STRING_SIZE + 1];
     for version in VERSIONS {
         // The whole string present.
-        expect_err(
-            Kind::Goaway,
-            version,
-            &sized(&string(&long)),
-            too_large("goaway uri"),
-        );
-        expect_err(
-            Kind::AnnounceRequest,
-            version,
-            &sized(&string(&long)),
-            too_large("prefix"),
-        );
+        expect_err(Kind::Goaway, version, &sized(&string(&long)), too_large("goaway uri"));
+        expect_err(Kind::AnnounceRequest, version, &sized(&string(&long)), too_large("prefix"));
         let announce = [&[0x01][..], &string(&long), &[0x00]].concat();
-        expect_err(
-            Kind::Announce,
-            version,
-            &sized(&announce),
-            too_large("path suffix"),
-        );
+        expect_err(Kind::Announce, version, &sized(&announce), too_large("path suffix"));
         let subscribe = [&[0x01][..], &string(&long), &string(b"t"), &[0, 0, 0, 0, 0]].concat();
-        expect_err(
-            Kind::Subscribe,
-            version,
-            &sized(&subscribe),
-            too_large("broadcast path"),
-        );
+        expect_err(Kind::Subscribe, version, &sized(&subscribe), too_large("broadcast path"));
         let subscribe = [&[0x01][..], &string(b"b"), &string(&long), &[0, 0, 0, 0, 0]].concat();
-        expect_err(
-            Kind::Subscribe,
-            version,
-            &sized(&subscribe),
-            too_large("track name"),
-        );
+        expect_err(Kind::Subscribe, version, &sized(&subscribe), too_large("track name"));
 
         // Only the string's length present: rejected before waiting for the bytes.
-        expect_err(
-            Kind::Goaway,
-            version,
-            &sized(&varint_bytes(len)),
-            too_large("goaway uri"),
-        );
+        expect_err(Kind::Goaway, version, &sized(&varint_bytes(len)), too_large("goaway uri"));
         expect_err(Kind::Goaway, version, &sized(&varint_bytes(varint::MAX)), {
-            DecodeError::TooLarge {
-                what: "goaway uri",
-                size: varint::MAX,
-                limit: MAX_STRING_SIZE as u64,
-            }
+            DecodeError::TooLarge { what: "goaway uri", size: varint::MAX, limit: MAX_STRING_SIZE as u64 }
         });
     }
 }
@@ -676,11 +434,7 @@ fn frame_too_large() {
     for version in VERSIONS {
         assert_eq!(run(Kind::FrameHeader, version, &varint_bytes(max)), Ok(4));
         for size in [max + 1, 1 << 40, varint::MAX] {
-            let expected = DecodeError::TooLarge {
-                what: "frame",
-                size,
-                limit: max,
-            };
+            let expected = DecodeError::TooLarge { what: "frame", size, limit: max };
             expect_err(Kind::FrameHeader, version, &varint_bytes(size), expected);
         }
     }
@@ -701,49 +455,21 @@ fn invalid_utf8() {
     ];
     for version in VERSIONS {
         for bytes in bad {
-            expect_err(
-                Kind::Goaway,
-                version,
-                &sized(&string(bytes)),
-                DecodeError::InvalidUtf8,
-            );
+            expect_err(Kind::Goaway, version, &sized(&string(bytes)), DecodeError::InvalidUtf8);
             let request = [string(bytes), vec![0x00]].concat();
-            let request = if version == Version::Lite03 {
-                string(bytes)
-            } else {
-                request
-            };
-            expect_err(
-                Kind::AnnounceRequest,
-                version,
-                &sized(&request),
-                DecodeError::InvalidUtf8,
-            );
+            let request = if version == Version::Lite03 { string(bytes) } else { request };
+            expect_err(Kind::AnnounceRequest, version, &sized(&request), DecodeError::InvalidUtf8);
             let announce = [&[0x01][..], &string(bytes), &[0x00]].concat();
-            expect_err(
-                Kind::Announce,
-                version,
-                &sized(&announce),
-                DecodeError::InvalidUtf8,
-            );
+            expect_err(Kind::Announce, version, &sized(&announce), DecodeError::InvalidUtf8);
             let subscribe = [&[0x01][..], &string(b"b"), &string(bytes), &[0, 0, 0, 0, 0]].concat();
-            expect_err(
-                Kind::Subscribe,
-                version,
-                &sized(&subscribe),
-                DecodeError::InvalidUtf8,
-            );
+            expect_err(Kind::Subscribe, version, &sized(&subscribe), DecodeError::InvalidUtf8);
         }
     }
 }
 
 #[test]
 fn hop_chain_too_long() {
-    let too_long = |count: u64| DecodeError::TooLarge {
-        what: "hop chain",
-        size: count,
-        limit: MAX_HOPS as u64,
-    };
+    let too_long = |count: u64| DecodeError::TooLarge { what: "hop chain", size: count, limit: MAX_HOPS as u64 };
     // lite-04: 33 distinct ids.
     let mut body = [&[0x01][..], &string(b"a")].concat();
     body.extend(varint_bytes(33));
@@ -763,12 +489,7 @@ fn hop_chain_too_long() {
     // A huge count is rejected before anything is allocated or read.
     for version in VERSIONS {
         let body = [&[0x01][..], &string(b"a"), &varint_bytes(varint::MAX)].concat();
-        expect_err(
-            Kind::Announce,
-            version,
-            &sized(&body),
-            too_long(varint::MAX),
-        );
+        expect_err(Kind::Announce, version, &sized(&body), too_long(varint::MAX));
     }
     // lite-03 carries only the count: 33 is too long, 32 is fine.
     let body = [&[0x00][..], &string(b"a"), &[33]].concat();
@@ -779,33 +500,19 @@ fn hop_chain_too_long() {
 
 #[test]
 fn repeated_hop_is_a_loop() {
-    let chains: [(&[u64], u64); 4] = [
-        (&[1, 2, 1], 1),
-        (&[64, 5, 64], 64),
-        (&[7, 7], 7),
-        (&[0, 0, 16384, 3, 16384], 16384),
-    ];
+    let chains: [(&[u64], u64); 4] =
+        [(&[1, 2, 1], 1), (&[64, 5, 64], 64), (&[7, 7], 7), (&[0, 0, 16384, 3, 16384], 16384)];
     for (hops, repeated) in chains {
         let mut body = [&[0x01][..], &string(b"a")].concat();
         body.extend(varint_bytes(hops.len() as u64));
         for hop in hops {
             body.extend(varint_bytes(*hop));
         }
-        expect_err(
-            Kind::Announce,
-            Version::Lite04,
-            &sized(&body),
-            DecodeError::HopLoop(repeated),
-        );
+        expect_err(Kind::Announce, Version::Lite04, &sized(&body), DecodeError::HopLoop(repeated));
     }
     // The same message encoded for lite-03 carries no ids, so it cannot loop.
     let mut out = Vec::new();
-    Announce {
-        active: true,
-        suffix: "a".into(),
-        hops: vec![1, 2, 1],
-    }
-    .encode(&mut out, Version::Lite03);
+    Announce { active: true, suffix: "a".into(), hops: vec![1, 2, 1] }.encode(&mut out, Version::Lite03);
     assert!(run(Kind::Announce, Version::Lite03, &out).is_ok());
 }
 
@@ -814,36 +521,14 @@ fn invalid_status_and_bool_bytes() {
     for version in VERSIONS {
         for status in [2u8, 3, 0x80, 0xff] {
             let announce = [&[status][..], &string(b"a"), &[0x00]].concat();
-            let expected = DecodeError::InvalidValue {
-                what: "announce status",
-                value: status.into(),
-            };
+            let expected = DecodeError::InvalidValue { what: "announce status", value: status.into() };
             expect_err(Kind::Announce, version, &sized(&announce), expected);
 
-            let expected = DecodeError::InvalidValue {
-                what: "ordered",
-                value: status.into(),
-            };
-            let subscribe = [
-                &[0x01][..],
-                &string(b"b"),
-                &string(b"t"),
-                &[0x00, status, 0, 0, 0],
-            ]
-            .concat();
-            expect_err(
-                Kind::Subscribe,
-                version,
-                &sized(&subscribe),
-                expected.clone(),
-            );
+            let expected = DecodeError::InvalidValue { what: "ordered", value: status.into() };
+            let subscribe = [&[0x01][..], &string(b"b"), &string(b"t"), &[0x00, status, 0, 0, 0]].concat();
+            expect_err(Kind::Subscribe, version, &sized(&subscribe), expected.clone());
             let params = [0x00, status, 0, 0, 0];
-            expect_err(
-                Kind::SubscribeUpdate,
-                version,
-                &sized(&params),
-                expected.clone(),
-            );
+            expect_err(Kind::SubscribeUpdate, version, &sized(&params), expected.clone());
             let ok = [&[0x00][..], &sized(&params)].concat();
             expect_err(Kind::SubscribeResponse, version, &ok, expected);
         }
@@ -854,17 +539,9 @@ fn invalid_status_and_bool_bytes() {
 fn unknown_subscribe_response_type() {
     for version in VERSIONS {
         for response_type in [2u64, 3, 63, 64, 16384, varint::MAX] {
-            let expected = DecodeError::InvalidValue {
-                what: "subscribe response type",
-                value: response_type,
-            };
+            let expected = DecodeError::InvalidValue { what: "subscribe response type", value: response_type };
             // Rejected from the type alone, whatever follows.
-            expect_err(
-                Kind::SubscribeResponse,
-                version,
-                &varint_bytes(response_type),
-                expected.clone(),
-            );
+            expect_err(Kind::SubscribeResponse, version, &varint_bytes(response_type), expected.clone());
             let input = [varint_bytes(response_type), sized(&[0, 0, 0])].concat();
             expect_err(Kind::SubscribeResponse, version, &input, expected);
         }
@@ -887,10 +564,7 @@ fn unknown_stream_types_are_per_stream_errors() {
         assert!(buf.is_empty());
     }
     assert_eq!(BiStreamType::decode(&mut &[][..]), Err(DecodeError::Short));
-    assert_eq!(
-        UniStreamType::decode(&mut &[0x80, 0x00][..]),
-        Err(DecodeError::Short)
-    );
+    assert_eq!(UniStreamType::decode(&mut &[0x80, 0x00][..]), Err(DecodeError::Short));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -981,23 +655,11 @@ impl Rng {
         let kind = KINDS[self.below(KINDS.len() as u64) as usize];
         match kind {
             Kind::AnnounceRequest => {
-                let exclude_hop = if version == Version::Lite03 {
-                    0
-                } else {
-                    self.varint()
-                };
-                AnnounceRequest {
-                    prefix: self.string(),
-                    exclude_hop,
-                }
-                .encode(&mut out, version)
+                let exclude_hop = if version == Version::Lite03 { 0 } else { self.varint() };
+                AnnounceRequest { prefix: self.string(), exclude_hop }.encode(&mut out, version)
             }
-            Kind::Announce => Announce {
-                active: self.chance(2),
-                suffix: self.string(),
-                hops: self.hops(version),
-            }
-            .encode(&mut out, version),
+            Kind::Announce => Announce { active: self.chance(2), suffix: self.string(), hops: self.hops(version) }
+                .encode(&mut out, version),
             Kind::Subscribe => {
                 let params = self.params();
                 Subscribe {
@@ -1017,34 +679,17 @@ impl Rng {
                 if self.chance(2) {
                     SubscribeResponse::Ok(self.params()).encode(&mut out, version)
                 } else {
-                    SubscribeResponse::Drop {
-                        start: self.varint(),
-                        end: self.varint(),
-                        error_code: self.varint(),
-                    }
-                    .encode(&mut out, version)
+                    SubscribeResponse::Drop { start: self.varint(), end: self.varint(), error_code: self.varint() }
+                        .encode(&mut out, version)
                 }
             }
-            Kind::GroupHeader => GroupHeader {
-                subscribe_id: self.varint(),
-                sequence: self.varint(),
+            Kind::GroupHeader => {
+                GroupHeader { subscribe_id: self.varint(), sequence: self.varint() }.encode(&mut out, version)
             }
-            .encode(&mut out, version),
-            Kind::FrameHeader => FrameHeader {
-                size: self.below(MAX_FRAME_SIZE + 1),
-            }
-            .encode(&mut out, version),
+            Kind::FrameHeader => FrameHeader { size: self.below(MAX_FRAME_SIZE + 1) }.encode(&mut out, version),
             Kind::Probe => {
-                let rtt_ms = if version == Version::Lite03 {
-                    0
-                } else {
-                    self.varint()
-                };
-                Probe {
-                    bitrate: self.varint(),
-                    rtt_ms,
-                }
-                .encode(&mut out, version)
+                let rtt_ms = if version == Version::Lite03 { 0 } else { self.varint() };
+                Probe { bitrate: self.varint(), rtt_ms }.encode(&mut out, version)
             }
             Kind::Goaway => Goaway { uri: self.string() }.encode(&mut out, version),
             Kind::BiStream => varint::encode(&mut out, self.below(8)),
@@ -1117,47 +762,28 @@ fn random_inputs_never_panic_and_round_trip() {
             // A valid message: must decode as its own kind to exactly the same bytes.
             1 => {
                 let (kind, wire) = rng.valid_message(version);
-                assert_eq!(
-                    run(kind, version, &wire),
-                    Ok(wire.len()),
-                    "{kind:?} {version} on {wire:02x?}"
-                );
+                assert_eq!(run(kind, version, &wire), Ok(wire.len()), "{kind:?} {version} on {wire:02x?}");
                 let mut slice = &wire[..];
                 let mut re = Vec::new();
                 match kind {
-                    Kind::AnnounceRequest => AnnounceRequest::decode(&mut slice, version)
-                        .unwrap()
-                        .encode(&mut re, version),
-                    Kind::Announce => Announce::decode(&mut slice, version)
-                        .unwrap()
-                        .encode(&mut re, version),
-                    Kind::Subscribe => Subscribe::decode(&mut slice, version)
-                        .unwrap()
-                        .encode(&mut re, version),
-                    Kind::SubscribeUpdate => SubscribeUpdate::decode(&mut slice, version)
-                        .unwrap()
-                        .encode(&mut re, version),
-                    Kind::SubscribeResponse => SubscribeResponse::decode(&mut slice, version)
-                        .unwrap()
-                        .encode(&mut re, version),
-                    Kind::GroupHeader => GroupHeader::decode(&mut slice, version)
-                        .unwrap()
-                        .encode(&mut re, version),
-                    Kind::FrameHeader => FrameHeader::decode(&mut slice, version)
-                        .unwrap()
-                        .encode(&mut re, version),
-                    Kind::Probe => Probe::decode(&mut slice, version)
-                        .unwrap()
-                        .encode(&mut re, version),
-                    Kind::Goaway => Goaway::decode(&mut slice, version)
-                        .unwrap()
-                        .encode(&mut re, version),
+                    Kind::AnnounceRequest => {
+                        AnnounceRequest::decode(&mut slice, version).unwrap().encode(&mut re, version)
+                    }
+                    Kind::Announce => Announce::decode(&mut slice, version).unwrap().encode(&mut re, version),
+                    Kind::Subscribe => Subscribe::decode(&mut slice, version).unwrap().encode(&mut re, version),
+                    Kind::SubscribeUpdate => {
+                        SubscribeUpdate::decode(&mut slice, version).unwrap().encode(&mut re, version)
+                    }
+                    Kind::SubscribeResponse => {
+                        SubscribeResponse::decode(&mut slice, version).unwrap().encode(&mut re, version)
+                    }
+                    Kind::GroupHeader => GroupHeader::decode(&mut slice, version).unwrap().encode(&mut re, version),
+                    Kind::FrameHeader => FrameHeader::decode(&mut slice, version).unwrap().encode(&mut re, version),
+                    Kind::Probe => Probe::decode(&mut slice, version).unwrap().encode(&mut re, version),
+                    Kind::Goaway => Goaway::decode(&mut slice, version).unwrap().encode(&mut re, version),
                     Kind::BiStream | Kind::UniStream => re = wire.clone(),
                 }
-                assert_eq!(
-                    re, wire,
-                    "{kind:?} {version}: canonical bytes must re-encode identically"
-                );
+                assert_eq!(re, wire, "{kind:?} {version}: canonical bytes must re-encode identically");
                 exact += 1;
                 wire
             }

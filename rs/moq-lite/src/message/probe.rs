@@ -14,11 +14,7 @@ impl Decode for Probe {
     fn decode<B: Buf>(buf: &mut B, version: Version) -> Result<Self, DecodeError> {
         decode_sized(buf, |b| {
             let bitrate = varint::decode(b)?;
-            let rtt_ms = if version >= Version::Lite04 {
-                varint::decode(b)?
-            } else {
-                0
-            };
+            let rtt_ms = if version >= Version::Lite04 { varint::decode(b)? } else { 0 };
             Ok(Self { bitrate, rtt_ms })
         })
     }

@@ -98,11 +98,7 @@ pub enum SubscribeResponse {
     /// Type 0, always first.
     Ok(SubscribeParams),
     /// Type 1: groups `start..=end` will never arrive.
-    Drop {
-        start: u64,
-        end: u64,
-        error_code: u64,
-    },
+    Drop { start: u64, end: u64, error_code: u64 },
 }
 
 impl Decode for SubscribeResponse {
@@ -110,16 +106,9 @@ impl Decode for SubscribeResponse {
         match varint::decode(buf)? {
             0 => Ok(Self::Ok(SubscribeParams::decode(buf, version)?)),
             1 => decode_sized(buf, |b| {
-                Ok(Self::Drop {
-                    start: varint::decode(b)?,
-                    end: varint::decode(b)?,
-                    error_code: varint::decode(b)?,
-                })
+                Ok(Self::Drop { start: varint::decode(b)?, end: varint::decode(b)?, error_code: varint::decode(b)? })
             }),
-            other => Err(DecodeError::InvalidValue {
-                what: "subscribe response type",
-                value: other,
-            }),
+            other => Err(DecodeError::InvalidValue { what: "subscribe response type", value: other }),
         }
     }
 }
@@ -131,11 +120,7 @@ impl Encode for SubscribeResponse {
                 varint::encode(buf, 0);
                 params.encode(buf, version);
             }
-            Self::Drop {
-                start,
-                end,
-                error_code,
-            } => {
+            Self::Drop { start, end, error_code } => {
                 varint::encode(buf, 1);
                 encode_sized(buf, |b| {
                     varint::encode(b, *start);

@@ -32,26 +32,18 @@ pub struct BroadcastProducer {
 impl BroadcastProducer {
     /// A broadcast whose tracks are created up front with [`Self::create_track`].
     pub fn new() -> Self {
-        Self {
-            state: Arc::new(Watch::new(State::default())),
-        }
+        Self { state: Arc::new(Watch::new(State::default())) }
     }
 
     /// A broadcast whose tracks are created on request; see [`Self::requested_track`].
     pub fn dynamic() -> Self {
-        Self {
-            state: Arc::new(Watch::new(State {
-                dynamic: true,
-                ..Default::default()
-            })),
-        }
+        Self { state: Arc::new(Watch::new(State { dynamic: true, ..Default::default() })) }
     }
 
     /// Adds (or replaces) a track.
     pub fn create_track(&self, name: &str, priority: u8) -> TrackProducer {
         let track = TrackProducer::new(name, priority);
-        self.state
-            .modify(|s| s.tracks.insert(name.to_string(), track.shared().clone()));
+        self.state.modify(|s| s.tracks.insert(name.to_string(), track.shared().clone()));
         track
     }
 
@@ -83,9 +75,7 @@ impl BroadcastProducer {
     }
 
     pub fn consume(&self) -> BroadcastConsumer {
-        BroadcastConsumer {
-            state: self.state.clone(),
-        }
+        BroadcastConsumer { state: self.state.clone() }
     }
 }
 
@@ -177,9 +167,6 @@ mod tests {
         let _video = broadcast.create_track("video", 1);
         let consumer = broadcast.consume();
         assert!(consumer.subscribe_track("video").is_ok());
-        assert_eq!(
-            consumer.subscribe_track("nope").unwrap_err(),
-            Error::NotFound
-        );
+        assert_eq!(consumer.subscribe_track("nope").unwrap_err(), Error::NotFound);
     }
 }

@@ -33,6 +33,12 @@ struct Shared {
     state: Watch<State>,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        crate::telemetry::cached_bytes(-(self.state.lock().bytes as i64));
+    }
+}
+
 /// Writes frames into a group. Dropping it without [`Self::finish`] aborts the group.
 #[derive(Debug)]
 pub struct GroupProducer {
@@ -44,18 +50,9 @@ impl GroupProducer {
         let shared = Arc::new(Shared {
             sequence,
             created: Instant::now(),
-            state: Watch::new(State {
-                frames: Vec::new(),
-                bytes: 0,
-                closed: None,
-            }),
+            state: Watch::new(State { frames: Vec::new(), bytes: 0, closed: None }),
         });
-        (
-            Self {
-                shared: shared.clone(),
-            },
-            GroupConsumer { shared, index: 0 },
-        )
+        (Self { shared: shared.clone() }, GroupConsumer { shared, index: 0 })
     }
 
     pub fn sequence(&self) -> u64 {
@@ -65,15 +62,11 @@ impl GroupProducer {
     pub fn write_frame(&mut self, payload: Bytes) -> Result<(), Error> {
         self.shared.state.modify(|s| {
             if s.frames.len() >= MAX_FRAMES_PER_GROUP {
-                return Err(Error::ProtocolViolation(
-                    "too many frames in one group".into(),
-                ));
+                return Err(Error::ProtocolViolation("too many frames in one group".into()));
             }
             s.bytes += payload.len() as u64;
-            s.frames.push(Frame {
-                payload,
-                received: Instant::now(),
-            });
+            crate::telemetry::cached_bytes(payload.len() as i64);
+            s.frames.push(Frame { payload, received: Instant::now() });
             Ok(())
         })
     }
@@ -94,10 +87,7 @@ impl GroupProducer {
     }
 
     pub fn consume(&self) -> GroupConsumer {
-        GroupConsumer {
-            shared: self.shared.clone(),
-            index: 0,
-        }
+        GroupConsumer { shared: self.shared.clone(), index: 0 }
     }
 }
 
@@ -139,6 +129,16 @@ impl GroupConsumer {
             self.index += 1;
         }
         Ok(frame)
+    }
+
+    /// Frames in the group so far.
+    pub fn frames(&self) -> usize {
+        self.shared.state.lock().frames.len()
+    }
+
+    /// Frames this consumer has read.
+    pub fn position(&self) -> usize {
+        self.index
     }
 
     /// Payload bytes held by the group so far.

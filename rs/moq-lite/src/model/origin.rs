@@ -51,49 +51,28 @@ impl Origin {
         let id = self.state.modify(|s| {
             let id = s.next_id;
             s.next_id += 1;
-            s.broadcasts.insert(
-                path.to_string(),
-                Entry {
-                    id,
-                    broadcast,
-                    hops,
-                },
-            );
+            s.broadcasts.insert(path.to_string(), Entry { id, broadcast, hops });
             mark_dirty(s, path);
             id
         });
-        Publication {
-            origin: self.clone(),
-            path: path.to_string(),
-            id,
-        }
+        Publication { origin: self.clone(), path: path.to_string(), id }
     }
 
     pub fn route(&self, path: &str) -> Option<Route> {
         let s = self.state.lock();
-        s.broadcasts.get(path).map(|e| Route {
-            id: e.id,
-            broadcast: e.broadcast.clone(),
-            hops: e.hops.clone(),
-        })
+        s.broadcasts.get(path).map(|e| Route { id: e.id, broadcast: e.broadcast.clone(), hops: e.hops.clone() })
     }
 
     /// Waits until the route at `path` is no longer publication `id` (replaced or ended).
     pub async fn route_changed(&self, path: &str, id: u64) {
-        self.state
-            .wait(|s| (s.broadcasts.get(path).map(|e| e.id) != Some(id)).then_some(()))
-            .await
+        self.state.wait(|s| (s.broadcasts.get(path).map(|e| e.id) != Some(id)).then_some(())).await
     }
 
     /// Waits until something is announced at `path`.
     pub async fn wait_route(&self, path: &str) -> Route {
         self.state
             .wait(|s| {
-                s.broadcasts.get(path).map(|e| Route {
-                    id: e.id,
-                    broadcast: e.broadcast.clone(),
-                    hops: e.hops.clone(),
-                })
+                s.broadcasts.get(path).map(|e| Route { id: e.id, broadcast: e.broadcast.clone(), hops: e.hops.clone() })
             })
             .await
     }
@@ -122,26 +101,15 @@ impl Origin {
 
     /// Watches announcements under `prefix`: the current set first, then every change.
     pub fn announced(&self, prefix: &str) -> Announced {
-        let watcher = Arc::new(Watcher {
-            prefix: prefix.to_string(),
-            state: Watch::new(WatcherState::default()),
-        });
+        let watcher = Arc::new(Watcher { prefix: prefix.to_string(), state: Watch::new(WatcherState::default()) });
         self.state.modify(|s| {
             s.watchers.retain(|w| w.strong_count() > 0);
             s.watchers.push(Arc::downgrade(&watcher));
-            let initial: HashSet<String> = s
-                .broadcasts
-                .keys()
-                .filter(|p| path::has_prefix(p, prefix))
-                .cloned()
-                .collect();
+            let initial: HashSet<String> =
+                s.broadcasts.keys().filter(|p| path::has_prefix(p, prefix)).cloned().collect();
             watcher.state.lock().dirty = initial;
         });
-        Announced {
-            origin: self.clone(),
-            watcher,
-            known: HashMap::new(),
-        }
+        Announced { origin: self.clone(), watcher, known: HashMap::new() }
     }
 
     fn unpublish(&self, path: &str, id: u64) {
@@ -229,10 +197,7 @@ impl Announced {
             match (current, self.known.get(&full).copied()) {
                 (Some(route), None) => {
                     self.known.insert(full, route.id);
-                    return Announcement::Active {
-                        path: relative,
-                        hops: route.hops,
-                    };
+                    return Announcement::Active { path: relative, hops: route.hops };
                 }
                 (Some(route), Some(id)) if route.id != id => {
                     // Replaced: the path stays announced and subscriptions follow the new
@@ -263,23 +228,14 @@ mod tests {
         let _other = origin.publish("other/x", a.consume(), vec![]);
 
         let mut watch = origin.announced("demo");
-        assert_eq!(
-            watch.next().await,
-            Announcement::Active {
-                path: "a".into(),
-                hops: vec![]
-            }
-        );
+        assert_eq!(watch.next().await, Announcement::Active { path: "a".into(), hops: vec![] });
 
         // A replacement is invisible to watchers; the route now leads to the new publisher.
         let b = BroadcastProducer::new();
         let pub_b = origin.publish("demo/a", b.consume(), vec![7]);
         let c = BroadcastProducer::new();
         let pub_c = origin.publish("demo/c", c.consume(), vec![]);
-        let active_c = Announcement::Active {
-            path: "c".into(),
-            hops: vec![],
-        };
+        let active_c = Announcement::Active { path: "c".into(), hops: vec![] };
         assert_eq!(watch.next().await, active_c);
         drop(pub_c);
         assert_eq!(watch.next().await, Announcement::Ended { path: "c".into() });

@@ -14,11 +14,7 @@ pub struct Scope {
 impl Scope {
     /// `root` is the session's path; `allow` are absolute, segment-aware prefixes (`""` = all).
     pub fn new(origin: Origin, root: &str, allow: Vec<String>) -> Self {
-        Self {
-            origin,
-            root: path::normalize(root),
-            allow,
-        }
+        Self { origin, root: path::normalize(root), allow }
     }
 
     pub fn origin(&self) -> &Origin {
@@ -42,9 +38,7 @@ impl Scope {
     /// Whether anything under `relative` could ever be visible (an allowed prefix overlaps it).
     pub fn overlaps(&self, relative: &str) -> bool {
         let full = path::join(&self.root, relative);
-        self.allow
-            .iter()
-            .any(|a| path::has_prefix(&full, a) || path::has_prefix(a, &full))
+        self.allow.iter().any(|a| path::has_prefix(&full, a) || path::has_prefix(a, &full))
     }
 
     pub fn route(&self, relative: &str) -> Option<Route> {
@@ -54,21 +48,13 @@ impl Scope {
     /// Announcements under `relative`, limited to allowed paths; paths are relative to it.
     pub fn announced(&self, relative: &str) -> ScopedAnnounced {
         let prefix = path::join(&self.root, relative);
-        ScopedAnnounced {
-            inner: self.origin.announced(&prefix),
-            scope: self.clone(),
-            prefix,
-        }
+        ScopedAnnounced { inner: self.origin.announced(&prefix), scope: self.clone(), prefix }
     }
 
     /// Allowed paths under `relative`, relative to it.
     pub fn list(&self, relative: &str) -> Vec<String> {
         let prefix = path::join(&self.root, relative);
-        self.origin
-            .list(&prefix)
-            .into_iter()
-            .filter(|p| self.allows(&path::join(&prefix, p)))
-            .collect()
+        self.origin.list(&prefix).into_iter().filter(|p| self.allows(&path::join(&prefix, p))).collect()
     }
 }
 

@@ -39,10 +39,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn consume(self: &Arc<Self>) -> TrackConsumer {
         self.state.modify(|s| s.consumers += 1);
-        TrackConsumer {
-            shared: self.clone(),
-            cursor: None,
-        }
+        TrackConsumer { shared: self.clone(), cursor: None }
     }
 
     pub(crate) fn consumers(&self) -> usize {
@@ -92,8 +89,7 @@ impl TrackProducer {
     /// Starts the group after the latest one.
     pub fn append_group(&mut self) -> GroupProducer {
         let sequence = self.shared.state.lock().latest.map_or(0, |l| l + 1);
-        self.create_group(sequence)
-            .expect("a fresh sequence cannot be a duplicate")
+        self.create_group(sequence).expect("a fresh sequence cannot be a duplicate")
     }
 
     /// Starts a group with a given sequence; groups may arrive out of order. A sequence seen
@@ -111,10 +107,7 @@ impl TrackProducer {
             let arrival = s.next_arrival;
             s.next_arrival += 1;
             s.latest = Some(s.latest.map_or(sequence, |l| l.max(sequence)));
-            s.groups.push_back(Cached {
-                arrival,
-                group: consumer,
-            });
+            s.groups.push_back(Cached { arrival, group: consumer });
             evict(s);
             Ok(producer)
         })
@@ -150,10 +143,7 @@ impl TrackProducer {
 
     /// Resolves once the track is closed by anyone.
     pub async fn closed(&self) {
-        self.shared
-            .state
-            .wait(|s| s.closed.as_ref().map(|_| ()))
-            .await
+        self.shared.state.wait(|s| s.closed.as_ref().map(|_| ())).await
     }
 }
 
@@ -235,10 +225,7 @@ impl TrackConsumer {
 impl Clone for TrackConsumer {
     fn clone(&self) -> Self {
         self.shared.state.modify(|s| s.consumers += 1);
-        Self {
-            shared: self.shared.clone(),
-            cursor: self.cursor,
-        }
+        Self { shared: self.shared.clone(), cursor: self.cursor }
     }
 }
 
@@ -288,10 +275,7 @@ mod tests {
         let g = track.create_group(5).unwrap();
         assert_eq!(track.create_group(5).unwrap_err(), Error::Duplicate(5));
         g.finish();
-        assert!(
-            track.create_group(5).is_ok(),
-            "a completed group may be restarted"
-        );
+        assert!(track.create_group(5).is_ok(), "a completed group may be restarted");
     }
 
     #[test]

@@ -12,10 +12,7 @@ pub(crate) struct Watch<T> {
 
 impl<T> Watch<T> {
     pub fn new(state: T) -> Self {
-        Self {
-            state: Mutex::new(state),
-            notify: Notify::new(),
-        }
+        Self { state: Mutex::new(state), notify: Notify::new() }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, T> {

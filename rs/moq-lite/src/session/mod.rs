@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
 use crate::message::{BiStreamType, Goaway, UniStreamType};
-use crate::model::{BroadcastConsumer, Scope, TrackProducer};
+use crate::model::{BroadcastConsumer, Scope};
 use crate::{Error, Version};
 use stream::{Reader, Writer};
 
@@ -45,11 +45,13 @@ pub struct Session {
 }
 
 struct Inner {
+    /// Process-unique session id (never a metric label; used to count distinct viewers).
+    id: u64,
     conn: Connection,
     version: Version,
     config: SessionConfig,
     /// Upstream subscriptions by id, so arriving group streams find their track.
-    subscriptions: Mutex<HashMap<u64, Arc<Mutex<TrackProducer>>>>,
+    subscriptions: Mutex<HashMap<u64, Arc<subscriber::Upstream>>>,
     next_subscribe_id: AtomicU64,
     /// The first fatal error ends the session.
     fatal: mpsc::Sender<Error>,
@@ -61,8 +63,10 @@ struct Inner {
 impl Session {
     pub fn new(conn: Connection, version: Version, config: SessionConfig) -> Self {
         let (fatal, fatal_rx) = mpsc::channel(1);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
             inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 conn,
                 version,
                 config,
@@ -74,6 +78,10 @@ impl Session {
                 goaway_received: false.into(),
             }),
         }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.inner.id
     }
 
     pub fn version(&self) -> Version {
@@ -105,10 +113,9 @@ impl Session {
             err = self.accept_uni() => err,
         };
         tasks.shutdown().await;
+        crate::telemetry::ErrorOccurred { error: &err }.emit();
         if !matches!(err, Error::Closed(_)) {
-            self.inner
-                .conn
-                .close(err.code(), err.to_string().as_bytes());
+            self.inner.conn.close(err.code(), err.to_string().as_bytes());
         }
         err
     }
@@ -167,12 +174,7 @@ impl Session {
         if !self.inner.version.has_goaway() {
             return Ok(());
         }
-        let (send, recv) = self
-            .inner
-            .conn
-            .open_bi()
-            .await
-            .map_err(|e| Error::Closed(e.to_string()))?;
+        let (send, recv) = self.inner.conn.open_bi().await.map_err(|e| Error::Closed(e.to_string()))?;
         let mut writer = Writer::new(send, self.inner.version);
         writer.set_priority(CONTROL_PRIORITY);
         writer.queue_raw(|b| BiStreamType::Goaway.encode(b));
@@ -194,9 +196,7 @@ impl Session {
     }
 
     pub fn close(&self, err: &Error) {
-        self.inner
-            .conn
-            .close(err.code(), err.to_string().as_bytes());
+        self.inner.conn.close(err.code(), err.to_string().as_bytes());
     }
 
     /// Subscribes to a broadcast of the peer by path without waiting for its announcement.
@@ -210,11 +210,7 @@ impl Inner {
         let _ = self.fatal.try_send(err);
     }
 
-    async fn serve_bi(
-        self: Arc<Self>,
-        reader: &mut Reader,
-        writer: &mut Writer,
-    ) -> Result<(), Error> {
+    async fn serve_bi(self: Arc<Self>, reader: &mut Reader, writer: &mut Writer) -> Result<(), Error> {
         let kind = reader.decode::<StreamKind>().await?;
         match kind.0 {
             Ok(BiStreamType::Announce) => publisher::serve_announce(&self, reader, writer).await,

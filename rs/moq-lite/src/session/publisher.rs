@@ -11,7 +11,7 @@ use super::stream::{Reader, Writer};
 use super::{group_priority, Inner};
 use crate::message::*;
 use crate::model::{Announcement, GroupConsumer, TrackConsumer};
-use crate::{path, Error};
+use crate::{path, telemetry, Error};
 
 /// How long a SUBSCRIBE waits for its broadcast to be announced before it is refused.
 const ROUTE_WAIT: Duration = Duration::from_secs(2);
@@ -19,21 +19,12 @@ const ROUTE_WAIT: Duration = Duration::from_secs(2);
 /// oldest group is reset, which bounds the memory a stalled viewer can hold.
 pub const MAX_INFLIGHT_GROUPS: usize = 16;
 
-pub(super) async fn serve_announce(
-    inner: &Arc<Inner>,
-    reader: &mut Reader,
-    writer: &mut Writer,
-) -> Result<(), Error> {
+pub(super) async fn serve_announce(inner: &Arc<Inner>, reader: &mut Reader, writer: &mut Writer) -> Result<(), Error> {
     let request: AnnounceRequest = reader.decode().await?;
     let prefix = path::normalize(&request.prefix);
     // Nothing to offer under this prefix: answer with an empty set, as a publisher with no
     // broadcasts does. Resetting instead makes some peers tear down the whole session.
-    let Some(scope) = inner
-        .config
-        .publish
-        .as_ref()
-        .filter(|s| s.overlaps(&prefix))
-    else {
+    let Some(scope) = inner.config.publish.as_ref().filter(|s| s.overlaps(&prefix)) else {
         reader.finished().await?;
         writer.finish();
         return Ok(());
@@ -76,38 +67,28 @@ struct Delivery {
     max_latency_ms: AtomicU64,
 }
 
-pub(super) async fn serve_subscribe(
-    inner: &Arc<Inner>,
-    reader: &mut Reader,
-    writer: &mut Writer,
-) -> Result<(), Error> {
+pub(super) async fn serve_subscribe(inner: &Arc<Inner>, reader: &mut Reader, writer: &mut Writer) -> Result<(), Error> {
     let subscribe: Subscribe = reader.decode().await?;
-    let Some(scope) = &inner.config.publish else {
-        return Err(Error::Unauthorized);
+    let broadcast = path::normalize(&subscribe.broadcast);
+    let (full, origin, mut route, mut track) = match resolve(inner, &broadcast, &subscribe.track).await {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            let session = inner.id;
+            telemetry::SubscribeRejected { broadcast: &broadcast, track: &subscribe.track, session, error: &error }
+                .emit();
+            return Err(error);
+        }
     };
-    let Some(full) = scope.resolve(&path::normalize(&subscribe.broadcast)) else {
-        return Err(Error::Unauthorized);
-    };
-    let origin = scope.origin().clone();
-    let mut route = match origin.route(&full) {
-        Some(route) => route,
-        None => tokio::time::timeout(ROUTE_WAIT, origin.wait_route(&full))
-            .await
-            .map_err(|_| Error::NotFound)?,
-    };
-    let mut track = route.broadcast.subscribe_track(&subscribe.track)?;
+    telemetry::SubscribeAccepted { broadcast: &full, track: &subscribe.track, session: inner.id }.emit();
+    let labels = telemetry::BroadcastLabels::acquire(&full);
+    let egress = Arc::new(telemetry::Egress::new(&labels, &subscribe.track, inner.id));
 
     writer
-        .encode(&SubscribeResponse::Ok(SubscribeParams {
-            priority: subscribe.priority,
-            ..Default::default()
-        }))
+        .encode(&SubscribeResponse::Ok(SubscribeParams { priority: subscribe.priority, ..Default::default() }))
         .await?;
 
-    let delivery = Arc::new(Delivery {
-        priority: subscribe.priority.into(),
-        max_latency_ms: subscribe.max_latency_ms.into(),
-    });
+    let delivery =
+        Arc::new(Delivery { priority: subscribe.priority.into(), max_latency_ms: subscribe.max_latency_ms.into() });
     let mut groups = JoinSet::new();
     let mut inflight: VecDeque<AbortHandle> = VecDeque::new();
     loop {
@@ -128,6 +109,7 @@ pub(super) async fn serve_subscribe(
                         if let Some(oldest) = inflight.pop_front() {
                             tracing::debug!(broadcast = %full, track = %subscribe.track, "slow subscriber: resetting oldest group");
                             oldest.abort();
+                            telemetry::GroupDropped { error: &Error::TooSlow, frames_left: 0 }.emit();
                         }
                     }
                     let handle = groups.spawn(write_group(
@@ -136,6 +118,7 @@ pub(super) async fn serve_subscribe(
                         group,
                         track.clone(),
                         delivery.clone(),
+                        egress.clone(),
                     ));
                     inflight.push_back(handle);
                 }
@@ -170,54 +153,72 @@ async fn write_group(
     mut group: GroupConsumer,
     track: TrackConsumer,
     delivery: Arc<Delivery>,
+    egress: Arc<telemetry::Egress>,
 ) {
+    let _queued = telemetry::Active::queued_group();
     let sequence = group.sequence();
     let send = match inner.conn.open_uni().await {
         Ok(send) => send,
         Err(_) => return,
     };
+    egress.group_opened(group.created());
     let mut writer = Writer::new(send, inner.version);
-    writer.set_priority(group_priority(
-        delivery.priority.load(Ordering::Relaxed),
-        sequence,
-    ));
+    writer.set_priority(group_priority(delivery.priority.load(Ordering::Relaxed), sequence));
     writer.queue_raw(|b| UniStreamType::Group.encode(b));
-    writer.queue(&GroupHeader {
-        subscribe_id,
-        sequence,
-    });
+    writer.queue(&GroupHeader { subscribe_id, sequence });
 
     let result: Result<(), Error> = async {
-        loop {
-            let frame = match group.read_frame().await? {
-                Some(frame) => frame,
-                None => break,
-            };
+        while let Some(frame) = group.read_frame().await? {
             if is_expired(&group, &track, &delivery) {
                 return Err(Error::Expired);
             }
-            writer.queue(&FrameHeader {
-                size: frame.payload.len() as u64,
-            });
+            let len = frame.payload.len();
+            writer.queue(&FrameHeader { size: len as u64 });
             writer.write_payload(frame.payload).await?;
+            egress.frame_written(len, frame.received);
         }
         writer.flush().await?;
         Ok(())
     }
     .await;
     match result {
-        Ok(()) => writer.finish(),
-        Err(e) => writer.reset(e.code()),
+        Ok(()) => {
+            writer.finish();
+            egress.counters.group();
+        }
+        Err(error) => {
+            let frames_left = group.frames().saturating_sub(group.position()) as u64;
+            telemetry::GroupDropped { error: &error, frames_left }.emit();
+            writer.reset(error.code());
+        }
     }
-    drop(track);
+}
+
+/// Finds the broadcast (waiting briefly for its announcement) and subscribes to the track.
+async fn resolve(
+    inner: &Arc<Inner>,
+    broadcast: &str,
+    track: &str,
+) -> Result<(String, crate::model::Origin, crate::model::Route, TrackConsumer), Error> {
+    let Some(scope) = &inner.config.publish else {
+        return Err(Error::Unauthorized);
+    };
+    let Some(full) = scope.resolve(broadcast) else {
+        return Err(Error::Unauthorized);
+    };
+    let origin = scope.origin().clone();
+    let route = match origin.route(&full) {
+        Some(route) => route,
+        None => tokio::time::timeout(ROUTE_WAIT, origin.wait_route(&full)).await.map_err(|_| Error::NotFound)?,
+    };
+    let track = route.broadcast.subscribe_track(track)?;
+    Ok((full, origin, route, track))
 }
 
 /// A group is skipped once a newer group exists and it is older than the subscriber's budget.
 fn is_expired(group: &GroupConsumer, track: &TrackConsumer, delivery: &Delivery) -> bool {
     let budget = delivery.max_latency_ms.load(Ordering::Relaxed);
     budget > 0
-        && track
-            .latest()
-            .is_some_and(|latest| latest > group.sequence())
+        && track.latest().is_some_and(|latest| latest > group.sequence())
         && group.created().elapsed() > Duration::from_millis(budget)
 }

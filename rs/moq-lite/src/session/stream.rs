@@ -33,21 +33,12 @@ pub(crate) struct Reader {
 
 impl Reader {
     pub fn new(stream: RecvStream, version: Version) -> Self {
-        Self {
-            stream,
-            buf: BytesMut::new(),
-            version,
-        }
+        Self { stream, buf: BytesMut::new(), version }
     }
 
     /// Reads more bytes into the buffer; `false` at the end of the stream.
     async fn fill(&mut self) -> Result<bool, Error> {
-        match self
-            .stream
-            .read_chunk(READ_CHUNK, true)
-            .await
-            .map_err(read_error)?
-        {
+        match self.stream.read_chunk(READ_CHUNK, true).await.map_err(read_error)? {
             Some(chunk) => {
                 self.buf.extend_from_slice(&chunk.bytes);
                 Ok(true)
@@ -69,18 +60,16 @@ impl Reader {
             if !self.fill().await? {
                 return match self.buf.is_empty() {
                     true => Ok(None),
-                    false => Err(Error::ProtocolViolation(
-                        "stream ended inside a message".into(),
-                    )),
+                    false => Err(Error::ProtocolViolation("stream ended inside a message".into())),
                 };
             }
         }
     }
 
     pub async fn decode<T: Decode>(&mut self) -> Result<T, Error> {
-        self.decode_maybe().await?.ok_or_else(|| {
-            Error::ProtocolViolation("stream ended before a required message".into())
-        })
+        self.decode_maybe()
+            .await?
+            .ok_or_else(|| Error::ProtocolViolation("stream ended before a required message".into()))
     }
 
     /// Exactly `size` payload bytes.
@@ -90,28 +79,19 @@ impl Reader {
         }
         // Avoid a copy when the whole payload arrives as one chunk.
         if self.buf.is_empty() {
-            if let Some(chunk) = self
-                .stream
-                .read_chunk(size, true)
-                .await
-                .map_err(read_error)?
-            {
+            if let Some(chunk) = self.stream.read_chunk(size, true).await.map_err(read_error)? {
                 if chunk.bytes.len() == size {
                     return Ok(chunk.bytes);
                 }
                 self.buf.extend_from_slice(&chunk.bytes);
             } else {
-                return Err(Error::ProtocolViolation(
-                    "stream ended inside a frame".into(),
-                ));
+                return Err(Error::ProtocolViolation("stream ended inside a frame".into()));
             }
         }
         let mut out = BytesMut::with_capacity(size);
         while out.len() < size {
             if self.buf.is_empty() && !self.fill().await? {
-                return Err(Error::ProtocolViolation(
-                    "stream ended inside a frame".into(),
-                ));
+                return Err(Error::ProtocolViolation("stream ended inside a frame".into()));
             }
             let take = (size - out.len()).min(self.buf.len());
             out.extend_from_slice(&self.buf[..take]);
@@ -123,9 +103,7 @@ impl Reader {
     /// Waits for the peer to finish its side; any further bytes are a protocol violation.
     pub async fn finished(&mut self) -> Result<(), Error> {
         if !self.buf.is_empty() || self.fill().await? {
-            return Err(Error::ProtocolViolation(
-                "unexpected bytes after the last message".into(),
-            ));
+            return Err(Error::ProtocolViolation("unexpected bytes after the last message".into()));
         }
         Ok(())
     }
@@ -135,19 +113,18 @@ impl Reader {
     }
 }
 
+/// Writes messages to a stream. Dropped without [`Writer::finish`] it *resets* the stream
+/// (quinn would otherwise FIN it, and a truncated group would look complete to the peer).
 pub(crate) struct Writer {
     stream: SendStream,
     buf: BytesMut,
     version: Version,
+    closed: bool,
 }
 
 impl Writer {
     pub fn new(stream: SendStream, version: Version) -> Self {
-        Self {
-            stream,
-            buf: BytesMut::new(),
-            version,
-        }
+        Self { stream, buf: BytesMut::new(), version, closed: false }
     }
 
     pub async fn encode<T: Encode>(&mut self, msg: &T) -> Result<(), Error> {
@@ -175,10 +152,7 @@ impl Writer {
     /// Writes queued bytes and then `payload` without copying it.
     pub async fn write_payload(&mut self, payload: Bytes) -> Result<(), Error> {
         let mut chunks = [self.buf.split().freeze(), payload];
-        self.stream
-            .write_all_chunks(&mut chunks)
-            .await
-            .map_err(write_error)
+        self.stream.write_all_chunks(&mut chunks).await.map_err(write_error)
     }
 
     pub fn set_priority(&self, priority: i32) {
@@ -186,10 +160,21 @@ impl Writer {
     }
 
     pub fn finish(&mut self) {
+        self.closed = true;
         let _ = self.stream.finish();
     }
 
     pub fn reset(&mut self, code: u32) {
-        let _ = self.stream.reset(code);
+        if !self.closed {
+            self.closed = true;
+            crate::telemetry::StreamReset { sent: true, code }.emit();
+            let _ = self.stream.reset(code);
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.reset(crate::code::CANCEL);
     }
 }

@@ -10,7 +10,7 @@ use super::stream::{Reader, Writer};
 use super::{Inner, UniKind, CONTROL_PRIORITY};
 use crate::message::*;
 use crate::model::{BroadcastConsumer, BroadcastProducer, Publication, TrackProducer};
-use crate::{code, path, Error};
+use crate::{code, path, telemetry, Error};
 
 /// Most broadcasts one peer may have announced at once.
 pub const MAX_ANNOUNCED: usize = 4096;
@@ -20,21 +20,12 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
     let Some(scope) = inner.config.subscribe.clone() else {
         return Ok(());
     };
-    let (send, recv) = inner
-        .conn
-        .open_bi()
-        .await
-        .map_err(|e| Error::Closed(e.to_string()))?;
+    let (send, recv) = inner.conn.open_bi().await.map_err(|e| Error::Closed(e.to_string()))?;
     let mut writer = Writer::new(send, inner.version);
     let mut reader = Reader::new(recv, inner.version);
     writer.set_priority(CONTROL_PRIORITY);
     writer.queue_raw(|b| BiStreamType::Announce.encode(b));
-    writer
-        .encode(&AnnounceRequest {
-            prefix: String::new(),
-            exclude_hop: inner.config.hop_id,
-        })
-        .await?;
+    writer.encode(&AnnounceRequest { prefix: String::new(), exclude_hop: inner.config.hop_id }).await?;
 
     // Per announced path: its publication and the task serving its track requests.
     let mut active: HashMap<String, (Publication, tokio::task::AbortHandle)> = HashMap::new();
@@ -48,9 +39,7 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
         };
         let suffix = announce.suffix;
         if !path::is_valid(&suffix) {
-            return Err(Error::ProtocolViolation(format!(
-                "invalid broadcast path {suffix:?}"
-            )));
+            return Err(Error::ProtocolViolation(format!("invalid broadcast path {suffix:?}")));
         }
         if let Some((_, task)) = active.remove(&suffix) {
             task.abort();
@@ -67,19 +56,11 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
             continue;
         };
         if active.len() >= MAX_ANNOUNCED {
-            return Err(Error::ProtocolViolation(
-                "too many announced broadcasts".into(),
-            ));
+            return Err(Error::ProtocolViolation("too many announced broadcasts".into()));
         }
         let broadcast = BroadcastProducer::dynamic();
-        let publication = scope
-            .origin()
-            .publish(&full, broadcast.consume(), announce.hops);
-        let task = tasks.spawn(serve_track_requests(
-            inner.clone(),
-            broadcast,
-            suffix.clone(),
-        ));
+        let publication = scope.origin().publish(&full, broadcast.consume(), announce.hops);
+        let task = tasks.spawn(serve_track_requests(inner.clone(), broadcast, suffix.clone(), full));
         active.insert(suffix, (publication, task));
         while tasks.try_join_next().is_some() {}
     }
@@ -89,21 +70,45 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
 pub(super) fn direct(inner: Arc<Inner>, path: &str) -> BroadcastConsumer {
     let broadcast = BroadcastProducer::dynamic();
     let consumer = broadcast.consume();
-    tokio::spawn(serve_track_requests(inner, broadcast, path.to_string()));
+    let full = inner.config.subscribe.as_ref().and_then(|s| s.resolve(path)).unwrap_or_else(|| path.to_string());
+    tokio::spawn(serve_track_requests(inner, broadcast, path.to_string(), full));
     consumer
 }
 
-async fn serve_track_requests(inner: Arc<Inner>, broadcast: BroadcastProducer, path: String) {
+/// `path` is the broadcast as the peer names it; `full` as this node names it (for labels).
+async fn serve_track_requests(inner: Arc<Inner>, broadcast: BroadcastProducer, path: String, full: String) {
     let broadcast = Arc::new(broadcast);
+    let labels = telemetry::BroadcastLabels::acquire(&full);
     let mut tasks = JoinSet::new();
     while let Some(track) = broadcast.requested_track().await {
         while tasks.try_join_next().is_some() {}
-        tasks.spawn(run_subscription(
-            inner.clone(),
-            broadcast.clone(),
-            path.clone(),
-            track,
-        ));
+        let ingress = telemetry::Ingress::new(&labels, track.name());
+        tasks.spawn(run_subscription(inner.clone(), broadcast.clone(), path.clone(), track, ingress));
+    }
+}
+
+/// How long an upstream subscription that ended cleanly stays routable: the publisher FINs the
+/// subscribe stream once its groups are written, and their streams may still be in flight.
+const END_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// An upstream subscription as arriving group streams see it. The track closes when the last
+/// holder lets go, so a group still being read completes before subscribers see the end.
+pub(crate) struct Upstream {
+    track: Mutex<Option<TrackProducer>>,
+    ended: Mutex<Option<Result<(), Error>>>,
+    ingress: telemetry::Ingress,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let track = self.track.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        let ended = self.ended.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(track) = track {
+            match ended.unwrap_or(Err(Error::Cancel)) {
+                Ok(()) => track.finish(),
+                Err(e) => track.abort(e),
+            }
+        }
     }
 }
 
@@ -113,27 +118,20 @@ async fn run_subscription(
     broadcast: Arc<BroadcastProducer>,
     path: String,
     track: TrackProducer,
+    ingress: telemetry::Ingress,
 ) {
     let id = inner.next_subscribe_id();
     let name = track.name().to_string();
     let shared = track.shared().clone();
-    let track = Arc::new(Mutex::new(track));
-    inner
-        .subscriptions
-        .lock()
-        .unwrap()
-        .insert(id, track.clone());
+    let upstream = Arc::new(Upstream { track: Mutex::new(Some(track)), ended: Mutex::new(None), ingress });
+    inner.subscriptions.lock().unwrap().insert(id, upstream.clone());
 
-    let result = subscribe_upstream(&inner, &broadcast, id, &path, &name, &track, &shared).await;
-    inner.subscriptions.lock().unwrap().remove(&id);
-
-    // Whoever still holds the track sees how it ended.
-    if let Ok(track) = Arc::try_unwrap(track).map(|m| m.into_inner().unwrap()) {
-        match result {
-            Ok(()) => track.finish(),
-            Err(e) => track.abort(e),
-        }
+    let result = subscribe_upstream(&inner, &broadcast, id, &path, &name, &upstream.track, &shared).await;
+    if result.is_ok() {
+        tokio::time::sleep(END_GRACE).await;
     }
+    *upstream.ended.lock().unwrap() = Some(result);
+    inner.subscriptions.lock().unwrap().remove(&id);
 }
 
 async fn subscribe_upstream(
@@ -142,14 +140,10 @@ async fn subscribe_upstream(
     id: u64,
     path: &str,
     name: &str,
-    track: &Arc<Mutex<TrackProducer>>,
+    track: &Mutex<Option<TrackProducer>>,
     shared: &Arc<crate::model::TrackShared>,
 ) -> Result<(), Error> {
-    let (send, recv) = inner
-        .conn
-        .open_bi()
-        .await
-        .map_err(|e| Error::Closed(e.to_string()))?;
+    let (send, recv) = inner.conn.open_bi().await.map_err(|e| Error::Closed(e.to_string()))?;
     let mut writer = Writer::new(send, inner.version);
     let mut reader = Reader::new(recv, inner.version);
     writer.set_priority(super::CONTROL_PRIORITY);
@@ -181,7 +175,8 @@ async fn subscribe_upstream(
                 Err(e) => return Err(e),
             },
             _ = shared.unused() => {
-                if broadcast.remove_if_unused(&track.lock().unwrap()) {
+                let unused = track.lock().unwrap().as_ref().is_none_or(|t| broadcast.remove_if_unused(t));
+                if unused {
                     // Last local consumer left: unsubscribe upstream.
                     writer.reset(code::CANCEL);
                     reader.stop(code::CANCEL);
@@ -202,29 +197,30 @@ pub(super) async fn serve_uni(inner: &Arc<Inner>, reader: &mut Reader) -> Result
         Err(unknown) => return Err(Error::UnexpectedStream(unknown)),
     }
     let header: GroupHeader = reader.decode().await?;
-    let track = inner
-        .subscriptions
-        .lock()
-        .unwrap()
-        .get(&header.subscribe_id)
-        .cloned();
+    let upstream = inner.subscriptions.lock().unwrap().get(&header.subscribe_id).cloned();
     // A group for a subscription that already ended is routine, not a violation.
-    let Some(track) = track else {
-        return Err(Error::Cancel);
+    let Some(upstream) = upstream else { return Err(Error::Cancel) };
+    let mut group = match upstream.track.lock().unwrap().as_mut() {
+        Some(track) => track.create_group(header.sequence)?,
+        None => return Err(Error::Cancel),
     };
-    let mut group = track.lock().unwrap().create_group(header.sequence)?;
-    drop(track);
+    let counters = &upstream.ingress.counters;
     loop {
         match reader.decode_maybe::<FrameHeader>().await {
             Ok(Some(frame)) => {
                 let payload = reader.read_payload(frame.size as usize).await?;
+                counters.frame(payload.len());
                 group.write_frame(payload)?;
             }
             Ok(None) => {
+                counters.group();
                 group.finish();
                 return Ok(());
             }
             Err(e) => {
+                if let Error::RemoteReset(code) = e {
+                    telemetry::StreamReset { sent: false, code }.emit();
+                }
                 group.abort(e.clone());
                 return Err(e);
             }

@@ -57,12 +57,8 @@ impl Client {
         let socket = std::net::UdpSocket::bind(config.bind)
             .or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))
             .context("binding the client UDP socket")?;
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            None,
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )?;
+        let endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime))?;
         Ok(Self { endpoint, config })
     }
 
@@ -73,11 +69,7 @@ impl Client {
     }
 
     /// As [`Self::connect`], adding headers to the WebTransport CONNECT (e.g. `traceparent`).
-    pub async fn connect_with_headers(
-        &self,
-        url: &Url,
-        headers: http::HeaderMap,
-    ) -> anyhow::Result<Connected> {
+    pub async fn connect_with_headers(&self, url: &Url, headers: http::HeaderMap) -> anyhow::Result<Connected> {
         let mut tls = self.config.tls.clone();
         let mut url = url.clone();
         let raw = match url.scheme() {
@@ -85,19 +77,14 @@ impl Client {
             "http" => {
                 let fingerprint = fetch_fingerprint(&url).await?;
                 tls.fingerprints = vec![fingerprint];
-                url.set_scheme("https")
-                    .map_err(|_| anyhow::anyhow!("cannot rewrite scheme"))?;
+                url.set_scheme("https").map_err(|_| anyhow::anyhow!("cannot rewrite scheme"))?;
                 false
             }
             "moqt" | "moql" => true,
             other => anyhow::bail!("unsupported URL scheme {other:?}"),
         };
         let alpns: Vec<Vec<u8>> = if raw {
-            self.config
-                .versions
-                .iter()
-                .map(|v| v.alpn().as_bytes().to_vec())
-                .collect()
+            self.config.versions.iter().map(|v| v.alpn().as_bytes().to_vec()).collect()
         } else {
             vec![web_transport_quinn::ALPN.as_bytes().to_vec()]
         };
@@ -105,10 +92,7 @@ impl Client {
 
         let host = url.host_str().context("URL has no host")?.to_string();
         let port = url.port().unwrap_or(443);
-        let host_for_lookup = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let remote = tokio::net::lookup_host((host_for_lookup.as_str(), port))
             .await
             .with_context(|| format!("resolving {host}"))?
@@ -127,38 +111,24 @@ impl Client {
         if raw {
             let session = Connection::raw(conn);
             let alpn = session.protocol().unwrap_or_default().to_string();
-            let version = Version::from_alpn(&alpn)
-                .with_context(|| format!("server chose unsupported ALPN {alpn:?}"))?;
-            return Ok(Connected {
-                conn: session,
-                version,
-                transport: Transport::Quic,
-            });
+            let version =
+                Version::from_alpn(&alpn).with_context(|| format!("server chose unsupported ALPN {alpn:?}"))?;
+            return Ok(Connected { conn: session, version, transport: Transport::Quic });
         }
 
         let mut request = web_transport_quinn::proto::ConnectRequest::new(url.clone())
             .with_protocols(self.config.versions.iter().map(|v| v.alpn().to_string()));
         request.headers = headers;
-        let session = Connection::connect(conn, request)
-            .await
-            .context("WebTransport CONNECT")?;
+        let session = Connection::connect(conn, request).await.context("WebTransport CONNECT")?;
         let protocol = session.protocol().map(str::to_string);
         let version = protocol
             .as_deref()
             .and_then(Version::from_alpn)
             .with_context(|| format!("server selected no supported sub-protocol ({protocol:?})"))?;
-        Ok(Connected {
-            conn: session,
-            version,
-            transport: Transport::WebTransport,
-        })
+        Ok(Connected { conn: session, version, transport: Transport::WebTransport })
     }
 
-    fn quinn_config(
-        &self,
-        tls: &ClientTls,
-        alpns: Vec<Vec<u8>>,
-    ) -> anyhow::Result<quinn::ClientConfig> {
+    fn quinn_config(&self, tls: &ClientTls, alpns: Vec<Vec<u8>>) -> anyhow::Result<quinn::ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?;
@@ -168,17 +138,12 @@ impl Client {
                 .iter()
                 .map(|f| {
                     let bytes = hex::decode(f.trim()).context("fingerprint is not hex")?;
-                    bytes
-                        .try_into()
-                        .map_err(|_| anyhow::anyhow!("fingerprint is not 32 bytes"))
+                    bytes.try_into().map_err(|_| anyhow::anyhow!("fingerprint is not 32 bytes"))
                 })
                 .collect::<anyhow::Result<Vec<[u8; 32]>>>()?;
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
-                    fingerprints,
-                    provider,
-                }))
+                .with_custom_certificate_verifier(Arc::new(PinnedVerifier { fingerprints, provider }))
                 .with_no_client_auth()
         } else {
             let mut roots = rustls::RootCertStore::empty();
@@ -213,28 +178,19 @@ async fn fetch_fingerprint(url: &Url) -> anyhow::Result<String> {
     let host = url.host_str().context("URL has no host")?;
     let port = url.port().unwrap_or(80);
     let target = host.trim_start_matches('[').trim_end_matches(']');
-    let mut stream = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        tokio::net::TcpStream::connect((target, port)),
-    )
-    .await
-    .context("fingerprint fetch timed out")?
-    .with_context(|| format!("connecting to http://{host}:{port}"))?;
-    let request = format!(
-        "GET /certificate.sha256 HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
-    );
+    let mut stream =
+        tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect((target, port)))
+            .await
+            .context("fingerprint fetch timed out")?
+            .with_context(|| format!("connecting to http://{host}:{port}"))?;
+    let request = format!("GET /certificate.sha256 HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        stream.take(64 * 1024).read_to_end(&mut response),
-    )
-    .await
-    .context("fingerprint fetch timed out")??;
+    tokio::time::timeout(std::time::Duration::from_secs(5), stream.take(64 * 1024).read_to_end(&mut response))
+        .await
+        .context("fingerprint fetch timed out")??;
     let response = String::from_utf8_lossy(&response);
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
+    let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
     anyhow::ensure!(
         head.starts_with("HTTP/1.1 200"),
         "fingerprint fetch failed: {}",

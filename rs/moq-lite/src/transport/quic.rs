@@ -34,12 +34,8 @@ impl QuicOptions {
         t.max_concurrent_uni_streams(streams);
         t.max_idle_timeout(self.idle_timeout.try_into().ok());
         t.keep_alive_interval(Some(self.keep_alive));
-        t.receive_window(
-            quinn::VarInt::from_u64(self.receive_window).unwrap_or(quinn::VarInt::MAX),
-        );
-        t.stream_receive_window(
-            quinn::VarInt::from_u64(self.stream_receive_window).unwrap_or(quinn::VarInt::MAX),
-        );
+        t.receive_window(quinn::VarInt::from_u64(self.receive_window).unwrap_or(quinn::VarInt::MAX));
+        t.stream_receive_window(quinn::VarInt::from_u64(self.stream_receive_window).unwrap_or(quinn::VarInt::MAX));
         t.send_window(self.send_window);
         Arc::new(t)
     }

@@ -50,10 +50,7 @@ impl Server {
     /// The next connection attempt; `None` once the endpoint is closed.
     pub async fn accept(&self) -> Option<Incoming> {
         let incoming = self.endpoint.accept().await?;
-        Some(Incoming {
-            incoming,
-            versions: self.versions.clone(),
-        })
+        Some(Incoming { incoming, versions: self.versions.clone() })
     }
 
     /// Stops accepting; existing connections are closed with `code`.
@@ -86,10 +83,7 @@ impl Incoming {
     /// Completes the QUIC handshake and, for WebTransport, reads the CONNECT request, choosing
     /// the version from the ALPN or the client's `wt-available-protocols` (never from bytes).
     pub async fn handshake(self) -> Result<Request, Error> {
-        let conn = self
-            .incoming
-            .await
-            .map_err(|e| Error::Transport(e.to_string()))?;
+        let conn = self.incoming.await.map_err(|e| Error::Transport(e.to_string()))?;
         let alpn = conn
             .handshake_data()
             .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
@@ -97,23 +91,14 @@ impl Incoming {
             .map(|p| String::from_utf8_lossy(&p).into_owned())
             .unwrap_or_default();
         if alpn == web_transport_quinn::ALPN {
-            let request = web_transport_quinn::Request::accept(conn)
-                .await
-                .map_err(|e| Error::Transport(e.to_string()))?;
-            let version = request
-                .protocols
-                .iter()
-                .find_map(|p| Version::from_alpn(p).filter(|v| self.versions.contains(v)));
-            return Ok(Request {
-                inner: RequestKind::WebTransport(Box::new(request)),
-                version,
-            });
+            let request =
+                web_transport_quinn::Request::accept(conn).await.map_err(|e| Error::Transport(e.to_string()))?;
+            let version =
+                request.protocols.iter().find_map(|p| Version::from_alpn(p).filter(|v| self.versions.contains(v)));
+            return Ok(Request { inner: RequestKind::WebTransport(Box::new(request)), version });
         }
         let version = Version::from_alpn(&alpn).filter(|v| self.versions.contains(v));
-        Ok(Request {
-            inner: RequestKind::Raw(conn),
-            version,
-        })
+        Ok(Request { inner: RequestKind::Raw(conn), version })
     }
 }
 
@@ -180,12 +165,8 @@ impl Request {
         match self.inner {
             RequestKind::Raw(conn) => Ok((Connection::raw(conn), version)),
             RequestKind::WebTransport(request) => {
-                let response =
-                    web_transport_quinn::proto::ConnectResponse::OK.with_protocol(version.alpn());
-                let session = request
-                    .respond(response)
-                    .await
-                    .map_err(|e| Error::Transport(e.to_string()))?;
+                let response = web_transport_quinn::proto::ConnectResponse::OK.with_protocol(version.alpn());
+                let session = request.respond(response).await.map_err(|e| Error::Transport(e.to_string()))?;
                 Ok((session, version))
             }
         }

@@ -1,0 +1,266 @@
+//! The relay's /metrics under real traffic: conservation of bytes, live gauges, the cardinality
+//! cap, the bearer token, and `promtool check metrics` on a live scrape.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use moq_interop::*;
+
+/// One sample: metric name, sorted labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+fn scrape_raw(port: u16, token: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-w", "\n%{http_code}", &format!("http://127.0.0.1:{port}/metrics")]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = run("curl", &mut cmd, Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.trim().parse().unwrap(), body.to_string())
+}
+
+fn parse(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    (k.to_string(), v.trim_matches('"').to_string())
+                })
+                .collect();
+            (name.to_string(), labels, value.parse().unwrap())
+        })
+        .collect()
+}
+
+fn scrape(port: u16) -> Vec<Sample> {
+    let (status, body) = scrape_raw(port, None);
+    assert_eq!(status, 200);
+    parse(&body)
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .map(|s| s.2)
+}
+
+fn relay_with_ops(extra: &[&str]) -> (Proc, u16, u16) {
+    let port = free_port();
+    let ops = free_port();
+    let ops_addr = format!("127.0.0.1:{ops}");
+    let mut args = vec!["--ops-listen", ops_addr.as_str()];
+    args.extend_from_slice(extra);
+    let relay = start_relay_args(port, &args);
+    (relay, port, ops)
+}
+
+/// Like start_relay, but without its `--ops-listen off`.
+fn start_relay_args(port: u16, extra: &[&str]) -> Proc {
+    let mut cmd = Command::new(bin("moq-relay"));
+    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--tls-generate", "localhost,127.0.0.1"]).args(extra);
+    let mut relay = Proc::spawn("moq-relay", &mut cmd);
+    relay.wait_line(Duration::from_secs(20), |l| l.contains("relay ready"));
+    relay
+}
+
+fn watchers(port: u16, broadcast: &str, viewers: usize, groups: u64) -> std::process::Child {
+    Command::new(bin("moq"))
+        .args(["watch", "--url", &format!("http://127.0.0.1:{port}/"), "--broadcast", broadcast])
+        .args(["--json", "--stats-interval", "0s", "--viewers", &viewers.to_string(), "--groups", &groups.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait(child: std::process::Child, timeout: Duration) -> std::process::Output {
+    let mut child = child;
+    let deadline = std::time::Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn bytes_are_conserved_from_publisher_to_every_viewer() {
+    let _serial = serial();
+    let (_relay, port, ops) = relay_with_ops(&[]);
+    const N: usize = 4;
+    let viewers = watchers(port, "cons/bbb", N, 3);
+    std::thread::sleep(Duration::from_millis(1500));
+    let publisher = run(
+        "moq publish",
+        Command::new(bin("moq"))
+            .args(["publish", "--url", &format!("http://127.0.0.1:{port}/"), "--broadcast", "cons/bbb"])
+            .args(["--groups", "3", "--json"]),
+        Duration::from_secs(30),
+    );
+    let published: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&publisher.stdout).lines().last().unwrap()).unwrap();
+    let summary = watch_summary(&wait(viewers, Duration::from_secs(30)));
+    assert_eq!(summary["ok"], true, "{summary:#}");
+
+    let samples = scrape(ops);
+    for track in ["video", "audio", "catalog"] {
+        let k = published["tracks"][track]["bytes"].as_f64().unwrap();
+        assert!(k > 0.0);
+        let labels = [("broadcast", "cons/bbb"), ("track_type", track)];
+        let received =
+            value(&samples, "moq_relay_bytes_received_total", &[labels[0], labels[1], ("direction", "publish")]);
+        let sent = value(&samples, "moq_relay_bytes_sent_total", &[labels[0], labels[1], ("direction", "subscribe")]);
+        assert_eq!(received, Some(k), "{track}: received");
+        assert_eq!(sent, Some(N as f64 * k), "{track}: sent to {N} viewers");
+        let frames = published["tracks"][track]["frames"].as_f64().unwrap();
+        let frames_sent = value(&samples, "moq_relay_frames_sent_total", &[labels[0], labels[1]]);
+        assert_eq!(frames_sent, Some(N as f64 * frames), "{track}: frames");
+    }
+    eprintln!(
+        "conservation: video K={} B, sent {} B to {N} viewers",
+        published["tracks"]["video"]["bytes"],
+        value(&samples, "moq_relay_bytes_sent_total", &[("broadcast", "cons/bbb"), ("track_type", "video")]).unwrap()
+    );
+}
+
+#[test]
+fn gauges_follow_publishers_and_viewers() {
+    let _serial = serial();
+    let (_relay, port, ops) = relay_with_ops(&[]);
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut publisher = Proc::spawn(
+        "moq publish",
+        Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", "gauge/live"]),
+    );
+    publisher.wait_line(Duration::from_secs(10), |l| l.contains("moq publish:"));
+    let streams = || value(&scrape(ops), "moq_relay_active_streams", &[("namespace", "gauge")]);
+    assert!(eventually(|| streams() == Some(1.0)), "one stream announced");
+
+    let viewers = watchers(port, "gauge/live", 3, 1000);
+    let subscribers = || value(&scrape(ops), "moq_relay_active_subscribers", &[("broadcast", "gauge/live")]);
+    assert!(eventually(|| subscribers() == Some(3.0)), "three distinct viewers: {:?}", subscribers());
+    let connections = value(&scrape(ops), "moq_relay_active_connections", &[("transport", "webtransport")]);
+    assert_eq!(connections, Some(4.0));
+
+    drop(wait(viewers, Duration::from_millis(10)));
+    assert!(eventually(|| subscribers() == Some(0.0)), "viewers gone: {:?}", subscribers());
+    drop(publisher);
+    assert!(eventually(|| streams() == Some(0.0)), "stream gone: {:?}", streams());
+    assert!(eventually(|| value(&scrape(ops), "moq_relay_active_connections", &[]) == Some(0.0)));
+}
+
+fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..150 {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn broadcast_series_never_exceed_the_cap() {
+    let _serial = serial();
+    let (_relay, port, ops) = relay_with_ops(&["--metrics-max-broadcasts", "2"]);
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut publishers = Vec::new();
+    for i in 0..5 {
+        let mut p = Proc::spawn(
+            "moq publish",
+            Command::new(bin("moq")).args([
+                "publish",
+                "--url",
+                &url,
+                "--broadcast",
+                &format!("cap/b{i}"),
+                "--groups",
+                "2",
+            ]),
+        );
+        p.wait_line(Duration::from_secs(10), |l| l.contains("moq publish:"));
+        publishers.push(p);
+    }
+    let mut viewers = Vec::new();
+    for i in 0..5 {
+        viewers.push(watchers(port, &format!("cap/b{i}"), 1, 1));
+    }
+    for v in viewers {
+        wait(v, Duration::from_secs(20));
+    }
+    let samples = scrape(ops);
+    let broadcasts: std::collections::BTreeSet<&str> =
+        samples.iter().filter_map(|(_, l, _)| l.get("broadcast").map(String::as_str)).collect();
+    assert!(broadcasts.len() <= 3, "at most 2 broadcasts plus _other: {broadcasts:?}");
+    assert!(broadcasts.contains("_other"), "{broadcasts:?}");
+    let overflow = value(&samples, "moq_relay_metric_cardinality_overflow_total", &[("label", "broadcast")]);
+    assert!(overflow.unwrap_or(0.0) >= 3.0, "overflow counted: {overflow:?}");
+}
+
+#[test]
+fn metrics_require_the_bearer_token_when_configured() {
+    let _serial = serial();
+    let port = free_port();
+    let ops = free_port();
+    let mut cmd = Command::new(bin("moq-relay"));
+    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--tls-generate", "localhost"])
+        .args(["--ops-listen", &format!("127.0.0.1:{ops}")])
+        .env("MOQ_OPS_TOKEN", "s3cret-token-value");
+    let mut relay = Proc::spawn("moq-relay", &mut cmd);
+    relay.wait_line(Duration::from_secs(20), |l| l.contains("relay ready"));
+    assert_eq!(scrape_raw(ops, None).0, 401);
+    assert_eq!(scrape_raw(ops, Some("wrong")).0, 401);
+    let (status, body) = scrape_raw(ops, Some("s3cret-token-value"));
+    assert_eq!(status, 200);
+    assert!(body.contains("moq_relay_build_info"));
+    assert!(!relay.drain().iter().any(|l| l.contains("s3cret-token-value")), "the token is never logged");
+}
+
+#[test]
+fn promtool_accepts_a_live_scrape_under_traffic() {
+    let _serial = serial();
+    let (_relay, port, ops) = relay_with_ops(&[]);
+    let viewers = watchers(port, "lint/bbb", 2, 2);
+    std::thread::sleep(Duration::from_millis(1000));
+    let _publisher = Proc::spawn(
+        "moq publish",
+        Command::new(bin("moq")).args([
+            "publish",
+            "--url",
+            &format!("http://127.0.0.1:{port}/"),
+            "--broadcast",
+            "lint/bbb",
+        ]),
+    );
+    wait(viewers, Duration::from_secs(20));
+    let (_, body) = scrape_raw(ops, None);
+    assert!(body.contains("moq_relay_bytes_sent_total{"), "traffic visible");
+    assert!(body.contains("moq_relay_forwarding_delay_seconds_bucket"), "histograms have buckets");
+    let path = std::env::temp_dir().join(format!("moq-metrics-{}.txt", std::process::id()));
+    std::fs::write(&path, &body).unwrap();
+    let out = run(
+        "promtool",
+        Command::new("sh").arg("-c").arg(format!("promtool check metrics < {}", path.display())),
+        Duration::from_secs(20),
+    );
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,294 @@
+//! The relay's observable events and live state, exported through the Prometheus recorder.
+//!
+//! Like the transport's telemetry module: each event is a typed struct that logs and counts
+//! itself; gauges are computed from live state in [`Telemetry::refresh`] right before each scrape.
+//! Labels are bounded: transport (quic|webtransport), version (known ALPN tokens), reason (fixed
+//! sets below), namespace and broadcast (capped in `moq_lite::telemetry`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
+use moq_lite::model::{Announcement, Origin};
+use moq_lite::session::Session;
+use moq_lite::telemetry::{self as lite, BroadcastLabels, LabelLimits};
+use moq_lite::transport::Transport;
+use moq_lite::Version;
+
+pub const ACTIVE_STREAMS: &str = "moq_relay_active_streams";
+pub const ACTIVE_CONNECTIONS: &str = "moq_relay_active_connections";
+pub const SESSIONS: &str = "moq_relay_sessions_total";
+pub const SESSION_CLOSES: &str = "moq_relay_session_closes_total";
+pub const HANDSHAKE: &str = "moq_relay_session_handshake_seconds";
+pub const SESSION_DURATION: &str = "moq_relay_session_duration_seconds";
+pub const QUIC_RTT: &str = "moq_relay_quic_rtt_seconds";
+pub const QUIC_LOST: &str = "moq_relay_quic_lost_packets_total";
+pub const QUIC_CONGESTION: &str = "moq_relay_quic_congestion_events_total";
+pub const QUIC_UDP_BYTES: &str = "moq_relay_quic_udp_bytes_total";
+pub const BUILD_INFO: &str = "moq_relay_build_info";
+pub const CERT_EXPIRY: &str = "moq_relay_certificate_expiry_timestamp_seconds";
+
+const HANDSHAKE_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const DURATION_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0];
+const RTT_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// Installs the Prometheus recorder and returns the relay's telemetry state.
+pub fn install(limits: LabelLimits) -> anyhow::Result<Telemetry> {
+    let mut builder = PrometheusBuilder::new()
+        // Series nobody touched for the linger window disappear: ended broadcasts age out.
+        .idle_timeout(MetricKindMask::COUNTER | MetricKindMask::GAUGE | MetricKindMask::HISTOGRAM, Some(limits.linger));
+    for (name, buckets) in lite::histogram_buckets() {
+        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)?;
+    }
+    for (name, buckets) in
+        [(HANDSHAKE, HANDSHAKE_BUCKETS), (SESSION_DURATION, DURATION_BUCKETS), (QUIC_RTT, RTT_BUCKETS)]
+    {
+        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)?;
+    }
+    let handle = builder.install_recorder()?;
+    lite::configure(limits);
+    lite::names::describe();
+    describe();
+    Ok(Telemetry { handle, inner: Arc::new(Mutex::new(State::default())), started: SystemTime::now() })
+}
+
+fn describe() {
+    describe_gauge!(ACTIVE_STREAMS, "Broadcasts currently announced, by namespace (first path segment, capped).");
+    describe_gauge!(ACTIVE_CONNECTIONS, "Sessions currently open, by transport (quic|webtransport) and version.");
+    describe_counter!(SESSIONS, "Session attempts by result (accepted|rejected|handshake_failed) and reason.");
+    describe_counter!(
+        SESSION_CLOSES,
+        "Sessions closed, by reason (client_closed, idle_timeout, goaway, protocol_violation, ...)."
+    );
+    describe_histogram!(
+        HANDSHAKE,
+        Unit::Seconds,
+        "Time from the first packet to an accepted session (QUIC, TLS and WebTransport CONNECT)."
+    );
+    describe_histogram!(SESSION_DURATION, Unit::Seconds, "Lifetime of closed sessions.");
+    describe_histogram!(QUIC_RTT, Unit::Seconds, "Smoothed RTT of open QUIC connections, sampled at each scrape.");
+    describe_counter!(QUIC_LOST, "Packets declared lost, summed over all QUIC connections.");
+    describe_counter!(QUIC_CONGESTION, "Congestion events, summed over all QUIC connections.");
+    describe_counter!(
+        QUIC_UDP_BYTES,
+        Unit::Bytes,
+        "UDP payload bytes on the wire, by direction (tx|rx), summed over connections."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; labels carry the relay version.");
+    describe_gauge!(CERT_EXPIRY, "Unix time when the serving TLS certificate expires.");
+    describe_counter!("process_cpu_seconds_total", Unit::Seconds, "User and system CPU time of the relay process.");
+    describe_gauge!("process_resident_memory_bytes", Unit::Bytes, "Resident memory of the relay process.");
+    describe_gauge!("process_open_fds", "Open file descriptors of the relay process.");
+    describe_gauge!("process_start_time_seconds", Unit::Seconds, "Unix time the relay process started.");
+}
+
+#[derive(Default)]
+struct State {
+    /// Announced broadcasts and their reserved labels.
+    streams: HashMap<String, BroadcastLabels>,
+    /// Namespace labels that were reported at least once (reported 0 once they empty).
+    namespaces_seen: HashMap<Arc<str>, Instant>,
+    connections: HashMap<(Transport, Version), i64>,
+    /// Per open session: the last QUIC stats folded into the counters.
+    quic: HashMap<u64, (Session, QuicSample)>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct QuicSample {
+    lost: u64,
+    congestion: u64,
+    tx: u64,
+    rx: u64,
+}
+
+#[derive(Clone)]
+pub struct Telemetry {
+    handle: PrometheusHandle,
+    inner: Arc<Mutex<State>>,
+    started: SystemTime,
+}
+
+impl Telemetry {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the one-off gauges.
+    pub fn started(&self, version: &str, cert_not_after: Option<SystemTime>) {
+        gauge!(BUILD_INFO, "version" => version.to_string()).set(1.0);
+        if let Some(t) = cert_not_after {
+            gauge!(CERT_EXPIRY).set(unix(t));
+        }
+    }
+
+    /// Follows announcements so the stream gauges are live state.
+    pub async fn watch_streams(self, origin: Origin) {
+        let mut announced = origin.announced("");
+        loop {
+            match announced.next().await {
+                Announcement::Active { path, .. } => {
+                    let labels = BroadcastLabels::acquire(&path);
+                    self.state().streams.insert(path, labels);
+                }
+                Announcement::Ended { path } => {
+                    self.state().streams.remove(&path);
+                }
+            }
+        }
+    }
+
+    /// Renders the exposition after refreshing every live gauge.
+    pub fn render(&self) -> String {
+        self.refresh();
+        self.handle.render()
+    }
+
+    /// Drains histogram buffers and ages out idle series; call periodically.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    fn refresh(&self) {
+        lite::refresh_gauges();
+        let linger = lite::limits().linger;
+        let mut s = self.state();
+        let mut per_namespace: HashMap<Arc<str>, usize> = HashMap::new();
+        for labels in s.streams.values() {
+            *per_namespace.entry(labels.namespace.clone()).or_default() += 1;
+        }
+        let now = Instant::now();
+        for ns in per_namespace.keys() {
+            s.namespaces_seen.insert(ns.clone(), now);
+        }
+        // An emptied namespace reads 0 for the linger window, then ages out.
+        s.namespaces_seen.retain(|_, last| now.duration_since(*last) < linger);
+        for ns in s.namespaces_seen.keys() {
+            let n = per_namespace.get(ns).copied().unwrap_or(0);
+            gauge!(ACTIVE_STREAMS, "namespace" => ns.to_string()).set(n as f64);
+        }
+        for ((transport, version), n) in &s.connections {
+            gauge!(ACTIVE_CONNECTIONS, "transport" => transport.as_str(), "version" => version.alpn()).set(*n as f64);
+        }
+        for (session, last) in s.quic.values_mut() {
+            fold_quic(session, last, true);
+        }
+        drop(s);
+        process_metrics(self.started);
+    }
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+/// Adds the connection's stats since `last` to the aggregate counters.
+fn fold_quic(session: &Session, last: &mut QuicSample, sample_rtt: bool) {
+    let conn: &quinn::Connection = session.connection();
+    let stats = conn.stats();
+    let now = QuicSample {
+        lost: stats.path.lost_packets,
+        congestion: stats.path.congestion_events,
+        tx: stats.udp_tx.bytes,
+        rx: stats.udp_rx.bytes,
+    };
+    counter!(QUIC_LOST).increment(now.lost.saturating_sub(last.lost));
+    counter!(QUIC_CONGESTION).increment(now.congestion.saturating_sub(last.congestion));
+    counter!(QUIC_UDP_BYTES, "direction" => "tx").increment(now.tx.saturating_sub(last.tx));
+    counter!(QUIC_UDP_BYTES, "direction" => "rx").increment(now.rx.saturating_sub(last.rx));
+    if sample_rtt {
+        histogram!(QUIC_RTT).record(stats.path.rtt.as_secs_f64());
+    }
+    *last = now;
+}
+
+/// CPU, memory, descriptors and start time from /proc (Linux; absent elsewhere).
+fn process_metrics(started: SystemTime) {
+    gauge!("process_start_time_seconds").set(unix(started));
+    // Field 14/15 (utime/stime) in clock ticks; USER_HZ is 100 on Linux.
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        if let Some(rest) = stat.rsplit(')').next() {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if let (Some(u), Some(s)) = (fields.get(11), fields.get(12)) {
+                let ticks = u.parse::<u64>().unwrap_or(0) + s.parse::<u64>().unwrap_or(0);
+                counter!("process_cpu_seconds_total").absolute(ticks / 100);
+            }
+        }
+    }
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+        if let Some(pages) = statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()) {
+            gauge!("process_resident_memory_bytes").set((pages * 4096) as f64);
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge!("process_open_fds").set(fds.count() as f64);
+    }
+}
+
+// ---- Events ----
+
+/// A session was admitted; keep the guard for its lifetime.
+pub struct SessionAccepted {
+    pub session: Session,
+    pub transport: Transport,
+    pub version: Version,
+    pub handshake: Duration,
+}
+
+impl SessionAccepted {
+    pub fn emit(self, telemetry: &Telemetry) -> SessionGuard {
+        counter!(SESSIONS, "result" => "accepted", "reason" => "ok").increment(1);
+        histogram!(HANDSHAKE).record(self.handshake.as_secs_f64());
+        let mut s = telemetry.state();
+        *s.connections.entry((self.transport, self.version)).or_default() += 1;
+        s.quic.insert(self.session.id(), (self.session.clone(), QuicSample::default()));
+        SessionGuard {
+            telemetry: telemetry.clone(),
+            id: self.session.id(),
+            key: (self.transport, self.version),
+            opened: Instant::now(),
+        }
+    }
+}
+
+/// A session attempt that never became a session.
+pub struct SessionRejected<'a> {
+    /// One of: handshake_failed, auth_failed, version.
+    pub reason: &'a str,
+}
+
+impl SessionRejected<'_> {
+    pub fn emit(self) {
+        let result = if self.reason == "handshake_failed" { "handshake_failed" } else { "rejected" };
+        counter!(SESSIONS, "result" => result, "reason" => self.reason.to_string()).increment(1);
+    }
+}
+
+/// Holds a session's place in the live gauges; [`SessionGuard::closed`] records how it ended.
+pub struct SessionGuard {
+    telemetry: Telemetry,
+    id: u64,
+    key: (Transport, Version),
+    opened: Instant,
+}
+
+impl SessionGuard {
+    pub fn closed(self, reason: &'static str) {
+        counter!(SESSION_CLOSES, "reason" => reason).increment(1);
+        histogram!(SESSION_DURATION).record(self.opened.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut s = self.telemetry.state();
+        if let Some(n) = s.connections.get_mut(&self.key) {
+            *n -= 1;
+        }
+        if let Some((session, mut last)) = s.quic.remove(&self.id) {
+            fold_quic(&session, &mut last, false);
+        }
+    }
+}
