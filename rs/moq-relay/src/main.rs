@@ -61,11 +61,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: config::Config) -> anyhow::Result<()> {
-    let telemetry = telemetry::install(moq_lite::telemetry::LabelLimits {
-        broadcasts: config.metrics_max_broadcasts,
-        namespaces: config.metrics_max_namespaces,
-        linger: config.metrics_linger,
-    })?;
+    // Without the ops listener nothing could read metrics: leave the recorder out entirely.
+    let telemetry = match config.ops_listen {
+        Some(_) => telemetry::install(moq_lite::telemetry::LabelLimits {
+            broadcasts: config.metrics_max_broadcasts,
+            namespaces: config.metrics_max_namespaces,
+            linger: config.metrics_linger,
+        })?,
+        None => telemetry::disabled(),
+    };
     let tls = match &config.tls {
         config::TlsSource::Files { cert, key } => tls::load(cert, key)?,
         config::TlsSource::Generate(hosts) => tls::generate(hosts)?,

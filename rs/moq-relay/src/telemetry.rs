@@ -35,6 +35,11 @@ const HANDSHAKE_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
 const DURATION_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0];
 const RTT_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
+/// Relay telemetry without a recorder: every metric call is a no-op (`--ops-listen off`).
+pub fn disabled() -> Telemetry {
+    Telemetry { handle: None, inner: Default::default(), started: SystemTime::now() }
+}
+
 /// Installs the Prometheus recorder and returns the relay's telemetry state.
 pub fn install(limits: LabelLimits) -> anyhow::Result<Telemetry> {
     let mut builder = PrometheusBuilder::new()
@@ -52,7 +57,7 @@ pub fn install(limits: LabelLimits) -> anyhow::Result<Telemetry> {
     lite::configure(limits);
     lite::names::describe();
     describe();
-    Ok(Telemetry { handle, inner: Arc::new(Mutex::new(State::default())), started: SystemTime::now() })
+    Ok(Telemetry { handle: Some(handle), inner: Arc::new(Mutex::new(State::default())), started: SystemTime::now() })
 }
 
 fn describe() {
@@ -106,7 +111,7 @@ struct QuicSample {
 
 #[derive(Clone)]
 pub struct Telemetry {
-    handle: PrometheusHandle,
+    handle: Option<PrometheusHandle>,
     inner: Arc<Mutex<State>>,
     started: SystemTime,
 }
@@ -142,13 +147,16 @@ impl Telemetry {
 
     /// Renders the exposition after refreshing every live gauge.
     pub fn render(&self) -> String {
+        let Some(handle) = &self.handle else { return String::new() };
         self.refresh();
-        self.handle.render()
+        handle.render()
     }
 
     /// Drains histogram buffers and ages out idle series; call periodically.
     pub fn upkeep(&self) {
-        self.handle.run_upkeep();
+        if let Some(handle) = &self.handle {
+            handle.run_upkeep();
+        }
     }
 
     fn refresh(&self) {
