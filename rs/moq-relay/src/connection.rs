@@ -17,6 +17,8 @@ use crate::Sessions;
 
 pub struct Context {
     pub telemetry: Telemetry,
+    /// True once shutdown began: sessions ending then left because of GOAWAY.
+    pub draining: tokio::sync::watch::Receiver<bool>,
     pub origin: Origin,
     pub publish_allow: Vec<String>,
     pub subscribe_allow: Vec<String>,
@@ -98,7 +100,8 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>) {
     let opened = Instant::now();
     let err = session.run().await;
     ctx.sessions.remove(id);
-    guard.closed(close_reason(&err));
+    let reason = if *ctx.draining.borrow() { "goaway" } else { close_reason(&err) };
+    guard.closed(reason);
     log_close(&span, remote, &err, opened);
 }
 

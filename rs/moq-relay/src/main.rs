@@ -96,8 +96,10 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             }
         }
     });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(connection::Context {
         telemetry: telemetry.clone(),
+        draining: stop_rx.clone(),
         origin: origin.clone(),
         publish_allow: config.publish_allow.clone(),
         subscribe_allow: config.subscribe_allow.clone(),
@@ -105,7 +107,6 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         sessions: sessions.clone(),
     });
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     let mut listeners = JoinSet::new();
     let server_tls = tls::server_config(&tls)?;

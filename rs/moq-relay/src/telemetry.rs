@@ -37,7 +37,7 @@ const RTT_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0
 
 /// Relay telemetry without a recorder: every metric call is a no-op (`--ops-listen off`).
 pub fn disabled() -> Telemetry {
-    Telemetry { handle: None, inner: Default::default(), started: SystemTime::now() }
+    Telemetry { handle: None, inner: Default::default(), started: SystemTime::now(), info: Default::default() }
 }
 
 /// Installs the Prometheus recorder and returns the relay's telemetry state.
@@ -57,7 +57,12 @@ pub fn install(limits: LabelLimits) -> anyhow::Result<Telemetry> {
     lite::configure(limits);
     lite::names::describe();
     describe();
-    Ok(Telemetry { handle: Some(handle), inner: Arc::new(Mutex::new(State::default())), started: SystemTime::now() })
+    Ok(Telemetry {
+        handle: Some(handle),
+        inner: Arc::new(Mutex::new(State::default())),
+        started: SystemTime::now(),
+        info: Default::default(),
+    })
 }
 
 fn describe() {
@@ -84,10 +89,6 @@ fn describe() {
     );
     describe_gauge!(BUILD_INFO, "Always 1; labels carry the relay version.");
     describe_gauge!(CERT_EXPIRY, "Unix time when the serving TLS certificate expires.");
-    describe_counter!("process_cpu_seconds_total", Unit::Seconds, "User and system CPU time of the relay process.");
-    describe_gauge!("process_resident_memory_bytes", Unit::Bytes, "Resident memory of the relay process.");
-    describe_gauge!("process_open_fds", "Open file descriptors of the relay process.");
-    describe_gauge!("process_start_time_seconds", Unit::Seconds, "Unix time the relay process started.");
 }
 
 #[derive(Default)]
@@ -109,11 +110,15 @@ struct QuicSample {
     rx: u64,
 }
 
+/// Relay version and certificate expiry, re-reported at each scrape.
+type BuildInfo = (String, Option<SystemTime>);
+
 #[derive(Clone)]
 pub struct Telemetry {
     handle: Option<PrometheusHandle>,
     inner: Arc<Mutex<State>>,
     started: SystemTime,
+    info: Arc<Mutex<Option<BuildInfo>>>,
 }
 
 impl Telemetry {
@@ -122,11 +127,10 @@ impl Telemetry {
     }
 
     /// Sets the one-off gauges.
+    /// Records the build version and certificate expiry (re-set at every scrape, so they never
+    /// age out).
     pub fn started(&self, version: &str, cert_not_after: Option<SystemTime>) {
-        gauge!(BUILD_INFO, "version" => version.to_string()).set(1.0);
-        if let Some(t) = cert_not_after {
-            gauge!(CERT_EXPIRY).set(unix(t));
-        }
+        *self.info.lock().unwrap_or_else(|e| e.into_inner()) = Some((version.to_string(), cert_not_after));
     }
 
     /// Follows announcements so the stream gauges are live state.
@@ -149,7 +153,9 @@ impl Telemetry {
     pub fn render(&self) -> String {
         let Some(handle) = &self.handle else { return String::new() };
         self.refresh();
-        handle.render()
+        let mut text = handle.render();
+        process_metrics(&mut text, self.started);
+        text
     }
 
     /// Drains histogram buffers and ages out idle series; call periodically.
@@ -184,7 +190,12 @@ impl Telemetry {
             fold_quic(session, last, true);
         }
         drop(s);
-        process_metrics(self.started);
+        if let Some((version, not_after)) = self.info.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            gauge!(BUILD_INFO, "version" => version).set(1.0);
+            if let Some(t) = not_after {
+                gauge!(CERT_EXPIRY).set(unix(t));
+            }
+        }
     }
 }
 
@@ -212,26 +223,41 @@ fn fold_quic(session: &Session, last: &mut QuicSample, sample_rtt: bool) {
     *last = now;
 }
 
-/// CPU, memory, descriptors and start time from /proc (Linux; absent elsewhere).
-fn process_metrics(started: SystemTime) {
-    gauge!("process_start_time_seconds").set(unix(started));
-    // Field 14/15 (utime/stime) in clock ticks; USER_HZ is 100 on Linux.
+/// Appends process CPU, memory, descriptors and start time, read from /proc (Linux), in the
+/// conventional `process_*` names. Rendered as text because CPU seconds are fractional and the
+/// metrics facade's counters are integers.
+fn process_metrics(out: &mut String, started: SystemTime) {
+    use std::fmt::Write;
+    let mut family = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n\n");
+    };
+    family("process_start_time_seconds", "gauge", "Unix time the relay process started.", unix(started));
+    // Fields 14 and 15 (utime, stime) are in clock ticks; USER_HZ is 100 on Linux.
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-        if let Some(rest) = stat.rsplit(')').next() {
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            if let (Some(u), Some(s)) = (fields.get(11), fields.get(12)) {
-                let ticks = u.parse::<u64>().unwrap_or(0) + s.parse::<u64>().unwrap_or(0);
-                counter!("process_cpu_seconds_total").absolute(ticks / 100);
-            }
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+        if let (Some(u), Some(s)) = (fields.get(11), fields.get(12)) {
+            let ticks = u.parse::<u64>().unwrap_or(0) + s.parse::<u64>().unwrap_or(0);
+            family(
+                "process_cpu_seconds_total",
+                "counter",
+                "User and system CPU time of the relay process.",
+                ticks as f64 / 100.0,
+            );
         }
     }
+    // statm's second field is resident pages; 4 KiB pages on the platforms the relay targets.
     if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
         if let Some(pages) = statm.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()) {
-            gauge!("process_resident_memory_bytes").set((pages * 4096) as f64);
+            family(
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory of the relay process.",
+                (pages * 4096) as f64,
+            );
         }
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        gauge!("process_open_fds").set(fds.count() as f64);
+        family("process_open_fds", "gauge", "Open file descriptors of the relay process.", fds.count() as f64);
     }
 }
 

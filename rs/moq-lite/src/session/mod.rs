@@ -113,7 +113,10 @@ impl Session {
             err = self.accept_uni() => err,
         };
         tasks.shutdown().await;
-        crate::telemetry::ErrorOccurred { error: &err }.emit();
+        // A peer closing or cancelling is how sessions normally end, not an error.
+        if !matches!(err, Error::Closed(_) | Error::Cancel) {
+            crate::telemetry::ErrorOccurred { error: &err }.emit();
+        }
         if !matches!(err, Error::Closed(_)) {
             self.inner.conn.close(err.code(), err.to_string().as_bytes());
         }

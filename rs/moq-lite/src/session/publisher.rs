@@ -22,6 +22,7 @@ pub const MAX_INFLIGHT_GROUPS: usize = 16;
 pub(super) async fn serve_announce(inner: &Arc<Inner>, reader: &mut Reader, writer: &mut Writer) -> Result<(), Error> {
     let request: AnnounceRequest = reader.decode().await?;
     let prefix = path::normalize(&request.prefix);
+    telemetry::AnnounceServed { prefix: &prefix, session: inner.id, error: None }.emit();
     // Nothing to offer under this prefix: answer with an empty set, as a publisher with no
     // broadcasts does. Resetting instead makes some peers tear down the whole session.
     let Some(scope) = inner.config.publish.as_ref().filter(|s| s.overlaps(&prefix)) else {

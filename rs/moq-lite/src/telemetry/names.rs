@@ -45,17 +45,21 @@ pub fn describe() {
     );
     describe_counter!(FRAMES_DROPPED, "Frames of dropped groups that were never written, by reason.");
     describe_counter!(STREAM_RESETS, "QUIC stream resets, by side (sent|received) and code name.");
-    describe_counter!(ERRORS, "Errors by error_type (protocol_violation, not_found, closed, ...).");
+    describe_counter!(ERRORS, "Sessions that ended on an error, by error_type (protocol_violation, transport, ...); normal closes are not counted.");
     describe_histogram!(
         FORWARDING_DELAY,
         Unit::Seconds,
         "Time from a frame fully received to it being written to a subscriber's stream."
     );
-    describe_histogram!(GROUP_AGE, Unit::Seconds, "Age of a group when its first frame is written to a subscriber.");
+    describe_histogram!(
+        GROUP_AGE,
+        Unit::Seconds,
+        "Age of a group when its stream to a subscriber is opened (cached groups for late joiners are older)."
+    );
     describe_histogram!(FIRST_GROUP, Unit::Seconds, "Time from SUBSCRIBE to the first group stream opened for it.");
     describe_counter!(
         CARDINALITY_OVERFLOW,
-        "Label values folded into _other because the per-label cap was reached, by label."
+        "Label acquisitions folded into _other because the per-label cap was reached (one per series set, not per distinct value), by label."
     );
     describe_gauge!(
         ACTIVE_SUBSCRIPTIONS,
