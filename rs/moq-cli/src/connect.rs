@@ -31,7 +31,21 @@ impl ConnectArgs {
         })
     }
 
-    pub async fn connect(&self, client: &Client) -> anyhow::Result<Connected> {
-        client.connect(&self.url).await
+    /// Connects, sending the trace context of `span` to the relay so its session span becomes a
+    /// child of ours. WebTransport carries it in the CONNECT's `traceparent` header; raw QUIC
+    /// with lite-03/04 has no request to carry it in, so those traces stay separate.
+    pub async fn connect(&self, client: &Client, span: &tracing::Span) -> anyhow::Result<Connected> {
+        let mut headers = http::HeaderMap::new();
+        if let Some(tp) = moq_telemetry::traceparent(span).and_then(|tp| http::HeaderValue::from_str(&tp).ok()) {
+            headers.insert("traceparent", tp);
+        }
+        client.connect_with_headers(&self.url, headers).await
+    }
+
+    /// The URL without its query (which may carry a token), for logs and spans.
+    pub fn url_for_logs(&self) -> String {
+        let mut url = self.url.clone();
+        url.set_query(None);
+        url.to_string()
     }
 }

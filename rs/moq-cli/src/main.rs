@@ -26,13 +26,22 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,web_transport_quinn=error".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_default())
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    match cli.command {
+    let service = match cli.command {
+        Command::Publish(_) => "moq-publish",
+        Command::Watch(_) => "moq-watch",
+    };
+    // Logs go to stderr: stdout carries results (`--json`). Warnings only unless RUST_LOG says.
+    let mut config = moq_telemetry::Config::from_env(service, env!("CARGO_PKG_VERSION"), "warn");
+    config.log_to_stderr = true;
+    let telemetry = match moq_telemetry::init(&config) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("moq: telemetry: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match cli.command {
         Command::Publish(args) => match publish::run(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -47,5 +56,8 @@ async fn main() -> ExitCode {
                 ExitCode::from(watch::exit::CONNECT)
             }
         },
-    }
+    };
+    // Deliver the spans and logs still queued before exiting.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
 }

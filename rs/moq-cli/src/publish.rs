@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use moq_lite::model::{BroadcastProducer, GroupProducer, Origin, Scope, TrackProducer};
 use moq_lite::session::{Session, SessionConfig};
+use tracing::Instrument;
 
 use crate::connect::ConnectArgs;
 use crate::media::{self, Catalog, CatalogTrack};
@@ -130,8 +131,15 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let _publication = origin.publish(&path, broadcast.consume(), vec![]);
 
     let client = args.connect.client()?;
-    let connected = args.connect.connect(&client).await.context("connecting to the relay")?;
-    eprintln!("moq publish: {} via {} ({}) as {path:?}", args.connect.url, connected.transport, connected.version);
+    let span = tracing::info_span!("moq.publish", moq.broadcast = %path, url.full = %args.connect.url_for_logs());
+    let connected =
+        args.connect.connect(&client, &span).instrument(span.clone()).await.context("connecting to the relay")?;
+    eprintln!(
+        "moq publish: {} via {} ({}) as {path:?}",
+        args.connect.url_for_logs(),
+        connected.transport,
+        connected.version
+    );
     let session = Session::new(
         connected.conn,
         connected.version,

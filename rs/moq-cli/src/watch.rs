@@ -9,6 +9,7 @@ use clap::Args;
 use moq_lite::model::{BroadcastConsumer, Origin, Scope, TrackConsumer};
 use moq_lite::session::{Session, SessionConfig};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::connect::ConnectArgs;
 use crate::media::{self, Catalog};
@@ -144,7 +145,13 @@ type ViewerResult = Result<(), (u8, anyhow::Error)>;
 async fn viewer(args: WatchArgs, stats: Stats) -> ViewerResult {
     let fail = |code: u8| move |e: anyhow::Error| (code, e);
     let client = args.connect.client().map_err(fail(exit::CONNECT))?;
-    let connected = args.connect.connect(&client).await.map_err(fail(exit::CONNECT))?;
+    let span = tracing::info_span!(
+        "moq.watch",
+        moq.broadcast = %args.broadcast,
+        url.full = %args.connect.url_for_logs(),
+    );
+    let connected = args.connect.connect(&client, &span).instrument(span.clone()).await.map_err(fail(exit::CONNECT))?;
+    span.in_scope(|| tracing::info!(transport = %connected.transport, version = %connected.version, "connected"));
     let origin = Origin::new();
     let session = Session::new(
         connected.conn,

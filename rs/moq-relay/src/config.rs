@@ -56,6 +56,16 @@ pub struct Config {
     pub metrics_max_namespaces: usize,
     /// How long series of ended broadcasts remain before they disappear.
     pub metrics_linger: Duration,
+    /// OTLP collector endpoint; `None` falls back to `OTEL_EXPORTER_OTLP_ENDPOINT`, else off.
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`; `None` falls back to `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub otlp_protocol: Option<String>,
+    /// Head sampling ratio for root traces; `None` falls back to `OTEL_TRACES_SAMPLER_ARG`, else 1.
+    pub trace_sample_ratio: Option<f64>,
+    /// How peer IP addresses appear in logs and spans: full, truncated or omitted.
+    pub peer_ip: moq_telemetry::redact::PeerIp,
+    /// `deployment.environment` resource attribute; `None` falls back to `OTEL_RESOURCE_ATTRIBUTES`.
+    pub environment: Option<String>,
 }
 
 /// Where the relay's TLS certificate comes from.
@@ -234,6 +244,29 @@ struct Settings {
     /// How long the series of an ended broadcast stay before they disappear. [default: 5m]
     #[arg(long, env = "MOQ_METRICS_LINGER", value_name = "DURATION", value_parser = humantime::parse_duration)]
     metrics_linger: Option<Duration>,
+
+    /// OTLP collector endpoint for traces and logs, e.g. http://localhost:4317 (gRPC) or
+    /// http://localhost:4318 (HTTP). Falls back to OTEL_EXPORTER_OTLP_ENDPOINT; unset = export off.
+    #[arg(long, env = "MOQ_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+
+    /// OTLP protocol: grpc or http/protobuf. Falls back to OTEL_EXPORTER_OTLP_PROTOCOL, then to
+    /// http/protobuf for port 4318 and grpc otherwise.
+    #[arg(long, env = "MOQ_OTLP_PROTOCOL", value_name = "PROTOCOL")]
+    otlp_protocol: Option<String>,
+
+    /// Fraction of new traces sampled (parent-based: traces started by clients follow the
+    /// client's decision). Falls back to OTEL_TRACES_SAMPLER_ARG. [default: 1.0]
+    #[arg(long, env = "MOQ_TRACE_SAMPLE_RATIO", value_name = "RATIO")]
+    trace_sample_ratio: Option<f64>,
+
+    /// Peer IP addresses in logs and spans: full, truncated (/24, /48) or omitted. [default: full]
+    #[arg(long, env = "MOQ_PEER_IP", value_name = "MODE")]
+    peer_ip: Option<moq_telemetry::redact::PeerIp>,
+
+    /// deployment.environment resource attribute. [default: development]
+    #[arg(long, env = "MOQ_ENVIRONMENT", value_name = "NAME")]
+    environment: Option<String>,
 }
 
 /// The TOML file layout. Unknown keys are rejected so typos don't go unnoticed.
@@ -255,6 +288,18 @@ struct File {
     ops: FileOps,
     #[serde(default)]
     metrics: FileMetrics,
+    #[serde(default)]
+    telemetry: FileTelemetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileTelemetry {
+    otlp_endpoint: Option<String>,
+    otlp_protocol: Option<String>,
+    sample_ratio: Option<f64>,
+    peer_ip: Option<String>,
+    environment: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -329,6 +374,11 @@ impl From<File> for Settings {
             metrics_max_broadcasts: file.metrics.max_broadcasts,
             metrics_max_namespaces: file.metrics.max_namespaces,
             metrics_linger: file.metrics.linger,
+            otlp_endpoint: file.telemetry.otlp_endpoint,
+            otlp_protocol: file.telemetry.otlp_protocol,
+            trace_sample_ratio: file.telemetry.sample_ratio,
+            peer_ip: file.telemetry.peer_ip.and_then(|p| p.parse().ok()),
+            environment: file.telemetry.environment,
         }
     }
 }
@@ -354,6 +404,11 @@ impl Settings {
             metrics_max_broadcasts: self.metrics_max_broadcasts.or(lower.metrics_max_broadcasts),
             metrics_max_namespaces: self.metrics_max_namespaces.or(lower.metrics_max_namespaces),
             metrics_linger: self.metrics_linger.or(lower.metrics_linger),
+            otlp_endpoint: self.otlp_endpoint.or(lower.otlp_endpoint),
+            otlp_protocol: self.otlp_protocol.or(lower.otlp_protocol),
+            trace_sample_ratio: self.trace_sample_ratio.or(lower.trace_sample_ratio),
+            peer_ip: self.peer_ip.or(lower.peer_ip),
+            environment: self.environment.or(lower.environment),
         }
     }
 
@@ -410,6 +465,11 @@ impl Settings {
             metrics_max_broadcasts: self.metrics_max_broadcasts.unwrap_or(DEFAULT_METRICS_MAX_BROADCASTS),
             metrics_max_namespaces: self.metrics_max_namespaces.unwrap_or(DEFAULT_METRICS_MAX_NAMESPACES),
             metrics_linger: self.metrics_linger.unwrap_or(DEFAULT_METRICS_LINGER),
+            otlp_endpoint: self.otlp_endpoint.filter(|e| !e.is_empty()),
+            otlp_protocol: self.otlp_protocol,
+            trace_sample_ratio: self.trace_sample_ratio,
+            peer_ip: self.peer_ip.unwrap_or_default(),
+            environment: self.environment,
         })
     }
 }

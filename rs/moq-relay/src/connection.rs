@@ -1,6 +1,5 @@
 //! One client connection: handshake, access decision, session run, teardown.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,14 +8,15 @@ use moq_lite::model::{Origin, Scope};
 use moq_lite::session::{Session, SessionConfig};
 use moq_lite::transport::{Incoming, Server};
 use moq_lite::{path, Error};
-use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::telemetry::{SessionAccepted, SessionRejected, Telemetry};
 use crate::Sessions;
 
 pub struct Context {
     pub telemetry: Telemetry,
+    pub peer_ip: moq_telemetry::redact::PeerIp,
     /// True once shutdown began: sessions ending then left because of GOAWAY.
     pub draining: tokio::sync::watch::Receiver<bool>,
     pub origin: Origin,
@@ -48,29 +48,55 @@ pub async fn accept_loop(server: Arc<Server>, ctx: Arc<Context>, mut stop: tokio
 async fn handle(incoming: Incoming, ctx: Arc<Context>) {
     let started = Instant::now();
     let remote = incoming.remote_address();
+    let peer = ctx.peer_ip.show(remote).unwrap_or_default();
     let request = match incoming.handshake().await {
         Ok(r) => r,
         Err(e) => {
             SessionRejected { reason: "handshake_failed" }.emit();
-            tracing::debug!(%remote, error = %e, "handshake failed");
+            tracing::debug!(client.address = %peer, error = %e, "handshake failed");
             return;
         }
     };
     let transport = request.transport();
     let root = request.url().map(|u| path::normalize(u.path())).unwrap_or_default();
-    if let Some(token) =
-        request.url().and_then(|u| u.query_pairs().find(|(k, _)| k == "jwt").map(|(_, v)| v.into_owned()))
-    {
-        // Signed tokens are not verified yet; access comes from the allow-lists. Never log the token.
-        tracing::debug!(token_sha256 = %short_hash(&token), "ignoring presented token: anonymous access");
+    let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+
+    // One span per session, named and attributed after OpenTelemetry semantic conventions. A
+    // WebTransport client sends its trace context in the CONNECT's `traceparent` header; raw
+    // QUIC lite-03/04 carries no request at all, so those sessions start their own trace.
+    let span = tracing::info_span!(
+        "moq.session",
+        moq.session.id = id,
+        network.transport = "udp",
+        network.protocol.name = "moq-lite",
+        network.protocol.version = tracing::field::Empty,
+        moq.transport = %transport,
+        url.path = %root,
+        client.address = %peer,
+        moq.close.reason = tracing::field::Empty,
+    );
+    if let Some(traceparent) = request.header("traceparent") {
+        moq_telemetry::set_parent(&span, traceparent);
     }
 
-    // Peers may subscribe from the subscribe allow-list and publish into the publish allow-list.
+    // Access decision: the URL path must overlap an allow-list. Tokens are not verified yet, and
+    // are never logged: only a short hash.
+    let token = request.url().and_then(|u| u.query_pairs().find(|(k, _)| k == "jwt").map(|(_, v)| v.into_owned()));
     let serve = Scope::new(ctx.origin.clone(), &root, ctx.subscribe_allow.clone());
     let ingest = Scope::new(ctx.origin.clone(), &root, ctx.publish_allow.clone());
-    if !serve.overlaps("") && !ingest.overlaps("") {
+    let allowed = serve.overlaps("") || ingest.overlaps("");
+    {
+        let auth = tracing::info_span!(parent: &span, "moq.auth", moq.auth.result = if allowed { "allowed" } else { "denied" });
+        let _enter = auth.enter();
+        let token = token.as_deref().map(moq_telemetry::redact::secret);
+        if allowed {
+            tracing::debug!(token = token.as_deref(), "anonymous access granted by allow-list");
+        } else {
+            tracing::info!(reason = "auth_failed", token = token.as_deref(), "session rejected");
+        }
+    }
+    if !allowed {
         SessionRejected { reason: "auth_failed" }.emit();
-        tracing::info!(%remote, %transport, root = %root, reason = "auth_failed", "session rejected");
         request.reject(Error::Unauthorized).await;
         return;
     }
@@ -79,15 +105,12 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>) {
         Ok(c) => c,
         Err(e) => {
             SessionRejected { reason: e.kind() }.emit();
-            tracing::info!(%remote, %transport, error = %e, reason = e.kind(), "session rejected");
+            span.in_scope(|| tracing::info!(error = %e, reason = e.kind(), "session rejected"));
             return;
         }
     };
-    let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("session", id, %transport, version = %version, root = %root);
-    let _enter = span.enter();
-    tracing::info!(%remote, handshake_ms = started.elapsed().as_millis() as u64, "session opened");
-    drop(_enter);
+    span.record("network.protocol.version", version.alpn());
+    span.in_scope(|| tracing::info!(handshake_ms = started.elapsed().as_millis() as u64, "session opened"));
 
     let session = Session::new(
         conn,
@@ -98,21 +121,19 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>) {
         .emit(&ctx.telemetry);
     ctx.sessions.insert(id, session.clone());
     let opened = Instant::now();
-    let err = session.run().await;
+    let err = session.run().instrument(span.clone()).await;
     ctx.sessions.remove(id);
     let reason = if *ctx.draining.borrow() { "goaway" } else { close_reason(&err) };
     guard.closed(reason);
-    log_close(&span, remote, &err, opened);
-}
-
-fn log_close(span: &tracing::Span, remote: SocketAddr, err: &Error, started: Instant) {
-    let _enter = span.enter();
-    let duration_s = started.elapsed().as_secs_f64();
-    if err.is_protocol_violation() {
-        tracing::warn!(%remote, reason = "protocol_violation", error = %err, duration_s, "session closed");
-    } else {
-        tracing::info!(%remote, reason = close_reason(err), error = %err, duration_s, "session closed");
-    }
+    span.record("moq.close.reason", reason);
+    let duration_s = opened.elapsed().as_secs_f64();
+    span.in_scope(|| {
+        if err.is_protocol_violation() {
+            tracing::warn!(reason, code = err.code(), error = %err, duration_s, "session closed");
+        } else {
+            tracing::info!(reason, error = %err, duration_s, "session closed");
+        }
+    });
 }
 
 fn close_reason(err: &Error) -> &'static str {
@@ -122,9 +143,4 @@ fn close_reason(err: &Error) -> &'static str {
         Error::GoingAway => "goaway",
         e => e.kind(),
     }
-}
-
-/// A short, irreversible name for a secret, for correlating log lines.
-fn short_hash(secret: &str) -> String {
-    hex::encode(&Sha256::digest(secret.as_bytes())[..6])
 }

@@ -2,7 +2,6 @@
 
 mod config;
 mod connection;
-mod logging;
 mod ops;
 mod telemetry;
 mod tls;
@@ -50,14 +49,41 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(&config.log_level);
-    match run(config).await {
+    let telemetry = match moq_telemetry::init(&telemetry_config(&config)) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("moq-relay: telemetry: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "relay failed");
             ExitCode::FAILURE
         }
+    };
+    // Flush queued spans and logs; blocking, so off the async workers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
+}
+
+/// Standard OTEL_* variables first, then the relay's own flags, variables and file on top.
+fn telemetry_config(config: &config::Config) -> moq_telemetry::Config {
+    let mut t = moq_telemetry::Config::from_env("moq-relay", env!("CARGO_PKG_VERSION"), &config.log_level);
+    if let Some(endpoint) = &config.otlp_endpoint {
+        t.otlp_endpoint = Some(endpoint.clone());
     }
+    if let Some(protocol) = config.otlp_protocol.as_deref().and_then(|p| p.parse().ok()) {
+        t.otlp_protocol = protocol;
+    }
+    if let Some(ratio) = config.trace_sample_ratio {
+        t.sample_ratio = ratio;
+    }
+    if let Some(env) = &config.environment {
+        t.environment = env.clone();
+    }
+    t
 }
 
 async fn run(config: config::Config) -> anyhow::Result<()> {
@@ -99,6 +125,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(connection::Context {
         telemetry: telemetry.clone(),
+        peer_ip: config.peer_ip,
         draining: stop_rx.clone(),
         origin: origin.clone(),
         publish_allow: config.publish_allow.clone(),
@@ -177,6 +204,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
 }
 
 /// Sends GOAWAY to every session and waits up to `window` for them to leave.
+#[tracing::instrument(name = "moq.shutdown.drain", skip_all, fields(moq.sessions = sessions.len(), moq.drain.window_ms = window.as_millis() as u64, moq.sessions.remaining = tracing::field::Empty))]
 async fn drain(sessions: &Sessions, window: Duration) {
     let mut goaways = JoinSet::new();
     for session in sessions.all() {
@@ -190,6 +218,7 @@ async fn drain(sessions: &Sessions, window: Duration) {
     }
     goaways.shutdown().await;
     let left = sessions.len();
+    tracing::Span::current().record("moq.sessions.remaining", left);
     if left > 0 {
         tracing::warn!(sessions = left, "drain window over: closing remaining sessions");
     }

@@ -18,9 +18,17 @@ pub const MAX_TRACKS: usize = 256;
 #[derive(Debug, Default)]
 struct State {
     tracks: HashMap<String, Arc<TrackShared>>,
-    requests: VecDeque<TrackProducer>,
+    requests: VecDeque<TrackRequest>,
     dynamic: bool,
     closed: bool,
+}
+
+/// A consumer asked for a track nobody produces yet. `requester` is the span it asked in, so the
+/// work done to serve it (an upstream subscription) can link back to it.
+#[derive(Debug)]
+pub struct TrackRequest {
+    pub track: TrackProducer,
+    pub requester: tracing::Span,
 }
 
 /// Owns a broadcast. Dropping it ends the broadcast for every consumer.
@@ -48,7 +56,7 @@ impl BroadcastProducer {
     }
 
     /// The next track a consumer asked for that nobody produces yet; `None` once closed.
-    pub async fn requested_track(&self) -> Option<TrackProducer> {
+    pub async fn requested_track(&self) -> Option<TrackRequest> {
         self.state
             .wait(|s| match s.requests.pop_front() {
                 Some(track) => Some(Some(track)),
@@ -120,7 +128,7 @@ impl BroadcastConsumer {
         let producer = TrackProducer::new(name, 0);
         let consumer = producer.consume();
         s.tracks.insert(name.to_string(), producer.shared().clone());
-        s.requests.push_back(producer);
+        s.requests.push_back(TrackRequest { track: producer, requester: tracing::Span::current() });
         drop(s);
         self.state.modify(|_| ());
         Ok(consumer)
@@ -151,7 +159,7 @@ mod tests {
         let consumer = broadcast.consume();
         let a = consumer.subscribe_track("video").unwrap();
         let b = consumer.subscribe_track("video").unwrap();
-        let requested = broadcast.requested_track().await.unwrap();
+        let requested = broadcast.requested_track().await.unwrap().track;
         assert_eq!(requested.name(), "video");
         assert!(!broadcast.remove_if_unused(&requested));
         drop((a, b));

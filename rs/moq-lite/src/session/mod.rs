@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::message::{BiStreamType, Goaway, UniStreamType};
 use crate::model::{BroadcastConsumer, Scope};
@@ -101,11 +102,14 @@ impl Session {
         let mut tasks = JoinSet::new();
         if self.inner.config.subscribe.is_some() {
             let inner = self.inner.clone();
-            tasks.spawn(async move {
-                if let Err(e) = subscriber::run_announces(inner.clone()).await {
-                    inner.fail(e);
+            tasks.spawn(
+                async move {
+                    if let Err(e) = subscriber::run_announces(inner.clone()).await {
+                        inner.fail(e);
+                    }
                 }
-            });
+                .in_current_span(),
+            );
         }
         let err = tokio::select! {
             err = fatal.recv() => err.unwrap_or(Error::Cancel),
@@ -133,19 +137,22 @@ impl Session {
             let inner = self.inner.clone();
             // Finished tasks are reaped so the set holds only live streams.
             while tasks.try_join_next().is_some() {}
-            tasks.spawn(async move {
-                let mut reader = Reader::new(recv, inner.version);
-                let mut writer = Writer::new(send, inner.version);
-                writer.set_priority(CONTROL_PRIORITY);
-                if let Err(e) = inner.clone().serve_bi(&mut reader, &mut writer).await {
-                    if e.is_protocol_violation() {
-                        inner.fail(e);
-                    } else {
-                        writer.reset(e.code());
-                        reader.stop(e.code());
+            tasks.spawn(
+                async move {
+                    let mut reader = Reader::new(recv, inner.version);
+                    let mut writer = Writer::new(send, inner.version);
+                    writer.set_priority(CONTROL_PRIORITY);
+                    if let Err(e) = inner.clone().serve_bi(&mut reader, &mut writer).await {
+                        if e.is_protocol_violation() {
+                            inner.fail(e);
+                        } else {
+                            writer.reset(e.code());
+                            reader.stop(e.code());
+                        }
                     }
                 }
-            });
+                .in_current_span(),
+            );
         }
     }
 
@@ -216,8 +223,20 @@ impl Inner {
     async fn serve_bi(self: Arc<Self>, reader: &mut Reader, writer: &mut Writer) -> Result<(), Error> {
         let kind = reader.decode::<StreamKind>().await?;
         match kind.0 {
-            Ok(BiStreamType::Announce) => publisher::serve_announce(&self, reader, writer).await,
-            Ok(BiStreamType::Subscribe) => publisher::serve_subscribe(&self, reader, writer).await,
+            Ok(BiStreamType::Announce) => {
+                let span = tracing::info_span!("moq.announce", moq.prefix = tracing::field::Empty);
+                publisher::serve_announce(&self, reader, writer).instrument(span).await
+            }
+            Ok(BiStreamType::Subscribe) => {
+                let span = tracing::info_span!(
+                    "moq.subscribe",
+                    moq.subscribe.id = tracing::field::Empty,
+                    moq.broadcast = tracing::field::Empty,
+                    moq.track = tracing::field::Empty,
+                    moq.result = tracing::field::Empty,
+                );
+                publisher::serve_subscribe(&self, reader, writer).instrument(span).await
+            }
             Ok(BiStreamType::Goaway) if self.version.has_goaway() => {
                 let msg: Goaway = reader.decode().await?;
                 tracing::info!(uri = %msg.uri, "peer sent GOAWAY");

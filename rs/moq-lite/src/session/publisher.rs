@@ -22,6 +22,7 @@ pub const MAX_INFLIGHT_GROUPS: usize = 16;
 pub(super) async fn serve_announce(inner: &Arc<Inner>, reader: &mut Reader, writer: &mut Writer) -> Result<(), Error> {
     let request: AnnounceRequest = reader.decode().await?;
     let prefix = path::normalize(&request.prefix);
+    tracing::Span::current().record("moq.prefix", prefix.as_str());
     telemetry::AnnounceServed { prefix: &prefix, session: inner.id, error: None }.emit();
     // Nothing to offer under this prefix: answer with an empty set, as a publisher with no
     // broadcasts does. Resetting instead makes some peers tear down the whole session.
@@ -71,15 +72,21 @@ struct Delivery {
 pub(super) async fn serve_subscribe(inner: &Arc<Inner>, reader: &mut Reader, writer: &mut Writer) -> Result<(), Error> {
     let subscribe: Subscribe = reader.decode().await?;
     let broadcast = path::normalize(&subscribe.broadcast);
+    let span = tracing::Span::current();
+    span.record("moq.subscribe.id", subscribe.id);
+    span.record("moq.broadcast", broadcast.as_str());
+    span.record("moq.track", subscribe.track.as_str());
     let (full, origin, mut route, mut track) = match resolve(inner, &broadcast, &subscribe.track).await {
         Ok(resolved) => resolved,
         Err(error) => {
+            span.record("moq.result", error.kind());
             let session = inner.id;
             telemetry::SubscribeRejected { broadcast: &broadcast, track: &subscribe.track, session, error: &error }
                 .emit();
             return Err(error);
         }
     };
+    span.record("moq.result", "accepted");
     telemetry::SubscribeAccepted { broadcast: &full, track: &subscribe.track, session: inner.id }.emit();
     let labels = telemetry::BroadcastLabels::acquire(&full);
     let egress = Arc::new(telemetry::Egress::new(&labels, &subscribe.track, inner.id));

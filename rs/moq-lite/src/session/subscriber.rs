@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::stream::{Reader, Writer};
 use super::{Inner, UniKind, CONTROL_PRIORITY};
@@ -43,9 +44,11 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
         }
         if let Some((_, task)) = active.remove(&suffix) {
             task.abort();
+            if !announce.active {
+                tracing::info!(moq.broadcast = %suffix, reason = "publisher_left", "broadcast ended");
+            }
         }
         if !announce.active {
-            tracing::debug!(path = %suffix, "peer unannounced");
             continue;
         }
         if inner.config.hop_id != 0 && announce.hops.contains(&inner.config.hop_id) {
@@ -60,7 +63,8 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
         }
         let broadcast = BroadcastProducer::dynamic();
         let publication = scope.origin().publish(&full, broadcast.consume(), announce.hops);
-        let task = tasks.spawn(serve_track_requests(inner.clone(), broadcast, suffix.clone(), full));
+        tracing::info!(moq.broadcast = %full, "broadcast started");
+        let task = tasks.spawn(serve_track_requests(inner.clone(), broadcast, suffix.clone(), full).in_current_span());
         active.insert(suffix, (publication, task));
         while tasks.try_join_next().is_some() {}
     }
@@ -71,7 +75,7 @@ pub(super) fn direct(inner: Arc<Inner>, path: &str) -> BroadcastConsumer {
     let broadcast = BroadcastProducer::dynamic();
     let consumer = broadcast.consume();
     let full = inner.config.subscribe.as_ref().and_then(|s| s.resolve(path)).unwrap_or_else(|| path.to_string());
-    tokio::spawn(serve_track_requests(inner, broadcast, path.to_string(), full));
+    tokio::spawn(serve_track_requests(inner, broadcast, path.to_string(), full).in_current_span());
     consumer
 }
 
@@ -80,10 +84,20 @@ async fn serve_track_requests(inner: Arc<Inner>, broadcast: BroadcastProducer, p
     let broadcast = Arc::new(broadcast);
     let labels = telemetry::BroadcastLabels::acquire(&full);
     let mut tasks = JoinSet::new();
-    while let Some(track) = broadcast.requested_track().await {
+    while let Some(request) = broadcast.requested_track().await {
         while tasks.try_join_next().is_some() {}
+        let track = request.track;
         let ingress = telemetry::Ingress::new(&labels, track.name());
-        tasks.spawn(run_subscription(inner.clone(), broadcast.clone(), path.clone(), track, ingress));
+        // A child of this (publisher) session, linked to the subscriber that caused it: one trace
+        // per side, joined by the link.
+        let span = tracing::info_span!(
+            "moq.subscribe.upstream",
+            moq.broadcast = %full,
+            moq.track = %track.name(),
+            moq.result = tracing::field::Empty,
+        );
+        span.follows_from(&request.requester);
+        tasks.spawn(run_subscription(inner.clone(), broadcast.clone(), path.clone(), track, ingress).instrument(span));
     }
 }
 
@@ -127,6 +141,12 @@ async fn run_subscription(
     inner.subscriptions.lock().unwrap().insert(id, upstream.clone());
 
     let result = subscribe_upstream(&inner, &broadcast, id, &path, &name, &upstream.track, &shared).await;
+    let outcome = match &result {
+        Ok(()) => "ended",
+        Err(Error::Cancel) => "unused",
+        Err(e) => e.kind(),
+    };
+    tracing::Span::current().record("moq.result", outcome);
     if result.is_ok() {
         tokio::time::sleep(END_GRACE).await;
     }

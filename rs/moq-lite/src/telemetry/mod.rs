@@ -300,7 +300,7 @@ pub struct SubscribeAccepted<'a> {
 impl SubscribeAccepted<'_> {
     pub fn emit(self) {
         counter!(names::SUBSCRIBE_REQUESTS, "result" => "accepted", "reason" => "ok").increment(1);
-        tracing::debug!(session = self.session, broadcast = self.broadcast, track = self.track, "subscribe accepted");
+        tracing::info!(session = self.session, broadcast = self.broadcast, track = self.track, "subscribe accepted");
     }
 }
 
