@@ -1,0 +1,348 @@
+//! Traces and logs over OTLP, received in-process over gRPC and HTTP/protobuf: one trace from the
+//! viewer through the relay, log records carrying its trace id, the upstream subscription linking
+//! the viewer's trace to the publisher's, no token in any exported or printed byte, a flush on
+//! shutdown, and a relay that keeps streaming (and counts the loss) when the collector is down.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moq_interop::*;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use prost::Message;
+
+#[derive(Debug, Clone)]
+struct Span {
+    service: String,
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    links: Vec<(String, String)>,
+    attrs: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+struct Log {
+    service: String,
+    body: String,
+    trace_id: String,
+}
+
+#[derive(Default)]
+struct Store {
+    spans: Vec<Span>,
+    logs: Vec<Log>,
+    /// Every exported request, re-encoded: what crossed the wire.
+    raw: Vec<u8>,
+}
+
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Store>>);
+
+fn service_of(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> String {
+    attrs
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            Value::StringValue(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+        .unwrap_or_default()
+}
+
+fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+impl Receiver {
+    fn traces(&self, req: ExportTraceServiceRequest) {
+        let mut store = self.0.lock().unwrap();
+        store.raw.extend(req.encode_to_vec());
+        for rs in req.resource_spans {
+            let service = service_of(&rs.resource.map(|r| r.attributes).unwrap_or_default());
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    store.spans.push(Span {
+                        service: service.clone(),
+                        name: s.name,
+                        trace_id: hex(&s.trace_id),
+                        span_id: hex(&s.span_id),
+                        parent: hex(&s.parent_span_id),
+                        links: s.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect(),
+                        attrs: s.attributes.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn logs(&self, req: ExportLogsServiceRequest) {
+        let mut store = self.0.lock().unwrap();
+        store.raw.extend(req.encode_to_vec());
+        for rl in req.resource_logs {
+            let service = service_of(&rl.resource.map(|r| r.attributes).unwrap_or_default());
+            for sl in rl.scope_logs {
+                for l in sl.log_records {
+                    store.logs.push(Log { service: service.clone(), body: text(&l.body), trace_id: hex(&l.trace_id) });
+                }
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.traces(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.logs(request.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+/// Starts gRPC and HTTP/protobuf OTLP endpoints on loopback.
+async fn receiver() -> (Receiver, SocketAddr, SocketAddr) {
+    let receiver = Receiver::default();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_addr = grpc.local_addr().unwrap();
+    let service = receiver.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(service.clone()))
+            .add_service(LogsServiceServer::new(service))
+            .serve_with_incoming(tokio_stream(grpc))
+            .await
+            .unwrap();
+    });
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = http.local_addr().unwrap();
+    let (t, l) = (receiver.clone(), receiver.clone());
+    let app = axum::Router::new()
+        .route(
+            "/v1/traces",
+            axum::routing::post(move |body: bytes::Bytes| async move {
+                t.traces(ExportTraceServiceRequest::decode(body).unwrap());
+                ExportTraceServiceResponse::default().encode_to_vec()
+            }),
+        )
+        .route(
+            "/v1/logs",
+            axum::routing::post(move |body: bytes::Bytes| async move {
+                l.logs(ExportLogsServiceRequest::decode(body).unwrap());
+                ExportLogsServiceResponse::default().encode_to_vec()
+            }),
+        );
+    tokio::spawn(async move { axum::serve(http, app).await.unwrap() });
+    (receiver, grpc_addr, http_addr)
+}
+
+fn tokio_stream(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |l| async move {
+        let r = l.accept().await.map(|(s, _)| s);
+        Some((r, l))
+    })
+}
+
+const TOKEN: &str = "tok-SECRET-9f3c1a77e2";
+
+fn relay_cmd(port: u16, ops: Option<u16>, otlp: &str) -> Command {
+    let mut cmd = Command::new(bin("moq-relay"));
+    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--tls-generate", "localhost,127.0.0.1"])
+        .args(["--ops-listen", &ops.map_or("off".to_string(), |p| format!("127.0.0.1:{p}"))])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "json");
+    cmd
+}
+
+fn cli(otlp_http: &str) -> Command {
+    let mut cmd = Command::new(bin("moq"));
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_http)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn one_trace_from_viewer_through_relay_with_logs_links_and_no_token() {
+    let _serial = serial();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (store, grpc, http) = rt.block_on(receiver());
+    let port = free_port();
+    let mut relay = Proc::spawn("moq-relay", &mut relay_cmd(port, None, &format!("http://{grpc}")));
+    relay.wait_line(Duration::from_secs(20), |l| l.contains("relay ready"));
+    let url = format!("http://127.0.0.1:{port}/?jwt={TOKEN}");
+    let otlp_http = format!("http://{http}");
+
+    let viewer = cli(&otlp_http)
+        .args(["watch", "--url", &url, "--broadcast", "trace/cam", "--groups", "2", "--json", "--stats-interval", "0s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let publisher = run(
+        "moq publish",
+        cli(&otlp_http).args(["publish", "--url", &url, "--broadcast", "trace/cam", "--groups", "2"]),
+        Duration::from_secs(30),
+    );
+    let watched = wait_child(viewer, Duration::from_secs(30));
+    assert_eq!(watch_summary(&watched)["ok"], true);
+
+    // The relay flushes what it still holds when it stops.
+    relay.signal("TERM");
+    assert!(relay.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()));
+    let relay_lines = relay.drain().to_vec();
+
+    let spans = |service: &str, name: &str| -> Vec<Span> {
+        store.0.lock().unwrap().spans.iter().filter(|s| s.service == service && s.name == name).cloned().collect()
+    };
+    wait_for(|| !spans("moq-relay", "moq.session").is_empty() && !spans("moq-watch", "moq.watch").is_empty(), "spans");
+    let watch = spans("moq-watch", "moq.watch").remove(0);
+    let publish = spans("moq-publish", "moq.publish").remove(0);
+
+    // The relay's session span is the viewer's child: one trace from client to relay.
+    let sessions = spans("moq-relay", "moq.session");
+    let viewer_session =
+        sessions.iter().find(|s| s.trace_id == watch.trace_id).expect("relay session in the viewer's trace");
+    assert_eq!(viewer_session.parent, watch.span_id, "session span is a child of the client's span");
+    let attr = |s: &Span, k: &str| s.attrs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    assert_eq!(attr(viewer_session, "network.protocol.version").as_deref(), Some("moq-lite-04"));
+    assert_eq!(attr(viewer_session, "moq.transport").as_deref(), Some("webtransport"));
+    assert!(sessions.iter().any(|s| s.trace_id == publish.trace_id), "publisher session in the publisher's trace");
+
+    // Subscribes are children of the viewer's session; the upstream subscription lives in the
+    // publisher's trace and links to the viewer's.
+    let subscribes = spans("moq-relay", "moq.subscribe");
+    assert!(subscribes.iter().any(|s| s.trace_id == watch.trace_id && s.parent == viewer_session.span_id));
+    let upstream = spans("moq-relay", "moq.subscribe.upstream");
+    assert!(
+        upstream.iter().any(|s| s.trace_id == publish.trace_id && s.links.iter().any(|(t, _)| *t == watch.trace_id)),
+        "upstream subscription links the viewer's trace to the publisher's: {upstream:#?}"
+    );
+
+    // Log records carry the trace id, in OTLP and on stdout.
+    let logs = store.0.lock().unwrap().logs.clone();
+    assert!(
+        logs.iter().any(|l| l.service == "moq-relay" && l.trace_id == watch.trace_id && l.body == "session opened"),
+        "relay log record in the viewer's trace"
+    );
+    let opened = relay_lines
+        .iter()
+        .filter(|l| l.contains("\"session opened\""))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["trace_id"] == watch.trace_id.as_str())
+        .expect("JSON log line with the viewer's trace id");
+    for key in ["timestamp", "level", "target", "span_id", "service", "instance"] {
+        assert!(opened.get(key).is_some(), "{key} in {opened}");
+    }
+
+    // The token never leaves in any exported or printed byte.
+    let raw = store.0.lock().unwrap().raw.clone();
+    assert!(!contains(&raw, TOKEN.as_bytes()), "token in exported telemetry");
+    for output in [&publisher.stdout, &publisher.stderr, &watched.stdout, &watched.stderr] {
+        assert!(!contains(output, TOKEN.as_bytes()), "token printed by the CLI");
+    }
+    assert!(!relay_lines.iter().any(|l| l.contains(TOKEN)), "token in relay logs");
+    eprintln!(
+        "trace {}: {} spans, {} log records exported",
+        watch.trace_id,
+        store.0.lock().unwrap().spans.len(),
+        logs.len()
+    );
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn wait_child(mut child: std::process::Child, timeout: Duration) -> std::process::Output {
+    let deadline = std::time::Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn relay_keeps_streaming_when_the_collector_is_down_and_counts_the_loss() {
+    let _serial = serial();
+    // A port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = free_port();
+    let ops = free_port();
+    let mut cmd = relay_cmd(port, Some(ops), &format!("http://{dead}"));
+    cmd.env("OTEL_BSP_SCHEDULE_DELAY", "200").env("OTEL_BLRP_SCHEDULE_DELAY", "200").env_remove("LOG_FORMAT");
+    let mut relay = Proc::spawn("moq-relay", &mut cmd);
+    relay.wait_line(Duration::from_secs(20), |l| l.contains("relay ready"));
+    let url = format!("http://127.0.0.1:{port}/");
+    let viewer = Command::new(bin("moq"))
+        .args(["watch", "--url", &url, "--broadcast", "down/cam", "--groups", "3", "--json", "--stats-interval", "0s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let _publisher = Proc::spawn(
+        "moq publish",
+        Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", "down/cam", "--groups", "3"]),
+    );
+    let summary = watch_summary(&wait_child(viewer, Duration::from_secs(30)));
+    assert_eq!(summary["ok"], true, "streaming is unaffected: {summary:#}");
+    let dropped = || {
+        let out = run(
+            "curl",
+            Command::new("curl").args(["-s", &format!("http://127.0.0.1:{ops}/metrics")]),
+            Duration::from_secs(5),
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("moq_telemetry_dropped_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    wait_for(|| dropped() > 0.0, "moq_telemetry_dropped_total to rise");
+    eprintln!("collector down: {} spans/logs dropped and counted", dropped());
+}
