@@ -122,6 +122,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             }
         }
     });
+    background.spawn(cleanup_sweeps());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(connection::Context {
         telemetry: telemetry.clone(),
@@ -221,6 +222,22 @@ async fn drain(sessions: &Sessions, window: Duration) {
     tracing::Span::current().record("moq.sessions.remaining", left);
     if left > 0 {
         tracing::warn!(sessions = left, "drain window over: closing remaining sessions");
+    }
+}
+
+/// Expires state kept past its use (lingering metric labels, empty viewer entries) every 30 s,
+/// reporting at info only when something expired.
+async fn cleanup_sweeps() {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let started = std::time::Instant::now();
+        let expired = moq_lite::telemetry::sweep();
+        let duration_us = started.elapsed().as_micros() as u64;
+        if expired > 0 {
+            tracing::info!(expired, duration_us, "cleanup sweep");
+        } else {
+            tracing::debug!(expired, duration_us, "cleanup sweep");
+        }
     }
 }
 

@@ -51,7 +51,9 @@ impl Origin {
         let id = self.state.modify(|s| {
             let id = s.next_id;
             s.next_id += 1;
-            s.broadcasts.insert(path.to_string(), Entry { id, broadcast, hops });
+            if s.broadcasts.insert(path.to_string(), Entry { id, broadcast, hops }).is_some() {
+                tracing::info!(moq.broadcast = path, reason = "replaced", "broadcast ended");
+            }
             mark_dirty(s, path);
             id
         });

@@ -29,7 +29,7 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
     writer.encode(&AnnounceRequest { prefix: String::new(), exclude_hop: inner.config.hop_id }).await?;
 
     // Per announced path: its publication and the task serving its track requests.
-    let mut active: HashMap<String, (Publication, tokio::task::AbortHandle)> = HashMap::new();
+    let mut active = Announced::default();
     let mut tasks = JoinSet::new();
     loop {
         let announce = match reader.decode_maybe::<Announce>().await {
@@ -42,10 +42,10 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
         if !path::is_valid(&suffix) {
             return Err(Error::ProtocolViolation(format!("invalid broadcast path {suffix:?}")));
         }
-        if let Some((_, task)) = active.remove(&suffix) {
+        if let Some((_, task, full)) = active.0.remove(&suffix) {
             task.abort();
             if !announce.active {
-                tracing::info!(moq.broadcast = %suffix, reason = "publisher_left", "broadcast ended");
+                tracing::info!(moq.broadcast = %full, reason = "publisher_left", "broadcast ended");
             }
         }
         if !announce.active {
@@ -58,15 +58,29 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
             tracing::debug!(path = %suffix, "peer announced a path it may not publish");
             continue;
         };
-        if active.len() >= MAX_ANNOUNCED {
+        if active.0.len() >= MAX_ANNOUNCED {
             return Err(Error::ProtocolViolation("too many announced broadcasts".into()));
         }
         let broadcast = BroadcastProducer::dynamic();
         let publication = scope.origin().publish(&full, broadcast.consume(), announce.hops);
         tracing::info!(moq.broadcast = %full, "broadcast started");
-        let task = tasks.spawn(serve_track_requests(inner.clone(), broadcast, suffix.clone(), full).in_current_span());
-        active.insert(suffix, (publication, task));
+        let task =
+            tasks.spawn(serve_track_requests(inner.clone(), broadcast, suffix.clone(), full.clone()).in_current_span());
+        active.0.insert(suffix, (publication, task, full));
         while tasks.try_join_next().is_some() {}
+    }
+}
+
+/// The broadcasts a peer has announced; when the session ends they all end with it.
+#[derive(Default)]
+struct Announced(HashMap<String, (Publication, tokio::task::AbortHandle, String)>);
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        for (_, (_, task, full)) in self.0.drain() {
+            task.abort();
+            tracing::info!(moq.broadcast = %full, reason = "publisher_left", "broadcast ended");
+        }
     }
 }
 

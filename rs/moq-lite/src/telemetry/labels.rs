@@ -66,6 +66,14 @@ impl Pool {
         key
     }
 
+    /// Frees slots unused for the linger window; returns how many.
+    fn sweep(&mut self, linger: Duration) -> usize {
+        let before = self.slots.len();
+        let now = Instant::now();
+        self.slots.retain(|_, s| s.refs > 0 || s.released.is_none_or(|r| now.duration_since(r) < linger));
+        before - self.slots.len()
+    }
+
     fn release(&mut self, value: &str) {
         if let Some(slot) = self.slots.get_mut(value) {
             slot.refs = slot.refs.saturating_sub(1);
@@ -104,6 +112,13 @@ pub fn configure(limits: LabelLimits) {
     r.limits = limits;
     r.broadcasts.cap = limits.broadcasts;
     r.namespaces.cap = limits.namespaces;
+}
+
+/// Frees label slots whose linger window has passed; returns how many.
+pub fn sweep() -> usize {
+    let mut r = lock();
+    let linger = r.limits.linger;
+    r.broadcasts.sweep(linger) + r.namespaces.sweep(linger)
 }
 
 pub fn limits() -> LabelLimits {

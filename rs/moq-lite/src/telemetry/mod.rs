@@ -20,6 +20,17 @@ use metrics::{counter, histogram, Counter, Histogram};
 
 pub use labels::{configure, limits, namespace_of, BroadcastLabels, LabelLimits, OVERFLOW};
 
+/// Expires lingering label slots and viewer entries; returns how many items were removed.
+pub fn sweep() -> usize {
+    let linger = limits().linger;
+    let mut v = viewers().lock().unwrap_or_else(|e| e.into_inner());
+    let before = v.by_broadcast.len();
+    v.by_broadcast.retain(|_, e| e.empty_since.is_none_or(|t| t.elapsed() < linger));
+    let viewers_expired = before - v.by_broadcast.len();
+    drop(v);
+    labels::sweep() + viewers_expired
+}
+
 use crate::Error;
 
 /// The documented rule mapping track names to the `track_type` label: a name starting with
