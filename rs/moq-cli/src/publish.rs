@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use moq_lite::model::{BroadcastProducer, GroupProducer, Origin, Scope, TrackProducer};
 use moq_lite::session::{Session, SessionConfig};
@@ -36,6 +35,9 @@ pub struct PublishArgs {
     /// Print payload totals per track as JSON on stdout when done.
     #[arg(long)]
     pub json: bool,
+    /// Consecutive failed (re)connection attempts before giving up.
+    #[arg(long, default_value_t = 3)]
+    pub max_retries: u32,
     /// How long to keep the session open after the last group so viewers receive it.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub linger: Duration,
@@ -132,23 +134,11 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
 
     let client = args.connect.client()?;
     let span = tracing::info_span!("moq.publish", moq.broadcast = %path, url.full = %args.connect.url_for_logs());
-    let connected =
-        args.connect.connect(&client, &span).instrument(span.clone()).await.context("connecting to the relay")?;
-    eprintln!(
-        "moq publish: {} via {} ({}) as {path:?}",
-        args.connect.url_for_logs(),
-        connected.transport,
-        connected.version
+    let (current_tx, current) = tokio::sync::watch::channel(None);
+    let mut connection = tokio::spawn(
+        keep_connected(args.connect.clone(), client, origin, path.clone(), args.max_retries, current_tx)
+            .instrument(span.clone()),
     );
-    let session = Session::new(
-        connected.conn,
-        connected.version,
-        SessionConfig { publish: Some(Scope::new(origin, "", vec![String::new()])), subscribe: None, hop_id: 0 },
-    );
-    let run = tokio::spawn({
-        let session = session.clone();
-        async move { session.run().await }
-    });
 
     let audio_gop = (AUDIO_FPS * args.gop as f64 / args.fps).round().max(1.0) as u64;
     let video_limit = args.groups.map(|n| n * args.gop as u64);
@@ -160,19 +150,15 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let (mut video_frames, mut audio_frames) = (0u64, 0u64);
     let mut ticker = tokio::time::interval(Duration::from_millis(5));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut going_away = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = session.goaway_received() => {
-                going_away = true;
-                break;
-            }
+            // Only returns once reconnecting gave up.
+            result = &mut connection => return Err(match result {
+                Ok(gave_up) => gave_up,
+                Err(panicked) => panicked.into(),
+            }),
             _ = tokio::signal::ctrl_c() => break,
-        }
-        if run.is_finished() {
-            let err = run.await?;
-            anyhow::bail!("session ended: {err}");
         }
         // Emit every frame that is due by the wall clock; a group starts every `gop` frames.
         let elapsed = start.elapsed().as_secs_f64();
@@ -216,12 +202,83 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         });
         println!("{summary}");
     }
-    if !going_away {
-        tokio::time::sleep(args.linger).await;
-    }
+    tokio::time::sleep(args.linger).await;
     // Close explicitly so the relay sees us leave now, not after its idle timeout.
-    session.close(&moq_lite::Error::Cancel);
-    let _ = tokio::time::timeout(Duration::from_secs(1), client.wait_idle()).await;
-    anyhow::ensure!(!going_away, "the relay is going away (GOAWAY)");
+    connection.abort();
+    if let Some(session) = current.borrow().clone() {
+        session.close(&moq_lite::Error::Cancel);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
+}
+
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A session that lasted this long resets the failure count.
+const STABLE: Duration = Duration::from_secs(10);
+
+/// Keeps a session to the relay up, reconnecting with exponential backoff (GOAWAY: at once).
+/// Each retry is logged at WARN with its code and count; when `max_retries` consecutive attempts
+/// failed it logs at ERROR and returns why.
+async fn keep_connected(
+    connect: ConnectArgs,
+    client: moq_lite::transport::Client,
+    origin: Origin,
+    path: String,
+    max_retries: u32,
+    current: tokio::sync::watch::Sender<Option<Session>>,
+) -> anyhow::Error {
+    let span = tracing::Span::current();
+    let mut failures = 0u32;
+    loop {
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect.connect(&client, &span)).await;
+        // (stream/session code, what happened); `None` when the relay asked us to come back.
+        let failed: Option<(Option<u32>, String)> = match attempt {
+            Ok(Ok(connected)) => {
+                eprintln!(
+                    "moq publish: {} via {} ({}) as {path:?}",
+                    connect.url_for_logs(),
+                    connected.transport,
+                    connected.version
+                );
+                let scope = Scope::new(origin.clone(), "", vec![String::new()]);
+                let session = Session::new(
+                    connected.conn,
+                    connected.version,
+                    SessionConfig { publish: Some(scope), subscribe: None, hop_id: 0 },
+                );
+                current.send_replace(Some(session.clone()));
+                let opened = std::time::Instant::now();
+                let ended = tokio::select! {
+                    err = session.run() => Some(err),
+                    _ = session.goaway_received() => None,
+                };
+                current.send_replace(None);
+                if opened.elapsed() > STABLE {
+                    failures = 0;
+                }
+                match ended {
+                    None => {
+                        // Close now so the relay can finish draining, then come back at once.
+                        session.close(&moq_lite::Error::Cancel);
+                        eprintln!("moq publish: the relay is going away (GOAWAY); reconnecting");
+                        tracing::info!("relay sent GOAWAY; reconnecting");
+                        None
+                    }
+                    Some(err) => Some((Some(err.code()), format!("session lost: {err}"))),
+                }
+            }
+            Ok(Err(err)) => Some((None, format!("connect failed: {err:#}"))),
+            Err(_) => Some((None, format!("connect timed out after {CONNECT_TIMEOUT:?}"))),
+        };
+        let Some((code, error)) = failed else { continue };
+        failures += 1;
+        if failures > max_retries {
+            tracing::error!(code, retries = max_retries, error, "retries exhausted; giving up");
+            return anyhow::anyhow!("could not reach the relay after {max_retries} retries: {error}");
+        }
+        tracing::warn!(code, retry = failures, max_retries, error, "relay unreachable; retrying");
+        let backoff = Duration::from_millis(250) * 2u32.saturating_pow(failures - 1).min(20);
+        tokio::time::sleep(backoff).await;
+    }
 }

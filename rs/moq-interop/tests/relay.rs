@@ -135,6 +135,9 @@ fn sigterm_sends_goaway_and_drains() {
     assert!(status.success(), "{status:?}");
     eprintln!("relay stopped {:?} after SIGTERM", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(5), "drained early: {:?}", started.elapsed());
+    // With the relay gone, the publisher retries with backoff, warning each time, then gives up.
+    publisher.wait_line(Duration::from_secs(20), |l| l.contains("retries exhausted"));
+    assert!(publisher.seen.iter().any(|l| l.contains("WARN") && l.contains("retry=1")), "{:?}", publisher.seen);
     assert_eq!(publisher.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()), Some(1));
 }
 

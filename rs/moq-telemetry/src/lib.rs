@@ -162,8 +162,15 @@ pub fn init(config: &Config) -> anyhow::Result<Guard> {
         EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(format!("info,{SECRET_BEARING}")));
     let stdout = match (config.log_format, config.log_to_stderr) {
         (LogFormat::Json, to_stderr) => json::layer(config, to_stderr).boxed(),
-        (LogFormat::Pretty, false) => tracing_subscriber::fmt::layer().with_writer(std::io::stdout).boxed(),
-        (LogFormat::Pretty, true) => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        // Colours only on a terminal, so piped logs stay greppable.
+        (LogFormat::Pretty, false) => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stdout).boxed()
+        }
+        (LogFormat::Pretty, true) => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).boxed()
+        }
     }
     .with_filter(stdout_filter);
 
