@@ -221,3 +221,59 @@ async fn an_oversized_frame_is_a_protocol_violation() {
     send.write_all(&[0x00, 0x02, 0x00, 0x00, 0xc0, 0, 0, 0, 0x40, 0, 0, 0]).await.unwrap();
     assert_eq!(close_code(&conn).await, Some(code::PROTOCOL_VIOLATION));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_older_than_max_latency_is_skipped_once_a_newer_one_exists() {
+    use moq_lite::coding::Encode;
+    use moq_lite::message::{BiStreamType, Subscribe};
+
+    let addr = relay(Origin::new()).await;
+    let local = Origin::new();
+    let broadcast = BroadcastProducer::new();
+    let mut track = broadcast.create_track("t", 0);
+    let _announced = local.publish("b", broadcast.consume(), vec![]);
+    let _publisher = start(connect(addr, "moqt").await, Some(&local), None);
+
+    // A raw subscriber asking for at most 100 ms of latency.
+    let raw = connect(addr, "moqt").await;
+    let (mut send, mut recv) = raw.conn.open_bi().await.unwrap();
+    let mut request = Vec::new();
+    BiStreamType::Subscribe.encode(&mut request);
+    Subscribe {
+        id: 9,
+        broadcast: "b".into(),
+        track: "t".into(),
+        priority: 0,
+        ordered: false,
+        max_latency_ms: 100,
+        start_group: None,
+        end_group: None,
+    }
+    .encode(&mut request, Version::Lite04);
+    send.write_all(&request).await.unwrap();
+    let mut ok = [0u8; 16];
+    let n = timeout(WAIT, recv.read(&mut ok)).await.unwrap().unwrap().unwrap();
+    assert_eq!(ok[0], 0, "SUBSCRIBE_OK first ({:?})", &ok[..n]);
+    assert!(eventually(|| track.consumers() > 0).await, "the relay subscribed upstream");
+
+    let mut old = track.append_group();
+    old.write_frame(Bytes::from_static(b"first")).unwrap();
+    let mut old_stream = timeout(WAIT, raw.conn.accept_uni()).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut new = track.append_group();
+    new.write_frame(Bytes::from_static(b"live")).unwrap();
+    new.finish();
+    // The old group now exceeds the budget and a newer one exists: its next frame is not sent.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    old.write_frame(Bytes::from_static(b"stale")).unwrap();
+    old.finish();
+
+    let old_read = timeout(WAIT, old_stream.read_to_end(1 << 20)).await.unwrap();
+    assert!(
+        matches!(old_read, Err(web_transport_quinn::ReadToEndError::ReadError(web_transport_quinn::ReadError::Reset(c))) if c == code::OLD),
+        "the stale group is reset with code OLD: {old_read:?}"
+    );
+    let mut new_stream = timeout(WAIT, raw.conn.accept_uni()).await.unwrap().unwrap();
+    let bytes = timeout(WAIT, new_stream.read_to_end(1 << 20)).await.unwrap().unwrap();
+    assert!(bytes.ends_with(b"live"), "the live group is delivered: {bytes:?}");
+}
