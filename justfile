@@ -20,7 +20,7 @@ build:
 test: deps build
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
-    cargo test --workspace --no-fail-fast
+    scripts/test-summary.sh cargo test --workspace --no-fail-fast
 
 # Install what the tests need when missing (reference moq-relay/moq-clock, apt packages).
 deps:

@@ -182,6 +182,7 @@ async fn write_group(
             }
             let len = frame.payload.len();
             writer.queue(&FrameHeader { size: len as u64 });
+            let _waiting = telemetry::QueuedBytes::new(len);
             writer.write_payload(frame.payload).await?;
             egress.frame_written(len, frame.received);
         }

@@ -165,6 +165,7 @@ impl Ingress {
 static ACTIVE_DOWNSTREAM: AtomicI64 = AtomicI64::new(0);
 static ACTIVE_UPSTREAM: AtomicI64 = AtomicI64::new(0);
 static QUEUED_GROUPS: AtomicI64 = AtomicI64::new(0);
+static QUEUED_BYTES: AtomicI64 = AtomicI64::new(0);
 static CACHED_BYTES: AtomicI64 = AtomicI64::new(0);
 
 /// Counts itself in a live gauge while it exists.
@@ -186,6 +187,23 @@ impl Active {
 impl Drop for Active {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Payload bytes a group writer is waiting to hand to QUIC, counted while this lives.
+#[derive(Debug)]
+pub struct QueuedBytes(i64);
+
+impl QueuedBytes {
+    pub fn new(len: usize) -> Self {
+        QUEUED_BYTES.fetch_add(len as i64, Ordering::Relaxed);
+        Self(len as i64)
+    }
+}
+
+impl Drop for QueuedBytes {
+    fn drop(&mut self) {
+        QUEUED_BYTES.fetch_sub(self.0, Ordering::Relaxed);
     }
 }
 
@@ -261,6 +279,7 @@ pub fn refresh_gauges() {
     metrics::gauge!(names::ACTIVE_SUBSCRIPTIONS, "side" => "upstream")
         .set(ACTIVE_UPSTREAM.load(Ordering::Relaxed) as f64);
     metrics::gauge!(names::QUEUED_GROUP_STREAMS).set(QUEUED_GROUPS.load(Ordering::Relaxed) as f64);
+    metrics::gauge!(names::QUEUED_BYTES).set(QUEUED_BYTES.load(Ordering::Relaxed).max(0) as f64);
     metrics::gauge!(names::CACHED_BYTES).set(CACHED_BYTES.load(Ordering::Relaxed).max(0) as f64);
     let mut v = viewers().lock().unwrap_or_else(|e| e.into_inner());
     v.by_broadcast.retain(|_, e| e.empty_since.is_none_or(|t| t.elapsed() < linger));

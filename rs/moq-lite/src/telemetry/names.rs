@@ -22,6 +22,7 @@ pub const ACTIVE_SUBSCRIPTIONS: &str = "moq_relay_active_subscriptions";
 pub const ACTIVE_SUBSCRIBERS: &str = "moq_relay_active_subscribers";
 pub const QUEUED_GROUP_STREAMS: &str = "moq_relay_queued_group_streams";
 pub const CACHED_BYTES: &str = "moq_relay_cached_bytes";
+pub const QUEUED_BYTES: &str = "moq_relay_queued_bytes";
 
 /// Histogram buckets for live media delays: sub-millisecond forwarding up to multi-second stalls.
 pub const DELAY_BUCKETS: &[f64] =
@@ -70,6 +71,11 @@ pub fn describe() {
         "Distinct sessions currently subscribed to a broadcast, by namespace and broadcast (capped)."
     );
     describe_gauge!(QUEUED_GROUP_STREAMS, "Group streams open toward subscribers and not yet finished (send backlog).");
+    describe_gauge!(
+        QUEUED_BYTES,
+        Unit::Bytes,
+        "Frame payload bytes group writers are waiting to hand to QUIC, blocked by flow control or a full send buffer (all sessions)."
+    );
     describe_gauge!(
         CACHED_BYTES,
         Unit::Bytes,
