@@ -153,25 +153,84 @@ pub fn start_relay(port: u16, extra: &[&str]) -> Proc {
     relay
 }
 
-/// Runs a command to completion with a timeout, returning its output.
+/// A child whose output is read when it ends. Dropped before that (a failing test), it is killed,
+/// so no process outlives its test.
+pub struct Background {
+    name: String,
+    child: Option<Child>,
+}
+
+impl Background {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Self {
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        Self { name: name.to_string(), child: Some(child) }
+    }
+
+    /// Waits up to `timeout` for the child to exit, killing it after that; returns its output
+    /// and whether it had to be killed.
+    fn wait(mut self, timeout: Duration) -> (Output, bool) {
+        let mut child = self.child.take().expect("child present until waited");
+        let deadline = Instant::now() + timeout;
+        let mut timed_out = false;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                timed_out = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (child.wait_with_output().unwrap(), timed_out)
+    }
+
+    /// The child's output once it exits, or after `timeout` (then killed).
+    pub fn finish(self, timeout: Duration) -> Output {
+        self.wait(timeout).0
+    }
+
+    /// Like [`Background::finish`], but a timeout fails the test with everything it printed.
+    pub fn finish_in_time(self, timeout: Duration) -> Output {
+        let name = self.name.clone();
+        let (out, timed_out) = self.wait(timeout);
+        assert!(
+            !timed_out,
+            "{name} timed out after {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a command to completion; failing the test if it takes longer than `timeout`.
 pub fn run(name: &str, cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child =
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+    Background::spawn(name, cmd).finish_in_time(timeout)
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+        if cond() {
+            return true;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{name} timed out after {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

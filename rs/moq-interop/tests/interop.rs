@@ -96,19 +96,18 @@ fn moq_cli_through_reference_relay() {
     }
     assert!(ready, "reference relay never served its fingerprint: {:?}", relay.drain());
 
-    let viewer = Command::new(bin("moq"))
-        .args(["watch", "--url", &url, "--broadcast", "ref/bbb", "--json", "--stats-interval", "0s"])
-        .args(["--groups", "3", "--timeout", "20s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let viewer = Background::spawn(
+        "moq watch",
+        Command::new(bin("moq"))
+            .args(["watch", "--url", &url, "--broadcast", "ref/bbb", "--json", "--stats-interval", "0s"])
+            .args(["--groups", "3", "--timeout", "20s"]),
+    );
     std::thread::sleep(Duration::from_millis(1000));
     let _publisher = Proc::spawn(
         "moq publish",
         Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", "ref/bbb", "--groups", "3"]),
     );
-    let out = wait_output(viewer, Duration::from_secs(40));
+    let out = viewer.finish(Duration::from_secs(40));
     let summary = watch_summary(&out);
     assert_eq!(summary["ok"], true, "{summary:#}\nrelay: {:?}", relay.drain());
     for (track, per_group) in [("video", 30), ("audio", 50)] {
@@ -118,16 +117,4 @@ fn moq_cli_through_reference_relay() {
         assert_eq!(t["corrupt"], 0, "{summary:#}");
         assert_eq!(t["gaps"], 0, "{summary:#}");
     }
-}
-
-fn wait_output(mut child: std::process::Child, timeout: Duration) -> std::process::Output {
-    let deadline = std::time::Instant::now() + timeout;
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }

@@ -76,24 +76,21 @@ fn start_relay_args(port: u16, extra: &[&str]) -> Proc {
     relay
 }
 
-fn watchers(port: u16, broadcast: &str, viewers: usize, groups: u64) -> std::process::Child {
-    Command::new(bin("moq"))
-        .args(["watch", "--url", &format!("http://127.0.0.1:{port}/"), "--broadcast", broadcast])
-        .args(["--json", "--stats-interval", "0s", "--viewers", &viewers.to_string(), "--groups", &groups.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn wait(child: std::process::Child, timeout: Duration) -> std::process::Output {
-    let mut child = child;
-    let deadline = std::time::Instant::now() + timeout;
-    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    child.wait_with_output().unwrap()
+fn watchers(port: u16, broadcast: &str, viewers: usize, groups: u64) -> Background {
+    Background::spawn(
+        "moq watch",
+        Command::new(bin("moq"))
+            .args(["watch", "--url", &format!("http://127.0.0.1:{port}/"), "--broadcast", broadcast])
+            .args([
+                "--json",
+                "--stats-interval",
+                "0s",
+                "--viewers",
+                &viewers.to_string(),
+                "--groups",
+                &groups.to_string(),
+            ]),
+    )
 }
 
 #[test]
@@ -112,7 +109,7 @@ fn bytes_are_conserved_from_publisher_to_every_viewer() {
     );
     let published: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&publisher.stdout).lines().last().unwrap()).unwrap();
-    let summary = watch_summary(&wait(viewers, Duration::from_secs(30)));
+    let summary = watch_summary(&viewers.finish(Duration::from_secs(30)));
     assert_eq!(summary["ok"], true, "{summary:#}");
 
     let samples = scrape(ops);
@@ -147,29 +144,25 @@ fn gauges_follow_publishers_and_viewers() {
     );
     publisher.wait_line(Duration::from_secs(10), |l| l.contains("moq publish:"));
     let streams = || value(&scrape(ops), "moq_relay_active_streams", &[("namespace", "gauge")]);
-    assert!(eventually(|| streams() == Some(1.0)), "one stream announced");
+    assert!(eventually(Duration::from_secs(15), || streams() == Some(1.0)), "one stream announced");
 
     let viewers = watchers(port, "gauge/live", 3, 1000);
     let subscribers = || value(&scrape(ops), "moq_relay_active_subscribers", &[("broadcast", "gauge/live")]);
-    assert!(eventually(|| subscribers() == Some(3.0)), "three distinct viewers: {:?}", subscribers());
+    assert!(
+        eventually(Duration::from_secs(15), || subscribers() == Some(3.0)),
+        "three distinct viewers: {:?}",
+        subscribers()
+    );
     let connections = value(&scrape(ops), "moq_relay_active_connections", &[("transport", "webtransport")]);
     assert_eq!(connections, Some(4.0));
 
-    drop(wait(viewers, Duration::from_millis(10)));
-    assert!(eventually(|| subscribers() == Some(0.0)), "viewers gone: {:?}", subscribers());
+    drop(viewers.finish(Duration::from_millis(10)));
+    assert!(eventually(Duration::from_secs(15), || subscribers() == Some(0.0)), "viewers gone: {:?}", subscribers());
     drop(publisher);
-    assert!(eventually(|| streams() == Some(0.0)), "stream gone: {:?}", streams());
-    assert!(eventually(|| value(&scrape(ops), "moq_relay_active_connections", &[]) == Some(0.0)));
-}
-
-fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    for _ in 0..150 {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+    assert!(eventually(Duration::from_secs(15), || streams() == Some(0.0)), "stream gone: {:?}", streams());
+    assert!(
+        eventually(Duration::from_secs(15), || value(&scrape(ops), "moq_relay_active_connections", &[]) == Some(0.0))
+    );
 }
 
 #[test]
@@ -199,7 +192,7 @@ fn broadcast_series_never_exceed_the_cap() {
         viewers.push(watchers(port, &format!("cap/b{i}"), 1, 1));
     }
     for v in viewers {
-        wait(v, Duration::from_secs(20));
+        v.finish(Duration::from_secs(20));
     }
     let samples = scrape(ops);
     let broadcasts: std::collections::BTreeSet<&str> =
@@ -245,7 +238,7 @@ fn promtool_accepts_a_live_scrape_under_traffic() {
             "lint/bbb",
         ]),
     );
-    wait(viewers, Duration::from_secs(20));
+    viewers.finish(Duration::from_secs(20));
     let (_, body) = scrape_raw(ops, None);
     assert!(body.contains("moq_relay_bytes_sent_total{"), "traffic visible");
     assert!(body.contains("moq_relay_forwarding_delay_seconds_bucket"), "histograms have buckets");

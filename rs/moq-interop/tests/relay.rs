@@ -47,10 +47,10 @@ fn webtransport_publish_to_fifty_viewers_every_frame_intact() {
     let _relay = start_relay(port, &[]);
     let url = format!("http://localhost:{port}/");
     // Viewers first, so each one receives the broadcast from its first group.
-    let viewers = watch(&url, "demo/fanout", 50, 4).spawn_output_later();
+    let viewers = Background::spawn("moq watch", &mut watch(&url, "demo/fanout", 50, 4));
     std::thread::sleep(Duration::from_millis(1500));
     let mut publisher = publish(&url, "demo/fanout", 4);
-    let out = viewers.finish(Duration::from_secs(60));
+    let out = viewers.finish_in_time(Duration::from_secs(60));
     assert_complete(&watch_summary(&out), 50, 4);
     assert_eq!(publisher.wait_exit(Duration::from_secs(20)).map(|s| s.success()), Some(true));
 }
@@ -62,11 +62,13 @@ fn raw_quic_and_scoped_paths() {
     let _relay = start_relay(port, &[]);
     // Publish over WebTransport under the session root "room"; watch over raw QUIC (lite-04
     // raw QUIC carries no path: the root scope, where the broadcast is "room/cam").
-    let viewer =
-        watch(&format!("moqt://localhost:{port}"), "room/cam", 1, 2).args(["--tls-insecure"]).spawn_output_later();
+    let viewer = Background::spawn(
+        "moq watch",
+        watch(&format!("moqt://localhost:{port}"), "room/cam", 1, 2).args(["--tls-insecure"]),
+    );
     std::thread::sleep(Duration::from_millis(1000));
     let _publisher = publish(&format!("http://localhost:{port}/room"), "cam", 2);
-    assert_complete(&watch_summary(&viewer.finish(Duration::from_secs(30))), 1, 2);
+    assert_complete(&watch_summary(&viewer.finish_in_time(Duration::from_secs(30))), 1, 2);
     let listing = run(
         "curl",
         Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/announced/room")]),
@@ -139,47 +141,4 @@ fn sigterm_sends_goaway_and_drains() {
     publisher.wait_line(Duration::from_secs(20), |l| l.contains("retries exhausted"));
     assert!(publisher.seen.iter().any(|l| l.contains("WARN") && l.contains("retry=1")), "{:?}", publisher.seen);
     assert_eq!(publisher.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()), Some(1));
-}
-
-/// Helpers for running a command whose output is read at the end.
-trait SpawnLater {
-    fn spawn_output_later(&mut self) -> Later;
-}
-
-impl SpawnLater for Command {
-    fn spawn_output_later(&mut self) -> Later {
-        let child =
-            self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
-        Later(Some(child))
-    }
-}
-
-struct Later(Option<std::process::Child>);
-
-impl Later {
-    fn finish(mut self, timeout: Duration) -> std::process::Output {
-        let mut child = self.0.take().unwrap();
-        let deadline = std::time::Instant::now() + timeout;
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "timed out\nstdout:\n{}\nstderr:\n{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().unwrap()
-    }
-}
-
-impl Drop for Later {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-        }
-    }
 }

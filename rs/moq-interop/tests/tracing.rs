@@ -194,16 +194,6 @@ fn cli(otlp_http: &str) -> Command {
     cmd
 }
 
-fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
-    for _ in 0..200 {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[test]
 fn one_trace_from_viewer_through_relay_with_logs_links_and_no_token() {
     let _serial = serial();
@@ -215,19 +205,28 @@ fn one_trace_from_viewer_through_relay_with_logs_links_and_no_token() {
     let url = format!("http://127.0.0.1:{port}/?jwt={TOKEN}");
     let otlp_http = format!("http://{http}");
 
-    let viewer = cli(&otlp_http)
-        .args(["watch", "--url", &url, "--broadcast", "trace/cam", "--groups", "2", "--json", "--stats-interval", "0s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let viewer = Background::spawn(
+        "moq watch",
+        cli(&otlp_http).args([
+            "watch",
+            "--url",
+            &url,
+            "--broadcast",
+            "trace/cam",
+            "--groups",
+            "2",
+            "--json",
+            "--stats-interval",
+            "0s",
+        ]),
+    );
     std::thread::sleep(Duration::from_millis(1000));
     let publisher = run(
         "moq publish",
         cli(&otlp_http).args(["publish", "--url", &url, "--broadcast", "trace/cam", "--groups", "2"]),
         Duration::from_secs(30),
     );
-    let watched = wait_child(viewer, Duration::from_secs(30));
+    let watched = viewer.finish(Duration::from_secs(30));
     assert_eq!(watch_summary(&watched)["ok"], true);
 
     // The relay flushes what it still holds when it stops.
@@ -238,7 +237,11 @@ fn one_trace_from_viewer_through_relay_with_logs_links_and_no_token() {
     let spans = |service: &str, name: &str| -> Vec<Span> {
         store.0.lock().unwrap().spans.iter().filter(|s| s.service == service && s.name == name).cloned().collect()
     };
-    wait_for(|| !spans("moq-relay", "moq.session").is_empty() && !spans("moq-watch", "moq.watch").is_empty(), "spans");
+    assert!(
+        eventually(Duration::from_secs(10), || !spans("moq-relay", "moq.session").is_empty()
+            && !spans("moq-watch", "moq.watch").is_empty()),
+        "timed out waiting for spans"
+    );
     let watch = spans("moq-watch", "moq.watch").remove(0);
     let publish = spans("moq-publish", "moq.publish").remove(0);
 
@@ -297,15 +300,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn wait_child(mut child: std::process::Child, timeout: Duration) -> std::process::Output {
-    let deadline = std::time::Instant::now() + timeout;
-    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn relay_keeps_streaming_when_the_collector_is_down_and_counts_the_loss() {
     let _serial = serial();
@@ -318,18 +312,27 @@ fn relay_keeps_streaming_when_the_collector_is_down_and_counts_the_loss() {
     let mut relay = Proc::spawn("moq-relay", &mut cmd);
     relay.wait_line(Duration::from_secs(20), |l| l.contains("relay ready"));
     let url = format!("http://127.0.0.1:{port}/");
-    let viewer = Command::new(bin("moq"))
-        .args(["watch", "--url", &url, "--broadcast", "down/cam", "--groups", "3", "--json", "--stats-interval", "0s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let viewer = Background::spawn(
+        "moq watch",
+        Command::new(bin("moq")).args([
+            "watch",
+            "--url",
+            &url,
+            "--broadcast",
+            "down/cam",
+            "--groups",
+            "3",
+            "--json",
+            "--stats-interval",
+            "0s",
+        ]),
+    );
     std::thread::sleep(Duration::from_millis(1000));
     let _publisher = Proc::spawn(
         "moq publish",
         Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", "down/cam", "--groups", "3"]),
     );
-    let summary = watch_summary(&wait_child(viewer, Duration::from_secs(30)));
+    let summary = watch_summary(&viewer.finish(Duration::from_secs(30)));
     assert_eq!(summary["ok"], true, "streaming is unaffected: {summary:#}");
     let dropped = || {
         let out = run(
@@ -343,6 +346,9 @@ fn relay_keeps_streaming_when_the_collector_is_down_and_counts_the_loss() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>()
     };
-    wait_for(|| dropped() > 0.0, "moq_telemetry_dropped_total to rise");
+    assert!(
+        eventually(Duration::from_secs(10), || dropped() > 0.0),
+        "timed out waiting for moq_telemetry_dropped_total to rise"
+    );
     eprintln!("collector down: {} spans/logs dropped and counted", dropped());
 }
