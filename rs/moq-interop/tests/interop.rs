@@ -23,10 +23,10 @@ fn is_clock_line(line: &str) -> bool {
 }
 
 /// Reference clock publisher → this relay → reference clock subscriber, printing live seconds.
-fn clock_through_our_relay(url_for: impl Fn(u16) -> String, flags: &[&str]) {
+fn clock_through_our_relay(url_for: impl Fn(u16) -> String, flags: &[&str], version: &str) {
     let _serial = serial();
     let port = free_port();
-    let _relay = start_relay(port, &[]);
+    let mut relay = start_relay(port, &[]);
     let url = url_for(port);
     let clock = reference(CLOCK.0, CLOCK.1);
     let _publisher = Proc::spawn(
@@ -48,21 +48,32 @@ fn clock_through_our_relay(url_for: impl Fn(u16) -> String, flags: &[&str]) {
         live += 1;
     }
     eprintln!("{url}: first {first}, then live up to {last}");
+    let opened = relay.drain().iter().filter(|l| l.contains("session opened")).cloned().collect::<Vec<_>>();
+    assert!(opened.len() >= 2 && opened.iter().all(|l| l.contains(version)), "sessions on {version}: {opened:#?}");
 }
 
 #[test]
 fn clock_over_webtransport_with_fingerprint_bootstrap() {
-    clock_through_our_relay(|port| format!("http://localhost:{port}/"), &[]);
+    clock_through_our_relay(|port| format!("http://localhost:{port}/"), &[], "moq-lite-04");
 }
 
 #[test]
 fn clock_over_webtransport_without_verification() {
-    clock_through_our_relay(|port| format!("https://localhost:{port}/"), &["--tls-disable-verify"]);
+    clock_through_our_relay(|port| format!("https://localhost:{port}/"), &["--tls-disable-verify"], "moq-lite-04");
+}
+
+#[test]
+fn clock_over_lite_03() {
+    clock_through_our_relay(
+        |port| format!("http://localhost:{port}/"),
+        &["--client-version", "moq-lite-03"],
+        "moq-lite-03",
+    );
 }
 
 #[test]
 fn clock_over_raw_quic() {
-    clock_through_our_relay(|port| format!("moqt://localhost:{port}/"), &["--tls-disable-verify"]);
+    clock_through_our_relay(|port| format!("moqt://localhost:{port}/"), &["--tls-disable-verify"], "moq-lite-04");
 }
 
 /// This publisher → the reference relay → this viewer: every frame intact.
