@@ -20,6 +20,10 @@ pub struct PublishArgs {
     /// Video-like track bitrate in bits per second.
     #[arg(long, default_value_t = 2_000_000)]
     pub video_bitrate: u64,
+    /// Video renditions sharing GOP boundaries, each half the bitrate of the one above; with more
+    /// than one the tracks are `video/0` (highest) .. `video/N-1`, all listed in the catalog.
+    #[arg(long, default_value_t = 1)]
+    pub renditions: u32,
     /// Video frames per second.
     #[arg(long, default_value_t = 30.0)]
     pub fps: f64,
@@ -101,18 +105,31 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let origin = Origin::new();
     let broadcast = BroadcastProducer::new();
     let mut catalog_track = broadcast.create_track(media::CATALOG_TRACK, 255);
-    let mut video = Source::new(&broadcast, "video", 2, args.video_bitrate, args.fps, args.gop);
+    anyhow::ensure!((1..=8).contains(&args.renditions), "--renditions must be 1..=8");
+    let renditions: Vec<(String, u64)> = (0..args.renditions)
+        .map(|i| {
+            let name = if args.renditions == 1 { "video".to_string() } else { format!("video/{i}") };
+            (name, args.video_bitrate >> i)
+        })
+        .collect();
+    let mut videos: Vec<Source> = renditions
+        .iter()
+        .map(|(name, bitrate)| Source::new(&broadcast, name, 2, *bitrate, args.fps, args.gop))
+        .collect();
     let mut audio =
         (args.audio_bitrate > 0).then(|| Source::new(&broadcast, "audio", 3, args.audio_bitrate, AUDIO_FPS, 1));
 
     let mut catalog = Catalog {
-        tracks: vec![CatalogTrack {
-            name: "video".into(),
-            kind: "video".into(),
-            bitrate: args.video_bitrate,
-            fps: args.fps,
-            gop: args.gop,
-        }],
+        tracks: renditions
+            .iter()
+            .map(|(name, bitrate)| CatalogTrack {
+                name: name.clone(),
+                kind: "video".into(),
+                bitrate: *bitrate,
+                fps: args.fps,
+                gop: args.gop,
+            })
+            .collect(),
     };
     if audio.is_some() {
         catalog.tracks.push(CatalogTrack {
@@ -163,10 +180,13 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         // Emit every frame that is due by the wall clock; a group starts every `gop` frames.
         let elapsed = start.elapsed().as_secs_f64();
         while (video_frames as f64) < elapsed * args.fps && video_limit.is_none_or(|l| video_frames < l) {
-            if video_frames % args.gop as u64 == 0 {
-                video.start_group();
+            // Every rendition starts its group on the same frame, so a viewer can switch at a group edge.
+            for video in &mut videos {
+                if video_frames % args.gop as u64 == 0 {
+                    video.start_group();
+                }
+                video.write()?;
             }
-            video.write()?;
             video_frames += 1;
         }
         if let Some(audio) = audio.as_mut() {
@@ -183,8 +203,10 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         }
     }
     let groups = video_frames.div_ceil(args.gop as u64);
-    let (video_bytes, audio_bytes) = (video.bytes, audio.as_ref().map_or(0, |a| a.bytes));
-    video.finish();
+    let (video_bytes, audio_bytes) = (videos[0].bytes, audio.as_ref().map_or(0, |a| a.bytes));
+    for video in videos {
+        video.finish();
+    }
     if let Some(audio) = audio {
         audio.finish();
     }

@@ -142,3 +142,38 @@ fn sigterm_sends_goaway_and_drains() {
     assert!(publisher.seen.iter().any(|l| l.contains("WARN") && l.contains("retry=1")), "{:?}", publisher.seen);
     assert_eq!(publisher.wait_exit(Duration::from_secs(5)).and_then(|s| s.code()), Some(1));
 }
+
+#[test]
+fn renditions_share_group_boundaries_and_are_listed_in_the_catalog() {
+    let _serial = serial();
+    let port = free_port();
+    let _relay = start_relay(port, &[]);
+    let url = format!("http://localhost:{port}/");
+    let viewer = Background::spawn("moq watch", &mut watch(&url, "demo/abr", 1, 2));
+    std::thread::sleep(Duration::from_millis(1000));
+    let _publisher =
+        Proc::spawn(
+            "moq publish",
+            Command::new(bin("moq"))
+                .args(["publish", "--url", &url, "--broadcast", "demo/abr", "--groups", "2"])
+                .args(["--renditions", "3", "--video-bitrate", "1600000"]),
+        );
+    let summary = watch_summary(&viewer.finish_in_time(Duration::from_secs(30)));
+    assert_eq!(summary["ok"], true, "{summary:#}");
+    let bytes: Vec<f64> = (0..3)
+        .map(|i| {
+            let t = &summary["tracks"][format!("video/{i}")];
+            // Same frames, same groups: every rendition starts its groups on the same frame.
+            assert_eq!(t["frames_min_per_viewer"], 60, "{summary:#}");
+            assert_eq!(t["groups_complete_min_per_viewer"], 2, "{summary:#}");
+            assert_eq!(t["first_group_max"], 0, "{summary:#}");
+            assert_eq!(t["corrupt"], 0, "{summary:#}");
+            t["bytes"].as_f64().unwrap()
+        })
+        .collect();
+    // Each rendition carries about half the bytes of the one above.
+    for pair in bytes.windows(2) {
+        let ratio = pair[0] / pair[1];
+        assert!((1.6..2.4).contains(&ratio), "bitrate ladder {bytes:?}");
+    }
+}
