@@ -78,6 +78,30 @@ async fn viewer(addr: SocketAddr, scheme: &str, path: &str, track: &str) -> (Ses
     (session, route.broadcast.subscribe_track(track).unwrap())
 }
 
+/// A client publishing one broadcast with one track through the relay.
+struct Publisher {
+    track: moq_lite::model::TrackProducer,
+    _broadcast: BroadcastProducer,
+    _announced: moq_lite::model::Publication,
+    _session: Session,
+}
+
+async fn publisher(addr: SocketAddr, scheme: &str, path: &str, track: &str) -> Publisher {
+    let local = Origin::new();
+    let broadcast = BroadcastProducer::new();
+    let track = broadcast.create_track(track, 0);
+    let announced = local.publish(path, broadcast.consume(), vec![]);
+    let session = start(connect(addr, scheme).await, Some(&local), None);
+    Publisher { track, _broadcast: broadcast, _announced: announced, _session: session }
+}
+
+/// Publishes one complete group holding one frame.
+fn send_group(track: &mut moq_lite::model::TrackProducer, payload: &'static [u8]) {
+    let mut group = track.append_group();
+    group.write_frame(Bytes::from_static(payload)).unwrap();
+    group.finish();
+}
+
 async fn next_payload(track: &mut TrackConsumer) -> Bytes {
     let mut group = timeout(WAIT, track.next_group()).await.unwrap().unwrap().unwrap();
     timeout(WAIT, group.read_frame()).await.unwrap().unwrap().unwrap().payload
@@ -96,11 +120,8 @@ async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_upstream_subscription_fans_out_and_is_torn_down_with_the_last_viewer() {
     let addr = relay(Origin::new()).await;
-    let local = Origin::new();
-    let broadcast = BroadcastProducer::new();
-    let mut track = broadcast.create_track("video", 0);
-    let _announced = local.publish("live", broadcast.consume(), vec![]);
-    let _publisher = start(connect(addr, "https").await, Some(&local), None);
+    let mut publisher = publisher(addr, "https", "live", "video").await;
+    let track = &mut publisher.track;
 
     let (_a, mut va) = viewer(addr, "https", "live", "video").await;
     let (_b, mut vb) = viewer(addr, "moqt", "live", "video").await;
@@ -109,9 +130,7 @@ async fn one_upstream_subscription_fans_out_and_is_torn_down_with_the_last_viewe
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(track.consumers(), 1);
 
-    let mut group = track.append_group();
-    group.write_frame(Bytes::from_static(b"hello")).unwrap();
-    group.finish();
+    send_group(track, b"hello");
     assert_eq!(next_payload(&mut va).await, "hello");
     assert_eq!(next_payload(&mut vb).await, "hello");
 
@@ -125,28 +144,15 @@ async fn one_upstream_subscription_fans_out_and_is_torn_down_with_the_last_viewe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacing_publisher_takes_over_the_path() {
     let addr = relay(Origin::new()).await;
-    let first_origin = Origin::new();
-    let first = BroadcastProducer::new();
-    let mut first_track = first.create_track("t", 0);
-    let _first_announced = first_origin.publish("cam", first.consume(), vec![]);
-    let _first = start(connect(addr, "https").await, Some(&first_origin), None);
-
+    let mut first = publisher(addr, "https", "cam", "t").await;
     let (_v, mut viewer_track) = viewer(addr, "https", "cam", "t").await;
-    let mut g = first_track.append_group();
-    g.write_frame(Bytes::from_static(b"first")).unwrap();
-    g.finish();
+    send_group(&mut first.track, b"first");
     assert_eq!(next_payload(&mut viewer_track).await, "first");
 
-    let second_origin = Origin::new();
-    let second = BroadcastProducer::new();
-    let mut second_track = second.create_track("t", 0);
-    let _second_announced = second_origin.publish("cam", second.consume(), vec![]);
-    let _second = start(connect(addr, "https").await, Some(&second_origin), None);
+    let mut second = publisher(addr, "https", "cam", "t").await;
     // The relay follows the new publisher for the existing subscription.
-    assert!(eventually(|| second_track.consumers() > 0).await);
-    let mut g = second_track.append_group();
-    g.write_frame(Bytes::from_static(b"second")).unwrap();
-    g.finish();
+    assert!(eventually(|| second.track.consumers() > 0).await);
+    send_group(&mut second.track, b"second");
     assert_eq!(next_payload(&mut viewer_track).await, "second");
 }
 
@@ -165,11 +171,7 @@ async fn close_code(conn: &moq_lite::session::Connection) -> Option<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_message_closes_only_that_session() {
     let addr = relay(Origin::new()).await;
-    let local = Origin::new();
-    let broadcast = BroadcastProducer::new();
-    let mut track = broadcast.create_track("t", 0);
-    let _announced = local.publish("b", broadcast.consume(), vec![]);
-    let _publisher = start(connect(addr, "moqt").await, Some(&local), None);
+    let mut publisher = publisher(addr, "moqt", "b", "t").await;
     let (_v, mut healthy) = viewer(addr, "moqt", "b", "t").await;
 
     // SUBSCRIBE whose declared length (3) is shorter than its fields need.
@@ -178,9 +180,7 @@ async fn a_malformed_message_closes_only_that_session() {
     send.write_all(&[0x02, 0x03, 0x00, 0x01, b'b']).await.unwrap();
     assert_eq!(close_code(&hostile.conn).await, Some(code::PROTOCOL_VIOLATION));
 
-    let mut g = track.append_group();
-    g.write_frame(Bytes::from_static(b"still here")).unwrap();
-    g.finish();
+    send_group(&mut publisher.track, b"still here");
     assert_eq!(next_payload(&mut healthy).await, "still here");
 }
 
@@ -228,11 +228,8 @@ async fn a_group_older_than_max_latency_is_skipped_once_a_newer_one_exists() {
     use moq_lite::message::{BiStreamType, Subscribe};
 
     let addr = relay(Origin::new()).await;
-    let local = Origin::new();
-    let broadcast = BroadcastProducer::new();
-    let mut track = broadcast.create_track("t", 0);
-    let _announced = local.publish("b", broadcast.consume(), vec![]);
-    let _publisher = start(connect(addr, "moqt").await, Some(&local), None);
+    let mut publisher = publisher(addr, "moqt", "b", "t").await;
+    let track = &mut publisher.track;
 
     // A raw subscriber asking for at most 100 ms of latency.
     let raw = connect(addr, "moqt").await;
