@@ -2,6 +2,7 @@
 
 mod connect;
 mod media;
+mod player;
 mod publish;
 mod watch;
 

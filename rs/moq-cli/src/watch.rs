@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::connect::ConnectArgs;
 use crate::media::{self, Catalog};
+use crate::player::{self, Abr, Player};
 
 /// An inter-frame gap on a track longer than this counts as a stall.
 pub const STALL_THRESHOLD: Duration = Duration::from_millis(500);
@@ -55,6 +56,56 @@ pub struct WatchArgs {
     /// Print the final summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Playback starts this long after the first frame arrives (the player's target latency).
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub target_latency: Duration,
+    /// Impairment: deliver received frames to the player at most this fast (kbit/s).
+    #[arg(long)]
+    pub throttle_kbps: Option<u64>,
+    /// Impairment: hold every received frame this long before the player sees it.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Option<Duration>,
+    /// Verify every track in the catalog instead of playing one video rendition adaptively.
+    #[arg(long)]
+    pub all_renditions: bool,
+    /// Serve the client metrics in Prometheus text format on this address (any path).
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Keep running (and serving metrics) this long after finishing.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub linger: Duration,
+}
+
+/// Frames reach the player late on purpose, to make stalls and down-switches happen for real.
+struct Impairment {
+    rate_bps: Option<u64>,
+    delay: Option<Duration>,
+    next: Mutex<tokio::time::Instant>,
+}
+
+impl Impairment {
+    fn new(args: &WatchArgs) -> Self {
+        Self {
+            rate_bps: args.throttle_kbps.map(|k| k.max(1) * 1000),
+            delay: args.delay,
+            next: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    async fn apply(&self, len: usize, received: Instant) {
+        if let Some(delay) = self.delay {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(received) + delay).await;
+        }
+        if let Some(rate) = self.rate_bps {
+            let release = {
+                let mut next = self.next.lock().unwrap();
+                let start = (*next).max(tokio::time::Instant::now());
+                *next = start + Duration::from_secs_f64(len as f64 * 8.0 / rate as f64);
+                *next
+            };
+            tokio::time::sleep_until(release).await;
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -75,6 +126,13 @@ struct TrackStats {
 
 type Stats = Arc<Mutex<BTreeMap<String, TrackStats>>>;
 
+/// One viewer's state: per-track statistics and its player.
+#[derive(Clone)]
+struct Viewer {
+    stats: Stats,
+    player: Arc<Mutex<Player>>,
+}
+
 #[derive(Serialize, Debug, Default)]
 pub struct TrackSummary {
     pub frames: u64,
@@ -92,20 +150,47 @@ pub struct TrackSummary {
 }
 
 #[derive(Serialize, Debug, Default)]
+pub struct PlayerSummary {
+    pub startup_ms_max: f64,
+    pub rebuffers: u64,
+    pub rebuffer_ms: f64,
+    pub played: u64,
+    pub switches_up: u64,
+    pub switches_down: u64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p99: f64,
+    pub latency_ms_max: f64,
+    pub renditions: Vec<usize>,
+}
+
+#[derive(Serialize, Debug, Default)]
 pub struct Summary {
     pub viewers: usize,
     pub ok: bool,
     pub exit_code: u8,
     pub tracks: BTreeMap<String, TrackSummary>,
+    pub player: PlayerSummary,
     pub errors: Vec<String>,
 }
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
+    if let Some(addr) = args.metrics_listen {
+        let mut builder = metrics_exporter_prometheus::PrometheusBuilder::new().with_http_listener(addr);
+        builder = builder.set_buckets(player::BUCKETS)?;
+        builder.install()?;
+        player::describe();
+    }
     let mut viewers = tokio::task::JoinSet::new();
-    let all_stats: Vec<Stats> = (0..args.viewers.max(1)).map(|_| Stats::default()).collect();
-    for stats in &all_stats {
-        viewers.spawn(viewer(args.clone(), stats.clone()));
+    let all: Vec<Viewer> = (0..args.viewers.max(1))
+        .map(|_| Viewer {
+            stats: Stats::default(),
+            player: Arc::new(Mutex::new(Player::new(args.target_latency, Instant::now()))),
+        })
+        .collect();
+    let all_stats: Vec<Stats> = all.iter().map(|v| v.stats.clone()).collect();
+    for v in &all {
+        viewers.spawn(viewer(args.clone(), v.clone()));
     }
     let mut errors = Vec::new();
     let mut code = 0u8;
@@ -131,18 +216,21 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<u8> {
     }
     viewers.shutdown().await;
 
-    let summary = summarize(&all_stats, &args, code, errors);
+    let mut summary = summarize(&all_stats, &args, code, errors);
+    summary.player = summarize_players(&all);
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         eprintln!("{}", serde_json::to_string_pretty(&summary)?);
     }
+    // Leaves the metrics endpoint up for a scraper to read the final values.
+    tokio::time::sleep(args.linger).await;
     Ok(summary.exit_code)
 }
 
 type ViewerResult = Result<(), (u8, anyhow::Error)>;
 
-async fn viewer(args: WatchArgs, stats: Stats) -> ViewerResult {
+async fn viewer(args: WatchArgs, me: Viewer) -> ViewerResult {
     let fail = |code: u8| move |e: anyhow::Error| (code, e);
     let client = args.connect.client().map_err(fail(exit::CONNECT))?;
     let span = tracing::info_span!(
@@ -152,6 +240,7 @@ async fn viewer(args: WatchArgs, stats: Stats) -> ViewerResult {
     );
     let connected = args.connect.connect(&client, &span).instrument(span.clone()).await.map_err(fail(exit::CONNECT))?;
     span.in_scope(|| tracing::info!(transport = %connected.transport, version = %connected.version, "connected"));
+    metrics::counter!(player::CONNECTIONS, "transport" => connected.transport.as_str()).increment(1);
     let origin = Origin::new();
     let session = Session::new(
         connected.conn,
@@ -176,7 +265,25 @@ async fn viewer(args: WatchArgs, stats: Stats) -> ViewerResult {
             })?;
             route.broadcast
         };
-        receive(&broadcast, &args, stats).await
+        // The player's clock runs beside the tracks feeding it.
+        let clock = tokio::spawn({
+            let player = me.player.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                for n in 0u64.. {
+                    tick.tick().await;
+                    let now = Instant::now();
+                    let mut p = player.lock().unwrap();
+                    p.tick(now);
+                    if n % 10 == 0 {
+                        p.sample_buffer(now);
+                    }
+                }
+            }
+        });
+        let result = receive(&broadcast, &args, &me).await;
+        clock.abort();
+        result
     }
     .await;
     session.close(&moq_lite::Error::Cancel);
@@ -185,7 +292,8 @@ async fn viewer(args: WatchArgs, stats: Stats) -> ViewerResult {
     result
 }
 
-async fn receive(broadcast: &BroadcastConsumer, args: &WatchArgs, stats: Stats) -> ViewerResult {
+async fn receive(broadcast: &BroadcastConsumer, args: &WatchArgs, me: &Viewer) -> ViewerResult {
+    let stats = me.stats.clone();
     let mut catalog_track = broadcast
         .subscribe_track(media::CATALOG_TRACK)
         .map_err(|e| (exit::NOT_FOUND, anyhow::anyhow!("catalog: {e}")))?;
@@ -201,13 +309,34 @@ async fn receive(broadcast: &BroadcastConsumer, args: &WatchArgs, stats: Stats) 
     // Keep the catalog subscribed, as a player does, to follow updates.
     let _catalog_track = catalog_track;
 
+    let impair = Arc::new(Impairment::new(args));
     let mut tracks = tokio::task::JoinSet::new();
+    // The video renditions, highest bitrate first: played adaptively, one at a time.
+    let mut ladder: Vec<(String, u64)> =
+        catalog.tracks.iter().filter(|t| t.kind == "video").map(|t| (t.name.clone(), t.bitrate)).collect();
+    ladder.sort_by_key(|(_, bitrate)| std::cmp::Reverse(*bitrate));
+    let adaptive = !args.all_renditions && !ladder.is_empty();
     for t in &catalog.tracks {
+        if adaptive && t.kind == "video" {
+            continue;
+        }
         let consumer = broadcast
             .subscribe_track(&t.name)
             .map_err(|e| (exit::NOT_FOUND, anyhow::anyhow!("track {}: {e}", t.name)))?;
         stats.lock().unwrap().insert(t.name.clone(), TrackStats::default());
-        tracks.spawn(read_track(consumer, stats.clone(), args.groups));
+        let feed = (t.kind == "video").then(|| me.player.clone());
+        tracks.spawn(read_track(consumer, stats.clone(), args.groups, impair.clone(), t.kind.clone(), feed));
+    }
+    if adaptive {
+        stats.lock().unwrap().insert("video".to_string(), TrackStats::default());
+        tracks.spawn(play_video(
+            broadcast.clone(),
+            ladder,
+            me.clone(),
+            args.groups,
+            impair.clone(),
+            args.target_latency,
+        ));
     }
     while tracks.join_next().await.is_some() {}
     let stats = stats.lock().unwrap();
@@ -223,43 +352,55 @@ async fn receive(broadcast: &BroadcastConsumer, args: &WatchArgs, stats: Stats) 
     Ok(())
 }
 
-async fn read_track(mut track: TrackConsumer, stats: Stats, want_groups: Option<u64>) {
-    let name = track.name().to_string();
-    let update = |f: &mut dyn FnMut(&mut TrackStats)| {
-        if let Some(s) = stats.lock().unwrap().get_mut(&name) {
+/// Where one stream of groups goes: statistics under `name`, metrics under `label`, the
+/// impairment, and (for video) the player.
+struct Feed {
+    stats: Stats,
+    name: String,
+    label: String,
+    impair: Arc<Impairment>,
+    player: Option<Arc<Mutex<Player>>>,
+    want_groups: Option<u64>,
+}
+
+impl Feed {
+    fn update(&self, f: &mut dyn FnMut(&mut TrackStats)) {
+        if let Some(s) = self.stats.lock().unwrap().get_mut(&self.name) {
             f(s)
         }
-    };
-    loop {
-        let mut group = match track.next_group().await {
-            Ok(Some(g)) => g,
-            Ok(None) => {
-                update(&mut |s| s.ended = true);
-                return;
-            }
-            Err(e) => {
-                update(&mut |s| s.error = Some(e.to_string()));
-                return;
-            }
-        };
+    }
+
+    /// Reads, verifies and accounts one group; returns (complete, payload bytes, time taken), and
+    /// whether enough groups are complete.
+    async fn read_group(&self, group: &mut moq_lite::model::GroupConsumer) -> (bool, u64, Duration, bool) {
         let sequence = group.sequence();
-        update(&mut |s| {
+        self.update(&mut |s| {
             if let Some(last) = s.last_group {
                 s.gaps += sequence.saturating_sub(last + 1);
             }
             s.first_group.get_or_insert(sequence);
             s.last_group = Some(s.last_group.map_or(sequence, |l| l.max(sequence)));
         });
+        let started = Instant::now();
+        let mut bytes = 0u64;
         let mut expected_index = 0u32;
         let complete = loop {
             match group.read_frame().await {
                 Ok(Some(frame)) => {
+                    let len = frame.payload.len();
+                    self.impair.apply(len, frame.received).await;
                     let now = Instant::now();
+                    bytes += len as u64;
                     let info = media::verify_frame(&frame.payload);
+                    metrics::counter!(player::FRAMES, "rendition" => self.label.clone()).increment(1);
+                    metrics::counter!(player::BYTES, "rendition" => self.label.clone()).increment(len as u64);
+                    if let (Some(player), Some(info)) = (&self.player, info) {
+                        player.lock().unwrap().push(info.capture_us, now);
+                    }
                     let latency = info.map(|i| media::now_us().saturating_sub(i.capture_us));
-                    update(&mut |s| {
+                    self.update(&mut |s| {
                         s.frames += 1;
-                        s.bytes += frame.payload.len() as u64;
+                        s.bytes += len as u64;
                         match info {
                             Some(i) if i.group == sequence => {
                                 s.gaps += u64::from(i.index.saturating_sub(expected_index));
@@ -283,16 +424,138 @@ async fn read_track(mut track: TrackConsumer, stats: Stats, want_groups: Option<
             }
         };
         let mut done = false;
-        update(&mut |s| {
+        self.update(&mut |s| {
             if complete {
                 s.groups_complete += 1;
             }
-            done = want_groups.is_some_and(|w| s.groups_complete >= w);
+            done = self.want_groups.is_some_and(|w| s.groups_complete >= w);
         });
+        (complete, bytes, started.elapsed(), done)
+    }
+
+    fn ended(&self, result: Result<(), moq_lite::Error>) {
+        match result {
+            Ok(()) => self.update(&mut |s| s.ended = true),
+            Err(e) => self.update(&mut |s| s.error = Some(e.to_string())),
+        }
+    }
+}
+
+async fn read_track(
+    mut track: TrackConsumer,
+    stats: Stats,
+    want_groups: Option<u64>,
+    impair: Arc<Impairment>,
+    label: String,
+    player: Option<Arc<Mutex<Player>>>,
+) {
+    let feed = Feed { stats, name: track.name().to_string(), label, impair, player, want_groups };
+    loop {
+        match track.next_group().await {
+            Ok(Some(mut group)) => {
+                if feed.read_group(&mut group).await.3 {
+                    return;
+                }
+            }
+            Ok(None) => return feed.ended(Ok(())),
+            Err(e) => return feed.ended(Err(e)),
+        }
+    }
+}
+
+/// Plays the video ladder (highest bitrate first) adaptively: one rendition at a time, switching
+/// at group edges by the rule in [`Abr`]. Statistics are kept under `video` whatever the rendition.
+async fn play_video(
+    broadcast: BroadcastConsumer,
+    ladder: Vec<(String, u64)>,
+    me: Viewer,
+    want_groups: Option<u64>,
+    impair: Arc<Impairment>,
+    target: Duration,
+) {
+    let bitrates: Vec<u64> = ladder.iter().map(|(_, b)| *b).collect();
+    let mut feed = Feed {
+        stats: me.stats.clone(),
+        name: "video".into(),
+        label: "0".into(),
+        impair,
+        player: Some(me.player.clone()),
+        want_groups,
+    };
+    let mut current = 0;
+    let mut track = match broadcast.subscribe_track(&ladder[0].0) {
+        Ok(t) => t,
+        Err(e) => return feed.ended(Err(e)),
+    };
+    let mut abr = Abr::default();
+    let mut last_sequence: Option<u64> = None;
+    loop {
+        let mut group = match track.next_group().await {
+            Ok(Some(g)) => g,
+            Ok(None) => return feed.ended(Ok(())),
+            Err(e) => return feed.ended(Err(e)),
+        };
+        // After a switch the new rendition offers its cached group first: skip what already played.
+        if last_sequence.is_some_and(|l| group.sequence() <= l) {
+            continue;
+        }
+        last_sequence = Some(group.sequence());
+        let (_, bytes, took, done) = feed.read_group(&mut group).await;
         if done {
             return;
         }
+        let throughput = bytes as f64 * 8.0 / took.as_secs_f64().max(0.001);
+        let buffered = me.player.lock().unwrap().buffered(Instant::now());
+        let next = abr.decide(&bitrates, current, throughput, buffered, target);
+        if next == current {
+            continue;
+        }
+        let Ok(switched) = broadcast.subscribe_track(&ladder[next].0) else { continue };
+        let direction = if next > current { "down" } else { "up" };
+        tracing::info!(
+            from = current,
+            to = next,
+            throughput,
+            buffered_ms = buffered.as_millis() as u64,
+            direction,
+            "quality switch"
+        );
+        metrics::counter!(player::SWITCHES, "direction" => direction).increment(1);
+        {
+            let mut p = me.player.lock().unwrap();
+            if next > current {
+                p.stats.switches_down += 1;
+            } else {
+                p.stats.switches_up += 1;
+            }
+            p.stats.rendition = next;
+        }
+        track = switched;
+        current = next;
+        feed.label = next.to_string();
     }
+}
+
+fn summarize_players(all: &[Viewer]) -> PlayerSummary {
+    let mut summary = PlayerSummary::default();
+    let mut latency = Vec::new();
+    for v in all {
+        let p = v.player.lock().unwrap();
+        let s = &p.stats;
+        summary.startup_ms_max = summary.startup_ms_max.max(s.startup_ms.unwrap_or(0.0));
+        summary.rebuffers += s.rebuffers;
+        summary.rebuffer_ms += s.rebuffer_ms;
+        summary.played += s.played;
+        summary.switches_up += s.switches_up;
+        summary.switches_down += s.switches_down;
+        summary.renditions.push(s.rendition);
+        latency.extend(&s.latency_us);
+    }
+    latency.sort_unstable();
+    summary.latency_ms_p50 = percentile(&latency, 0.5);
+    summary.latency_ms_p99 = percentile(&latency, 0.99);
+    summary.latency_ms_max = latency.last().map_or(0.0, |&l| l as f64 / 1000.0);
+    summary
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {

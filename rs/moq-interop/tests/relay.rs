@@ -149,7 +149,7 @@ fn renditions_share_group_boundaries_and_are_listed_in_the_catalog() {
     let port = free_port();
     let _relay = start_relay(port, &[]);
     let url = format!("http://localhost:{port}/");
-    let viewer = Background::spawn("moq watch", &mut watch(&url, "demo/abr", 1, 2));
+    let viewer = Background::spawn("moq watch", watch(&url, "demo/abr", 1, 2).arg("--all-renditions"));
     std::thread::sleep(Duration::from_millis(1000));
     let _publisher =
         Proc::spawn(
