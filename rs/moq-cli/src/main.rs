@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
     // Logs go to stderr: stdout carries results (`--json`). Warnings only unless RUST_LOG says.
     let mut config = moq_telemetry::Config::from_env(service, env!("CARGO_PKG_VERSION"), "warn");
     config.log_to_stderr = true;
-    let telemetry = match moq_telemetry::init(&config) {
+    let mut telemetry = match moq_telemetry::init(&config) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("moq: telemetry: {e:#}");
@@ -50,13 +50,21 @@ async fn main() -> ExitCode {
                 ExitCode::from(watch::exit::CONNECT)
             }
         },
-        Command::Watch(args) => match watch::run(args).await {
-            Ok(code) => ExitCode::from(code),
-            Err(e) => {
-                eprintln!("moq watch: {e:#}");
-                ExitCode::from(watch::exit::CONNECT)
+        Command::Watch(args) => {
+            match telemetry.install_metrics(args.metrics_listen, player::BUCKETS).map(|()| player::describe()) {
+                Err(e) => {
+                    eprintln!("moq watch: metrics: {e:#}");
+                    ExitCode::from(2)
+                }
+                Ok(()) => match watch::run(args).await {
+                    Ok(code) => ExitCode::from(code),
+                    Err(e) => {
+                        eprintln!("moq watch: {e:#}");
+                        ExitCode::from(watch::exit::CONNECT)
+                    }
+                },
             }
-        },
+        }
     };
     // Deliver the spans and logs still queued before exiting.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;

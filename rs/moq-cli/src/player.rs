@@ -27,6 +27,7 @@ pub const LATENCY: &str = "moq_client_latency_seconds";
 pub const SWITCHES: &str = "moq_client_quality_switches_total";
 pub const FRAMES: &str = "moq_client_frames_received_total";
 pub const BYTES: &str = "moq_client_bytes_received_total";
+pub const DROPPED: &str = "moq_client_frames_dropped_total";
 pub const CONNECTIONS: &str = "moq_client_connections_total";
 
 pub const BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -45,6 +46,7 @@ pub fn describe() {
     describe_counter!(SWITCHES, "Adaptive rendition switches, by direction (up|down).");
     describe_counter!(FRAMES, "Frames received, by rendition (0 = highest, audio).");
     describe_counter!(BYTES, Unit::Bytes, "Frame payload bytes received, by rendition.");
+    describe_counter!(DROPPED, "Received video frames never played, by reason (late: behind the playback position).");
     describe_counter!(CONNECTIONS, "Sessions established, by transport (quic|webtransport).");
 }
 
@@ -57,6 +59,7 @@ pub struct PlayerStats {
     pub switches_up: u64,
     pub switches_down: u64,
     pub rendition: usize,
+    pub dropped: u64,
     #[serde(skip)]
     pub latency_us: Vec<u64>,
 }
@@ -103,6 +106,8 @@ impl Player {
         self.first_arrival.get_or_insert(now);
         // A frame older than what already played cannot be shown any more.
         if self.last_played.is_some_and(|p| capture_us <= p) {
+            counter!(DROPPED, "reason" => "late").increment(1);
+            self.stats.dropped += 1;
             return;
         }
         let at = self.buffer.iter().rposition(|&c| c < capture_us).map_or(0, |i| i + 1);

@@ -157,6 +157,7 @@ pub struct PlayerSummary {
     pub played: u64,
     pub switches_up: u64,
     pub switches_down: u64,
+    pub dropped: u64,
     pub latency_ms_p50: f64,
     pub latency_ms_p99: f64,
     pub latency_ms_max: f64,
@@ -175,12 +176,6 @@ pub struct Summary {
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
-    if let Some(addr) = args.metrics_listen {
-        let mut builder = metrics_exporter_prometheus::PrometheusBuilder::new().with_http_listener(addr);
-        builder = builder.set_buckets(player::BUCKETS)?;
-        builder.install()?;
-        player::describe();
-    }
     let mut viewers = tokio::task::JoinSet::new();
     let all: Vec<Viewer> = (0..args.viewers.max(1))
         .map(|_| Viewer {
@@ -548,6 +543,7 @@ fn summarize_players(all: &[Viewer]) -> PlayerSummary {
         summary.played += s.played;
         summary.switches_up += s.switches_up;
         summary.switches_down += s.switches_down;
+        summary.dropped += s.dropped;
         summary.renditions.push(s.rendition);
         latency.extend(&s.latency_us);
     }

@@ -11,9 +11,14 @@ use std::time::Duration;
 use moq_interop::*;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use prost::Message;
 
 #[derive(Debug, Clone)]
@@ -38,6 +43,8 @@ struct Log {
 struct Store {
     spans: Vec<Span>,
     logs: Vec<Log>,
+    /// (service, metric name, cumulative value: sum for counters, count for histograms).
+    metrics: Vec<(String, String, f64)>,
     /// Every exported request, re-encoded: what crossed the wire.
     raw: Vec<u8>,
 }
@@ -88,6 +95,36 @@ impl Receiver {
         }
     }
 
+    fn metrics(&self, req: ExportMetricsServiceRequest) {
+        let mut store = self.0.lock().unwrap();
+        store.raw.extend(req.encode_to_vec());
+        for rm in req.resource_metrics {
+            let service = service_of(&rm.resource.map(|r| r.attributes).unwrap_or_default());
+            for sm in rm.scope_metrics {
+                for m in sm.metrics {
+                    let value = match &m.data {
+                        Some(Data::Sum(sum)) => sum
+                            .data_points
+                            .iter()
+                            .map(|p| match p.value {
+                                Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(i)) => {
+                                    i as f64
+                                }
+                                Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(
+                                    d,
+                                )) => d,
+                                None => 0.0,
+                            })
+                            .sum(),
+                        Some(Data::Histogram(h)) => h.data_points.iter().map(|p| p.count as f64).sum(),
+                        _ => continue,
+                    };
+                    store.metrics.push((service.clone(), m.name, value));
+                }
+            }
+        }
+    }
+
     fn logs(&self, req: ExportLogsServiceRequest) {
         let mut store = self.0.lock().unwrap();
         store.raw.extend(req.encode_to_vec());
@@ -128,6 +165,17 @@ impl LogsService for Receiver {
     }
 }
 
+#[tonic::async_trait]
+impl MetricsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.metrics(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
 /// Starts gRPC and HTTP/protobuf OTLP endpoints on loopback.
 async fn receiver() -> (Receiver, SocketAddr, SocketAddr) {
     let receiver = Receiver::default();
@@ -137,20 +185,28 @@ async fn receiver() -> (Receiver, SocketAddr, SocketAddr) {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(service.clone()))
-            .add_service(LogsServiceServer::new(service))
+            .add_service(LogsServiceServer::new(service.clone()))
+            .add_service(MetricsServiceServer::new(service))
             .serve_with_incoming(tokio_stream(grpc))
             .await
             .unwrap();
     });
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_addr = http.local_addr().unwrap();
-    let (t, l) = (receiver.clone(), receiver.clone());
+    let (t, l, m) = (receiver.clone(), receiver.clone(), receiver.clone());
     let app = axum::Router::new()
         .route(
             "/v1/traces",
             axum::routing::post(move |body: bytes::Bytes| async move {
                 t.traces(ExportTraceServiceRequest::decode(body).unwrap());
                 ExportTraceServiceResponse::default().encode_to_vec()
+            }),
+        )
+        .route(
+            "/v1/metrics",
+            axum::routing::post(move |body: bytes::Bytes| async move {
+                m.metrics(ExportMetricsServiceRequest::decode(body).unwrap());
+                ExportMetricsServiceResponse::default().encode_to_vec()
             }),
         )
         .route(
@@ -351,4 +407,54 @@ fn relay_keeps_streaming_when_the_collector_is_down_and_counts_the_loss() {
         "timed out waiting for moq_telemetry_dropped_total to rise"
     );
     eprintln!("collector down: {} spans/logs dropped and counted", dropped());
+}
+
+#[test]
+fn the_viewer_exports_its_player_metrics_over_otlp() {
+    let _serial = serial();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (store, _grpc, http) = rt.block_on(receiver());
+    let port = free_port();
+    let _relay = start_relay(port, &[]);
+    let url = format!("http://127.0.0.1:{port}/");
+    let viewer = Background::spawn(
+        "moq watch",
+        cli(&format!("http://{http}")).env("OTEL_METRIC_EXPORT_INTERVAL", "500").args([
+            "watch",
+            "--url",
+            &url,
+            "--broadcast",
+            "otlp/cam",
+            "--groups",
+            "3",
+            "--json",
+            "--stats-interval",
+            "0s",
+        ]),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let _publisher = Proc::spawn(
+        "moq publish",
+        Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", "otlp/cam", "--groups", "4"]),
+    );
+    let summary = watch_summary(&viewer.finish_in_time(Duration::from_secs(40)));
+    assert_eq!(summary["ok"], true, "{summary:#}");
+    let played = summary["player"]["played"].as_f64().unwrap();
+    // Cumulative values: the last export (at shutdown) carries the totals.
+    let latest = |name: &str| {
+        store
+            .0
+            .lock()
+            .unwrap()
+            .metrics
+            .iter()
+            .filter(|(s, n, _)| s == "moq-watch" && n == name)
+            .map(|m| m.2)
+            .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
+    };
+    assert_eq!(latest("moq_client_latency_seconds"), Some(played), "latency histogram count = frames played");
+    assert_eq!(latest("moq_client_startup_time_seconds"), Some(1.0));
+    let frames: f64 = summary["tracks"].as_object().unwrap().values().map(|t| t["frames"].as_f64().unwrap()).sum();
+    assert_eq!(latest("moq_client_frames_received_total"), Some(frames), "frames received, all renditions");
+    eprintln!("OTLP metrics: {played} frames played, {frames} received");
 }

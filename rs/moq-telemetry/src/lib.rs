@@ -13,6 +13,8 @@
 mod json;
 #[cfg(feature = "otlp")]
 mod otlp;
+#[cfg(feature = "otlp")]
+mod otlp_metrics;
 pub mod redact;
 
 use std::time::Duration;
@@ -132,14 +134,66 @@ fn default_instance_id() -> String {
 pub struct Guard {
     #[cfg(feature = "otlp")]
     otlp: Option<otlp::Providers>,
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    config: Config,
+    #[cfg(feature = "otlp")]
+    meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
 }
 
 impl Guard {
+    /// Installs the global `metrics` recorder: OTLP metrics when an endpoint is configured, a
+    /// Prometheus endpoint on `prometheus` when given, both when both are. Histograms use
+    /// `buckets`. Without either, metrics stay no-ops.
+    pub fn install_metrics(&mut self, prometheus: Option<std::net::SocketAddr>, buckets: &[f64]) -> anyhow::Result<()> {
+        use metrics_exporter_prometheus::PrometheusBuilder;
+        let local = match prometheus {
+            Some(addr) => {
+                let (recorder, exporter) =
+                    PrometheusBuilder::new().with_http_listener(addr).set_buckets(buckets)?.build()?;
+                tokio::spawn(async move {
+                    if let Err(e) = exporter.await {
+                        tracing::warn!(error = ?e, "metrics endpoint failed");
+                    }
+                });
+                Some(recorder)
+            }
+            None => None,
+        };
+        #[cfg(feature = "otlp")]
+        let remote = otlp_metrics::recorder(&self.config, buckets)?.map(|(recorder, provider)| {
+            self.meters = Some(provider);
+            recorder
+        });
+        #[cfg(not(feature = "otlp"))]
+        let remote: Option<metrics_util::layers::Fanout> = None;
+        let mut fanout = metrics_util::layers::FanoutBuilder::default();
+        let mut any = false;
+        if let Some(r) = local {
+            fanout = fanout.add_recorder(r);
+            any = true;
+        }
+        if let Some(r) = remote {
+            fanout = fanout.add_recorder(r);
+            any = true;
+        }
+        if any {
+            metrics::set_global_recorder(fanout.build()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(())
+    }
+
     /// Flushes and stops the exporters (bounded by their export timeout).
     pub fn shutdown(self) {
         #[cfg(feature = "otlp")]
-        if let Some(p) = self.otlp {
-            p.shutdown();
+        {
+            if let Some(meters) = self.meters {
+                if let Err(e) = meters.shutdown() {
+                    eprintln!("telemetry: flushing metrics failed: {e}");
+                }
+            }
+            if let Some(p) = self.otlp {
+                p.shutdown();
+            }
         }
     }
 }
@@ -188,12 +242,12 @@ pub fn init(config: &Config) -> anyhow::Result<Guard> {
             .log_layer()
             .map(|l| l.with_filter(EnvFilter::new(format!("info,{EXPORT_NOISE},{SECRET_BEARING}"))));
         tracing_subscriber::registry().with(traces).with(logs).with(stdout).try_init()?;
-        Ok(Guard { otlp: Some(providers) })
+        Ok(Guard { otlp: Some(providers), config: config.clone(), meters: None })
     }
     #[cfg(not(feature = "otlp"))]
     {
         tracing_subscriber::registry().with(stdout).try_init()?;
-        Ok(Guard {})
+        Ok(Guard { config: config.clone() })
     }
 }
 

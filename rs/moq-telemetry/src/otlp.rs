@@ -18,6 +18,18 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{Config, Protocol, DROPPED, EXPORTED};
 
+/// The resource every signal carries.
+pub fn resource(config: &Config) -> Resource {
+    Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .with_attributes([
+            KeyValue::new("service.version", config.service_version.clone()),
+            KeyValue::new("service.instance.id", config.instance_id.clone()),
+            KeyValue::new("deployment.environment", config.environment.clone()),
+        ])
+        .build()
+}
+
 pub struct Providers {
     tracer: SdkTracerProvider,
     logger: Option<SdkLoggerProvider>,
@@ -25,14 +37,7 @@ pub struct Providers {
 
 impl Providers {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let resource = Resource::builder()
-            .with_service_name(config.service_name.clone())
-            .with_attributes([
-                KeyValue::new("service.version", config.service_version.clone()),
-                KeyValue::new("service.instance.id", config.instance_id.clone()),
-                KeyValue::new("deployment.environment", config.environment.clone()),
-            ])
-            .build();
+        let resource = resource(config);
         let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio.clamp(0.0, 1.0))));
         let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone()).with_sampler(sampler);
         let mut logger = None;
