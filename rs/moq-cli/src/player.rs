@@ -261,4 +261,20 @@ mod tests {
         assert_eq!(abr.decide(&ladder, 1, 850_000.0, Duration::from_millis(100), target), 2);
         assert_eq!(abr.decide(&ladder, 2, 420_000.0, target, target), 2);
     }
+
+    #[test]
+    fn abr_steps_up_only_after_five_healthy_groups_in_a_row() {
+        let ladder = [1_600_000, 800_000, 400_000];
+        let target = Duration::from_millis(500);
+        let mut abr = Abr::default();
+        for _ in 0..4 {
+            assert_eq!(abr.decide(&ladder, 2, 1_300_000.0, target, target), 2);
+        }
+        // One weak group resets the count.
+        assert_eq!(abr.decide(&ladder, 2, 500_000.0, target, target), 2);
+        for _ in 0..4 {
+            assert_eq!(abr.decide(&ladder, 2, 1_300_000.0, target, target), 2);
+        }
+        assert_eq!(abr.decide(&ladder, 2, 1_300_000.0, target, target), 1);
+    }
 }
