@@ -16,7 +16,26 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanData, 
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{Config, Protocol, DROPPED, EXPORTED};
+use crate::{Config, DROPPED, EXPORTED};
+
+/// Builds one signal's OTLP exporter for the configured protocol: gRPC at the base endpoint,
+/// HTTP/protobuf at the signal's path under it. (The builders are distinct types per signal.)
+macro_rules! exporter {
+    ($kind:path, $config:expr, $endpoint:expr, $path:literal) => {
+        match $config.otlp_protocol {
+            crate::Protocol::Grpc => {
+                <$kind>::builder().with_tonic().with_endpoint($endpoint).with_timeout($config.export_timeout).build()?
+            }
+            crate::Protocol::HttpProtobuf => <$kind>::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(format!("{}{}", $endpoint, $path))
+                .with_timeout($config.export_timeout)
+                .build()?,
+        }
+    };
+}
+pub(crate) use exporter;
 
 /// The resource every signal carries.
 pub fn resource(config: &Config) -> Resource {
@@ -44,32 +63,8 @@ impl Providers {
         if let Some(endpoint) = &config.otlp_endpoint {
             crate::describe();
             let endpoint = endpoint.trim_end_matches('/');
-            let spans = match config.otlp_protocol {
-                Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint)
-                    .with_timeout(config.export_timeout)
-                    .build()?,
-                Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(format!("{endpoint}/v1/traces"))
-                    .with_timeout(config.export_timeout)
-                    .build()?,
-            };
-            let logs = match config.otlp_protocol {
-                Protocol::Grpc => opentelemetry_otlp::LogExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint)
-                    .with_timeout(config.export_timeout)
-                    .build()?,
-                Protocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(format!("{endpoint}/v1/logs"))
-                    .with_timeout(config.export_timeout)
-                    .build()?,
-            };
+            let spans = exporter!(opentelemetry_otlp::SpanExporter, config, endpoint, "/v1/traces");
+            let logs = exporter!(opentelemetry_otlp::LogExporter, config, endpoint, "/v1/logs");
             let span_batch =
                 opentelemetry_sdk::trace::BatchConfigBuilder::default().with_max_queue_size(config.queue_size).build();
             let processor = opentelemetry_sdk::trace::BatchSpanProcessor::builder(Counted(spans))

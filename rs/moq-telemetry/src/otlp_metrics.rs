@@ -16,7 +16,7 @@ use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
-use crate::{Config, Protocol};
+use crate::Config;
 
 pub struct OtlpRecorder {
     meter: Meter,
@@ -32,19 +32,7 @@ pub struct OtlpRecorder {
 pub fn recorder(config: &Config, buckets: &[f64]) -> anyhow::Result<Option<(OtlpRecorder, SdkMeterProvider)>> {
     let Some(endpoint) = &config.otlp_endpoint else { return Ok(None) };
     let endpoint = endpoint.trim_end_matches('/');
-    let exporter = match config.otlp_protocol {
-        Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(config.export_timeout)
-            .build()?,
-        Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(format!("{endpoint}/v1/metrics"))
-            .with_timeout(config.export_timeout)
-            .build()?,
-    };
+    let exporter = crate::otlp::exporter!(opentelemetry_otlp::MetricExporter, config, endpoint, "/v1/metrics");
     let provider = SdkMeterProvider::builder()
         .with_resource(crate::otlp::resource(config))
         .with_reader(PeriodicReader::builder(exporter).build())
