@@ -85,6 +85,9 @@ pub struct Player {
     last_played: Option<u64>,
     stall_since: Option<Instant>,
     pub stats: PlayerStats,
+    /// Per-frame and per-tick histograms, resolved once.
+    latency: metrics::Histogram,
+    buffer_length: metrics::Histogram,
 }
 
 impl Player {
@@ -98,6 +101,8 @@ impl Player {
             last_played: None,
             stall_since: None,
             stats: PlayerStats::default(),
+            latency: histogram!(LATENCY),
+            buffer_length: histogram!(BUFFER),
         }
     }
 
@@ -164,7 +169,7 @@ impl Player {
             self.stats.played += 1;
             let latency = wall_us.saturating_sub(capture);
             self.stats.latency_us.push(latency);
-            histogram!(LATENCY).record(latency as f64 / 1e6);
+            self.latency.record(latency as f64 / 1e6);
         }
         // Nothing left to play and the clock has run past the last frame: stall.
         if self.buffer.is_empty() && self.last_played.is_some_and(|p| position > p + FRAME_GRACE.as_micros() as u64) {
@@ -178,7 +183,7 @@ impl Player {
 
     pub fn sample_buffer(&self, now: Instant) {
         if self.clock.is_some() {
-            histogram!(BUFFER).record(self.buffered(now).as_secs_f64());
+            self.buffer_length.record(self.buffered(now).as_secs_f64());
         }
     }
 }

@@ -352,10 +352,25 @@ async fn receive(broadcast: &BroadcastConsumer, args: &WatchArgs, me: &Viewer) -
 struct Feed {
     stats: Stats,
     name: String,
-    label: String,
+    counters: RenditionCounters,
     impair: Arc<Impairment>,
     player: Option<Arc<Mutex<Player>>>,
     want_groups: Option<u64>,
+}
+
+/// Frame and byte counters of one rendition label, resolved once rather than per frame.
+struct RenditionCounters {
+    frames: metrics::Counter,
+    bytes: metrics::Counter,
+}
+
+impl RenditionCounters {
+    fn new(label: &str) -> Self {
+        Self {
+            frames: metrics::counter!(player::FRAMES, "rendition" => label.to_string()),
+            bytes: metrics::counter!(player::BYTES, "rendition" => label.to_string()),
+        }
+    }
 }
 
 impl Feed {
@@ -387,8 +402,8 @@ impl Feed {
                     let now = Instant::now();
                     bytes += len as u64;
                     let info = media::verify_frame(&frame.payload);
-                    metrics::counter!(player::FRAMES, "rendition" => self.label.clone()).increment(1);
-                    metrics::counter!(player::BYTES, "rendition" => self.label.clone()).increment(len as u64);
+                    self.counters.frames.increment(1);
+                    self.counters.bytes.increment(len as u64);
                     if let (Some(player), Some(info)) = (&self.player, info) {
                         player.lock().unwrap().push(info.capture_us, now);
                     }
@@ -444,7 +459,14 @@ async fn read_track(
     label: String,
     player: Option<Arc<Mutex<Player>>>,
 ) {
-    let feed = Feed { stats, name: track.name().to_string(), label, impair, player, want_groups };
+    let feed = Feed {
+        stats,
+        name: track.name().to_string(),
+        counters: RenditionCounters::new(&label),
+        impair,
+        player,
+        want_groups,
+    };
     loop {
         match track.next_group().await {
             Ok(Some(mut group)) => {
@@ -472,7 +494,7 @@ async fn play_video(
     let mut feed = Feed {
         stats: me.stats.clone(),
         name: "video".into(),
-        label: "0".into(),
+        counters: RenditionCounters::new("0"),
         impair,
         player: Some(me.player.clone()),
         want_groups,
@@ -527,7 +549,7 @@ async fn play_video(
         }
         track = switched;
         current = next;
-        feed.label = next.to_string();
+        feed.counters = RenditionCounters::new(&next.to_string());
     }
 }
 
