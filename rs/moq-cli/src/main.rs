@@ -51,7 +51,11 @@ async fn main() -> ExitCode {
             }
         },
         Command::Watch(args) => {
-            match telemetry.install_metrics(args.metrics_listen, player::BUCKETS).map(|()| player::describe()) {
+            // Every client series carries the broadcast; the transport library's relay-side
+            // counters (`moq_relay_*`) are not this client's to export.
+            let labels = [("broadcast".to_string(), watch::broadcast_label(&args))];
+            let installed = telemetry.install_metrics(args.metrics_listen, player::BUCKETS, &labels, &["moq_relay_"]);
+            match installed.map(|()| player::describe()) {
                 Err(e) => {
                     eprintln!("moq watch: metrics: {e:#}");
                     ExitCode::from(2)

@@ -29,6 +29,7 @@ pub const FRAMES: &str = "moq_client_frames_received_total";
 pub const BYTES: &str = "moq_client_bytes_received_total";
 pub const DROPPED: &str = "moq_client_frames_dropped_total";
 pub const CONNECTIONS: &str = "moq_client_connections_total";
+pub const ACTIVE_VIEWERS: &str = "moq_client_active_viewers";
 
 pub const BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -47,6 +48,7 @@ pub fn describe() {
     describe_counter!(FRAMES, "Frames received, by rendition (0 = highest, audio).");
     describe_counter!(BYTES, Unit::Bytes, "Frame payload bytes received, by rendition.");
     describe_counter!(DROPPED, "Received video frames never played, by reason (late: behind the playback position).");
+    metrics::describe_gauge!(ACTIVE_VIEWERS, "Viewers in this process currently connected and watching.");
     describe_counter!(CONNECTIONS, "Sessions established, by transport (quic|webtransport).");
 }
 

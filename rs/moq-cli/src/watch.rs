@@ -225,6 +225,30 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<u8> {
 
 type ViewerResult = Result<(), (u8, anyhow::Error)>;
 
+/// Counts this viewer in `moq_client_active_viewers` from connect until it stops, however it stops.
+struct Watching(metrics::Gauge);
+
+impl Watching {
+    fn start() -> Self {
+        let gauge = metrics::gauge!(player::ACTIVE_VIEWERS);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// The `broadcast` label every client metric carries: the broadcast's path as the relay labels it
+/// (the URL path joined with `--broadcast`), so client and relay series join on it.
+pub fn broadcast_label(args: &WatchArgs) -> String {
+    use moq_lite::path::{join, normalize};
+    join(&normalize(args.connect.url.path()), &normalize(&args.broadcast))
+}
+
 async fn viewer(args: WatchArgs, me: Viewer) -> ViewerResult {
     let fail = |code: u8| move |e: anyhow::Error| (code, e);
     let client = args.connect.client().map_err(fail(exit::CONNECT))?;
@@ -236,6 +260,7 @@ async fn viewer(args: WatchArgs, me: Viewer) -> ViewerResult {
     let connected = args.connect.connect(&client, &span).instrument(span.clone()).await.map_err(fail(exit::CONNECT))?;
     span.in_scope(|| tracing::info!(transport = %connected.transport, version = %connected.version, "connected"));
     metrics::counter!(player::CONNECTIONS, "transport" => connected.transport.as_str()).increment(1);
+    let _watching = Watching::start();
     let origin = Origin::new();
     let session = Session::new(
         connected.conn,

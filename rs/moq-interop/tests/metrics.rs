@@ -257,3 +257,24 @@ fn promtool_accepts_a_live_scrape_under_traffic() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn sessions_beyond_the_cap_are_refused_and_counted() {
+    let _serial = serial();
+    let (_relay, port, ops) = relay_with_ops(&["--max-sessions", "2"]);
+    let url = format!("http://127.0.0.1:{port}/");
+    let _publisher =
+        Proc::spawn("moq publish", Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", "cap/bbb"]));
+    // The publisher holds one slot; of three viewers at most one gets the other.
+    let crowd = watchers(port, "cap/bbb", 3, 1).finish(Duration::from_secs(30));
+    let summary = watch_summary(&crowd);
+    assert_eq!(summary["ok"], false, "{summary:#}");
+    let samples = scrape(ops);
+    assert_eq!(value(&samples, "moq_relay_max_sessions", &[]), Some(2.0));
+    let refused = value(&samples, "moq_relay_sessions_total", &[("result", "rejected"), ("reason", "capacity")]);
+    assert!(refused.unwrap_or(0.0) >= 2.0, "refused {refused:?}");
+    // Slots come back when sessions end: a lone viewer now gets in.
+    let lone = watch_summary(&watchers(port, "cap/bbb", 1, 1).finish(Duration::from_secs(30)));
+    assert_eq!(lone["ok"], true, "{lone:#}");
+    eprintln!("session cap 2: {refused:?} attempts refused, a later viewer admitted");
+}

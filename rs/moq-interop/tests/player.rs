@@ -49,12 +49,30 @@ fn play(broadcast: &str, groups: u64, extra: &[&str]) -> Played {
     Played { summary, metrics: String::from_utf8_lossy(&out.stdout).into_owned() }
 }
 
-/// The value of one sample line, e.g. `moq_client_rebuffer_count_total` or `name{label="x"}`.
+/// The value of one series, e.g. `moq_client_rebuffer_count_total` or `name{label="x"}`, written
+/// without the `broadcast` label every client series carries (checked here: it must be present and
+/// equal to `broadcast`).
 fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).find_map(|line| {
+        let (head, value) = line.rsplit_once(' ')?;
+        let (name, labels) = head.split_once('{').map_or((head, ""), |(n, l)| (n, l.trim_end_matches('}')));
+        let labels: Vec<&str> = labels.split(',').filter(|l| !l.is_empty() && !l.starts_with("broadcast=")).collect();
+        let canonical = if labels.is_empty() { name.to_string() } else { format!("{name}{{{}}}", labels.join(",")) };
+        (canonical == series).then(|| value.parse().ok())?
+    })
+}
+
+/// Every client series names the broadcast it measures; the transport's relay-side counters are
+/// not exported by a client.
+fn assert_client_series_carry(metrics: &str, broadcast: &str) {
+    let samples: Vec<&str> = metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    assert!(!samples.is_empty());
+    for line in &samples {
+        assert!(line.starts_with("moq_client_"), "a client exported {line:?}");
+        assert!(line.contains(&format!("broadcast=\"{broadcast}\"")), "no broadcast label: {line:?}");
+    }
+    // The viewer has stopped watching (it lingers only to be scraped): back to 0.
+    assert_eq!(sample(metrics, "moq_client_active_viewers"), Some(0.0), "{metrics}");
 }
 
 #[test]
@@ -70,6 +88,7 @@ fn an_unthrottled_viewer_plays_without_stalls_or_switches_below_a_second() {
     assert!(p["played"].as_u64().unwrap() > 100, "{p:#}");
     // What it printed is what it exported.
     let m = &played.metrics;
+    assert_client_series_carry(m, "player/clean");
     assert_eq!(sample(m, "moq_client_rebuffer_count_total").unwrap_or(0.0), 0.0);
     assert!(sample(m, "moq_client_quality_switches_total{direction=\"down\"}").is_none());
     assert_eq!(sample(m, "moq_client_latency_seconds_count"), p["played"].as_f64(), "{m}");
@@ -88,6 +107,7 @@ fn a_throttled_viewer_rebuffers_switches_down_and_its_latency_shows_it() {
     assert!(p["switches_down"].as_u64().unwrap() >= 1, "{p:#}");
     assert!(p["latency_ms_p99"].as_f64().unwrap() > 1000.0, "{p:#}");
     let m = &played.metrics;
+    assert_client_series_carry(m, "player/throttled");
     assert_eq!(sample(m, "moq_client_rebuffer_count_total"), p["rebuffers"].as_f64(), "{m}");
     assert_eq!(sample(m, "moq_client_quality_switches_total{direction=\"down\"}"), p["switches_down"].as_f64(), "{m}");
     assert_eq!(sample(m, "moq_client_latency_seconds_count"), p["played"].as_f64(), "{m}");

@@ -40,6 +40,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Maximum concurrent QUIC streams per direction and type.
     pub max_streams: u64,
+    /// Sessions (including handshakes in progress) the relay admits at once; more are refused.
+    pub max_sessions: usize,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
     /// QUIC keep-alive interval.
@@ -138,6 +140,7 @@ const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V6(Ipv6Addr
 const DEFAULT_OPS_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9101);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_STREAMS: u64 = 10_000;
+const DEFAULT_MAX_SESSIONS: usize = 10_000;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(3);
 const DEFAULT_LOG_LEVEL: &str = "info";
@@ -208,6 +211,11 @@ struct Settings {
     /// [default: 10000]
     #[arg(long, env = "MOQ_MAX_STREAMS", value_name = "COUNT")]
     max_streams: Option<u64>,
+
+    /// Sessions admitted at once, handshakes in progress included; further connection
+    /// attempts are refused and counted as sessions_total{reason="capacity"}. [default: 10000]
+    #[arg(long, env = "MOQ_MAX_SESSIONS", value_name = "COUNT")]
+    max_sessions: Option<usize>,
 
     /// Close QUIC connections silent for this long. [default: 10s]
     #[arg(long, env = "MOQ_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -330,6 +338,7 @@ struct FileAuth {
 #[serde(deny_unknown_fields)]
 struct FileQuic {
     max_streams: Option<u64>,
+    max_sessions: Option<usize>,
     #[serde(default, with = "duration")]
     idle_timeout: Option<Duration>,
     #[serde(default, with = "duration")]
@@ -366,6 +375,7 @@ impl From<File> for Settings {
             subscribe_allow: file.auth.subscribe,
             drain_timeout: file.drain_timeout,
             max_streams: file.quic.max_streams,
+            max_sessions: file.quic.max_sessions,
             idle_timeout: file.quic.idle_timeout,
             keep_alive: file.quic.keep_alive,
             log_level: file.log_level,
@@ -396,6 +406,7 @@ impl Settings {
             subscribe_allow: self.subscribe_allow.or(lower.subscribe_allow),
             drain_timeout: self.drain_timeout.or(lower.drain_timeout),
             max_streams: self.max_streams.or(lower.max_streams),
+            max_sessions: self.max_sessions.or(lower.max_sessions),
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             keep_alive: self.keep_alive.or(lower.keep_alive),
             log_level: self.log_level.or(lower.log_level),
@@ -437,6 +448,8 @@ impl Settings {
 
         let max_streams = self.max_streams.unwrap_or(DEFAULT_MAX_STREAMS);
         ensure!(max_streams > 0, "max streams must be at least 1");
+        let max_sessions = self.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
+        ensure!(max_sessions > 0, "max sessions must be at least 1");
 
         let idle_timeout = self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
         let keep_alive = self.keep_alive.unwrap_or(DEFAULT_KEEP_ALIVE);
@@ -457,6 +470,7 @@ impl Settings {
             subscribe_allow: prefixes(self.subscribe_allow),
             drain_timeout: self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
             max_streams,
+            max_sessions,
             idle_timeout,
             keep_alive,
             log_level: self.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()),
@@ -605,6 +619,7 @@ mod tests {
         assert_eq!(config.subscribe_allow, vec![String::new()]);
         assert_eq!(config.drain_timeout, Duration::from_secs(5));
         assert_eq!(config.max_streams, 10_000);
+        assert_eq!(config.max_sessions, 10_000);
         assert_eq!(config.idle_timeout, Duration::from_secs(10));
         assert_eq!(config.keep_alive, Duration::from_secs(3));
         assert_eq!(config.log_level, "info");
@@ -627,6 +642,7 @@ mod tests {
 
                 [quic]
                 max_streams = 11
+                max_sessions = 33
                 idle_timeout = "20s"
 
                 [ops]
@@ -639,6 +655,7 @@ mod tests {
             ("MOQ_LISTEN", "127.0.0.1:2001,127.0.0.1:2002"),
             ("MOQ_DRAIN_TIMEOUT", "2s"),
             ("MOQ_MAX_STREAMS", "22"),
+            ("MOQ_MAX_SESSIONS", "44"),
             ("MOQ_OPS_TOKEN", "from-env-token"),
         ];
 
@@ -648,6 +665,7 @@ mod tests {
         assert_eq!(config.listen, vec!["127.0.0.1:3001".parse().unwrap()]);
         assert_eq!(config.drain_timeout, Duration::from_millis(500));
         assert_eq!(config.max_streams, 22);
+        assert_eq!(config.max_sessions, 44);
         assert_eq!(config.ops_token, Some(Secret::new("from-env-token")));
         assert_eq!(config.log_level, "debug");
         assert_eq!(config.idle_timeout, Duration::from_secs(20));
@@ -665,6 +683,7 @@ mod tests {
         assert_eq!(config.listen, vec!["127.0.0.1:1001".parse().unwrap()]);
         assert_eq!(config.drain_timeout, Duration::from_secs(1));
         assert_eq!(config.max_streams, 11);
+        assert_eq!(config.max_sessions, 33);
         assert_eq!(config.ops_token, Some(Secret::new("from-file-token")));
     }
 

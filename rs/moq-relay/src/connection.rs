@@ -24,6 +24,38 @@ pub struct Context {
     pub subscribe_allow: Vec<String>,
     pub hop_id: u64,
     pub sessions: Sessions,
+    pub admission: Admission,
+}
+
+/// The session cap: connection attempts hold a slot from before the handshake until the session
+/// ends, so handshakes in flight count too and a flood cannot grow memory past the cap.
+pub struct Admission {
+    max: usize,
+    admitted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Admission {
+    pub fn new(max: usize) -> Self {
+        Self { max, admitted: Default::default() }
+    }
+
+    fn try_admit(&self) -> Option<Slot> {
+        let admitted = self.admitted.fetch_add(1, Ordering::AcqRel);
+        if admitted >= self.max {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(self.admitted.clone()))
+    }
+}
+
+/// One admitted attempt; frees its place when dropped.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
@@ -39,7 +71,19 @@ pub async fn accept_loop(server: Arc<Server>, ctx: Arc<Context>, mut stop: tokio
             _ = stop.wait_for(|s| *s) => break,
         };
         while tasks.try_join_next().is_some() {}
-        tasks.spawn(handle(incoming, ctx.clone()));
+        let Some(slot) = ctx.admission.try_admit() else {
+            SessionRejected { reason: "capacity" }.emit();
+            // Debug only: under a connection flood an info line per attempt would flood the logs
+            // too; the counter carries the rate.
+            tracing::debug!(max_sessions = ctx.admission.max, "connection refused: at capacity");
+            incoming.refuse();
+            continue;
+        };
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            handle(incoming, ctx).await;
+            drop(slot);
+        });
     }
     // Sessions already running finish under the drain in main.
     tasks.detach_all();

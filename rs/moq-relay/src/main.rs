@@ -110,7 +110,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         keep_alive: config.keep_alive,
         ..Default::default()
     };
-    telemetry.started(env!("CARGO_PKG_VERSION"), tls.not_after);
+    telemetry.started(env!("CARGO_PKG_VERSION"), tls.not_after, config.max_sessions);
     let mut background = JoinSet::new();
     background.spawn(telemetry.clone().watch_streams(origin.clone()));
     background.spawn({
@@ -133,6 +133,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         subscribe_allow: config.subscribe_allow.clone(),
         hop_id,
         sessions: sessions.clone(),
+        admission: connection::Admission::new(config.max_sessions),
     });
 
     let mut servers = Vec::new();

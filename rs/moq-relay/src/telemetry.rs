@@ -30,6 +30,8 @@ pub const QUIC_CONGESTION: &str = "moq_relay_quic_congestion_events_total";
 pub const QUIC_UDP_BYTES: &str = "moq_relay_quic_udp_bytes_total";
 pub const BUILD_INFO: &str = "moq_relay_build_info";
 pub const CERT_EXPIRY: &str = "moq_relay_certificate_expiry_timestamp_seconds";
+pub const MAX_SESSIONS: &str = "moq_relay_max_sessions";
+pub const AVAILABLE_CPUS: &str = "moq_relay_available_cpus";
 
 const HANDSHAKE_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 const DURATION_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0];
@@ -89,6 +91,8 @@ fn describe() {
     );
     describe_gauge!(BUILD_INFO, "Always 1; labels carry the relay version.");
     describe_gauge!(CERT_EXPIRY, "Unix time when the serving TLS certificate expires.");
+    describe_gauge!(MAX_SESSIONS, "Sessions the relay admits at once (--max-sessions); more are refused.");
+    describe_gauge!(AVAILABLE_CPUS, "CPUs available to the relay process (for CPU saturation ratios).");
 }
 
 #[derive(Default)]
@@ -110,8 +114,13 @@ struct QuicSample {
     rx: u64,
 }
 
-/// Relay version and certificate expiry, re-reported at each scrape.
-type BuildInfo = (String, Option<SystemTime>);
+/// Relay version, certificate expiry and session capacity, re-reported at each scrape.
+#[derive(Clone)]
+struct BuildInfo {
+    version: String,
+    cert_not_after: Option<SystemTime>,
+    max_sessions: usize,
+}
 
 #[derive(Clone)]
 pub struct Telemetry {
@@ -129,8 +138,9 @@ impl Telemetry {
     /// Sets the one-off gauges.
     /// Records the build version and certificate expiry (re-set at every scrape, so they never
     /// age out).
-    pub fn started(&self, version: &str, cert_not_after: Option<SystemTime>) {
-        *self.info.lock().unwrap_or_else(|e| e.into_inner()) = Some((version.to_string(), cert_not_after));
+    pub fn started(&self, version: &str, cert_not_after: Option<SystemTime>, max_sessions: usize) {
+        *self.info.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(BuildInfo { version: version.to_string(), cert_not_after, max_sessions });
     }
 
     /// Follows announcements so the stream gauges are live state.
@@ -190,12 +200,15 @@ impl Telemetry {
             fold_quic(session, last, true);
         }
         drop(s);
-        if let Some((version, not_after)) = self.info.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            gauge!(BUILD_INFO, "version" => version).set(1.0);
-            if let Some(t) = not_after {
+        if let Some(info) = self.info.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            gauge!(BUILD_INFO, "version" => info.version).set(1.0);
+            if let Some(t) = info.cert_not_after {
                 gauge!(CERT_EXPIRY).set(unix(t));
             }
+            gauge!(MAX_SESSIONS).set(info.max_sessions as f64);
         }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        gauge!(AVAILABLE_CPUS).set(cpus as f64);
     }
 }
 
@@ -289,7 +302,7 @@ impl SessionAccepted {
 
 /// A session attempt that never became a session.
 pub struct SessionRejected<'a> {
-    /// One of: handshake_failed, auth_failed, version.
+    /// One of: handshake_failed, auth_failed, version, transport, capacity.
     pub reason: &'a str,
 }
 

@@ -143,13 +143,25 @@ pub struct Guard {
 impl Guard {
     /// Installs the global `metrics` recorder: OTLP metrics when an endpoint is configured, a
     /// Prometheus endpoint on `prometheus` when given, both when both are. Histograms use
-    /// `buckets`. Without either, metrics stay no-ops.
-    pub fn install_metrics(&mut self, prometheus: Option<std::net::SocketAddr>, buckets: &[f64]) -> anyhow::Result<()> {
+    /// `buckets`; `labels` are added to every series on both paths; metrics whose name contains
+    /// one of `exclude` are dropped (a client drops the transport library's relay-side
+    /// counters). Without an exporter, metrics stay no-ops.
+    pub fn install_metrics(
+        &mut self,
+        prometheus: Option<std::net::SocketAddr>,
+        buckets: &[f64],
+        labels: &[(String, String)],
+        exclude: &[&str],
+    ) -> anyhow::Result<()> {
         use metrics_exporter_prometheus::PrometheusBuilder;
+        use metrics_util::layers::{FilterLayer, Layer};
         let local = match prometheus {
             Some(addr) => {
-                let (recorder, exporter) =
-                    PrometheusBuilder::new().with_http_listener(addr).set_buckets(buckets)?.build()?;
+                let mut builder = PrometheusBuilder::new().with_http_listener(addr).set_buckets(buckets)?;
+                for (k, v) in labels {
+                    builder = builder.add_global_label(k, v);
+                }
+                let (recorder, exporter) = builder.build()?;
                 tokio::spawn(async move {
                     if let Err(e) = exporter.await {
                         tracing::warn!(error = ?e, "metrics endpoint failed");
@@ -160,7 +172,7 @@ impl Guard {
             None => None,
         };
         #[cfg(feature = "otlp")]
-        let remote = otlp_metrics::recorder(&self.config, buckets)?.map(|(recorder, provider)| {
+        let remote = otlp_metrics::recorder(&self.config, buckets, labels)?.map(|(recorder, provider)| {
             self.meters = Some(provider);
             recorder
         });
@@ -177,7 +189,8 @@ impl Guard {
             any = true;
         }
         if any {
-            metrics::set_global_recorder(fanout.build()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let filtered = FilterLayer::from_patterns(exclude.iter().copied()).layer(fanout.build());
+            metrics::set_global_recorder(filtered).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         Ok(())
     }

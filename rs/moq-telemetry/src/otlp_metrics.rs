@@ -25,11 +25,17 @@ pub struct OtlpRecorder {
     counters: Mutex<HashMap<String, opentelemetry::metrics::Counter<u64>>>,
     gauges: Mutex<HashMap<String, opentelemetry::metrics::Gauge<f64>>>,
     histograms: Mutex<HashMap<String, opentelemetry::metrics::Histogram<f64>>>,
+    /// Added to every data point, after the series' own labels.
+    global: Vec<KeyValue>,
 }
 
 /// Builds the recorder and its meter provider when an OTLP endpoint is configured. The export
 /// interval comes from `OTEL_METRIC_EXPORT_INTERVAL` (default 60 s).
-pub fn recorder(config: &Config, buckets: &[f64]) -> anyhow::Result<Option<(OtlpRecorder, SdkMeterProvider)>> {
+pub fn recorder(
+    config: &Config,
+    buckets: &[f64],
+    labels: &[(String, String)],
+) -> anyhow::Result<Option<(OtlpRecorder, SdkMeterProvider)>> {
     let Some(endpoint) = &config.otlp_endpoint else { return Ok(None) };
     let endpoint = endpoint.trim_end_matches('/');
     let exporter = crate::otlp::exporter!(opentelemetry_otlp::MetricExporter, config, endpoint, "/v1/metrics");
@@ -44,17 +50,21 @@ pub fn recorder(config: &Config, buckets: &[f64]) -> anyhow::Result<Option<(Otlp
         counters: Default::default(),
         gauges: Default::default(),
         histograms: Default::default(),
+        global: labels.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect(),
     };
     Ok(Some((recorder, provider)))
-}
-
-fn attributes(key: &Key) -> Vec<KeyValue> {
-    key.labels().map(|l| KeyValue::new(l.key().to_string(), l.value().to_string())).collect()
 }
 
 impl OtlpRecorder {
     fn describe(&self, key: KeyName, description: SharedString) {
         self.descriptions.lock().unwrap().insert(key.as_str().to_string(), description.to_string());
+    }
+
+    fn attributes(&self, key: &Key) -> Vec<KeyValue> {
+        key.labels()
+            .map(|l| KeyValue::new(l.key().to_string(), l.value().to_string()))
+            .chain(self.global.iter().cloned())
+            .collect()
     }
 
     fn description(&self, name: &str) -> String {
@@ -83,7 +93,11 @@ impl Recorder for OtlpRecorder {
             .entry(name.clone())
             .or_insert_with(|| self.meter.u64_counter(name).with_description(description).build())
             .clone();
-        Counter::from_arc(Arc::new(OtelCounter { instrument, attributes: attributes(key), last: AtomicU64::new(0) }))
+        Counter::from_arc(Arc::new(OtelCounter {
+            instrument,
+            attributes: self.attributes(key),
+            last: AtomicU64::new(0),
+        }))
     }
 
     fn register_gauge(&self, key: &Key, _metadata: &Metadata<'_>) -> Gauge {
@@ -96,7 +110,7 @@ impl Recorder for OtlpRecorder {
             .entry(name.clone())
             .or_insert_with(|| self.meter.f64_gauge(name).with_description(description).build())
             .clone();
-        Gauge::from_arc(Arc::new(OtelGauge { instrument, attributes: attributes(key), value: Mutex::new(0.0) }))
+        Gauge::from_arc(Arc::new(OtelGauge { instrument, attributes: self.attributes(key), value: Mutex::new(0.0) }))
     }
 
     fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
@@ -112,7 +126,7 @@ impl Recorder for OtlpRecorder {
                 self.meter.f64_histogram(name).with_description(description).with_boundaries(buckets).build()
             })
             .clone();
-        Histogram::from_arc(Arc::new(OtelHistogram { instrument, attributes: attributes(key) }))
+        Histogram::from_arc(Arc::new(OtelHistogram { instrument, attributes: self.attributes(key) }))
     }
 }
 

@@ -80,6 +80,11 @@ impl Incoming {
         self.incoming.remote_address()
     }
 
+    /// Refuses the attempt before any handshake work (QUIC CONNECTION_REFUSED).
+    pub fn refuse(self) {
+        self.incoming.refuse();
+    }
+
     /// Completes the QUIC handshake and, for WebTransport, reads the CONNECT request, choosing
     /// the version from the ALPN or the client's `wt-available-protocols` (never from bytes).
     pub async fn handshake(self) -> Result<Request, Error> {
