@@ -71,16 +71,32 @@ pub struct WatchArgs {
     /// Serve the client metrics in Prometheus text format on this address (any path).
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How much of each frame to check: `full` regenerates and compares every byte; `header`
+    /// checks the header and length only (for load generation, where full checks cost CPU).
+    #[arg(long, value_enum, default_value_t = Verify::Full)]
+    pub verify: Verify,
+    /// Frames delivered later than this after capture count as late in the summary.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub late_after: Duration,
     /// Keep running (and serving metrics) this long after finishing.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub linger: Duration,
 }
 
-/// Frames reach the player late on purpose, to make stalls and down-switches happen for real.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    Full,
+    Header,
+}
+
+/// How received frames are handled before they count: checked (`verify`, `late_after`), and
+/// impaired on purpose (`rate_bps`, `delay`) so stalls and down-switches happen for real.
 struct Impairment {
     rate_bps: Option<u64>,
     delay: Option<Duration>,
     next: Mutex<tokio::time::Instant>,
+    verify: Verify,
+    late_after: Duration,
 }
 
 impl Impairment {
@@ -89,6 +105,8 @@ impl Impairment {
             rate_bps: args.throttle_kbps.map(|k| k.max(1) * 1000),
             delay: args.delay,
             next: Mutex::new(tokio::time::Instant::now()),
+            verify: args.verify,
+            late_after: args.late_after,
         }
     }
 
@@ -118,6 +136,7 @@ struct TrackStats {
     corrupt: u64,
     gaps: u64,
     stalls: u64,
+    late: u64,
     latency_us: Vec<u64>,
     last_frame: Option<Instant>,
     ended: bool,
@@ -145,7 +164,10 @@ pub struct TrackSummary {
     pub stalls: u64,
     pub latency_ms_p50: f64,
     pub latency_ms_p99: f64,
+    pub latency_ms_p999: f64,
     pub latency_ms_max: f64,
+    /// Frames delivered more than `--late-after` after capture.
+    pub late: u64,
     pub errors: Vec<String>,
 }
 
@@ -419,6 +441,7 @@ impl Feed {
         let started = Instant::now();
         let mut bytes = 0u64;
         let mut expected_index = 0u32;
+        let late_after_us = self.impair.late_after.as_micros() as u64;
         let complete = loop {
             match group.read_frame().await {
                 Ok(Some(frame)) => {
@@ -426,7 +449,10 @@ impl Feed {
                     self.impair.apply(len, frame.received).await;
                     let now = Instant::now();
                     bytes += len as u64;
-                    let info = media::verify_frame(&frame.payload);
+                    let info = match self.impair.verify {
+                        Verify::Full => media::verify_frame(&frame.payload),
+                        Verify::Header => media::read_header(&frame.payload),
+                    };
                     self.counters.frames.increment(1);
                     self.counters.bytes.increment(len as u64);
                     if let (Some(player), Some(info)) = (&self.player, info) {
@@ -443,6 +469,9 @@ impl Feed {
                             _ => s.corrupt += 1,
                         }
                         if let Some(l) = latency {
+                            if l > late_after_us {
+                                s.late += 1;
+                            }
                             if s.latency_us.len() < MAX_SAMPLES {
                                 s.latency_us.push(l);
                             }
@@ -651,6 +680,7 @@ fn summarize(all: &[Stats], args: &WatchArgs, code: u8, errors: Vec<String>) -> 
             t.corrupt += s.corrupt;
             t.gaps += s.gaps;
             t.stalls += s.stalls;
+            t.late += s.late;
             if let Some(e) = &s.error {
                 t.errors.push(e.clone());
             }
@@ -662,6 +692,7 @@ fn summarize(all: &[Stats], args: &WatchArgs, code: u8, errors: Vec<String>) -> 
         if let Some(t) = summary.tracks.get_mut(&name) {
             t.latency_ms_p50 = percentile(&lat, 0.5);
             t.latency_ms_p99 = percentile(&lat, 0.99);
+            t.latency_ms_p999 = percentile(&lat, 0.999);
             t.latency_ms_max = lat.last().map_or(0.0, |&l| l as f64 / 1000.0);
         }
     }
