@@ -78,10 +78,18 @@ pub struct WatchArgs {
     /// Frames delivered later than this after capture count as late in the summary.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub late_after: Duration,
+    /// Count frames, bytes, latency and lateness only from this long after start (gaps and
+    /// corruption always count): leaves out the join and the cached catch-up for load tests.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
     /// Keep running (and serving metrics) this long after finishing.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub linger: Duration,
 }
+
+/// When counting starts (`--warmup` after the process started), the same instant for every viewer
+/// so the measured window matches `--duration` whatever each viewer's connect time.
+static MEASURE_FROM: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verify {
@@ -97,6 +105,7 @@ struct Impairment {
     next: Mutex<tokio::time::Instant>,
     verify: Verify,
     late_after: Duration,
+    measure_from: Instant,
 }
 
 impl Impairment {
@@ -107,6 +116,7 @@ impl Impairment {
             next: Mutex::new(tokio::time::Instant::now()),
             verify: args.verify,
             late_after: args.late_after,
+            measure_from: *MEASURE_FROM.get_or_init(|| Instant::now() + args.warmup),
         }
     }
 
@@ -198,6 +208,7 @@ pub struct Summary {
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
+    MEASURE_FROM.get_or_init(|| started + args.warmup);
     let mut viewers = tokio::task::JoinSet::new();
     let all: Vec<Viewer> = (0..args.viewers.max(1))
         .map(|_| Viewer {
@@ -459,16 +470,19 @@ impl Feed {
                         player.lock().unwrap().push(info.capture_us, now);
                     }
                     let latency = info.map(|i| media::now_us().saturating_sub(i.capture_us));
+                    let measured = now >= self.impair.measure_from;
                     self.update(&mut |s| {
-                        s.frames += 1;
-                        s.bytes += len as u64;
+                        if measured {
+                            s.frames += 1;
+                            s.bytes += len as u64;
+                        }
                         match info {
                             Some(i) if i.group == sequence => {
                                 s.gaps += u64::from(i.index.saturating_sub(expected_index));
                             }
                             _ => s.corrupt += 1,
                         }
-                        if let Some(l) = latency {
+                        if let Some(l) = latency.filter(|_| measured) {
                             if l > late_after_us {
                                 s.late += 1;
                             }
