@@ -25,6 +25,9 @@ install_ref moq-clock "$CLOCK_VERSION"
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+python3 -c 'import yaml' >/dev/null 2>&1 || need_apt+=(python3-yaml)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "install-test-deps: apt-get install ${need_apt[*]}" >&2

@@ -144,7 +144,9 @@ impl Drop for Proc {
 pub fn start_relay(port: u16, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(bin("moq-relay"));
     cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--listen", &format!("[::1]:{port}")])
-        .args(["--tls-generate", "localhost,127.0.0.1,::1", "--ops-listen", "off"])
+        .args(["--tls-generate", "localhost,127.0.0.1,::1"])
+        // No ops listener unless the test asks for one.
+        .args(if extra.contains(&"--ops-listen") { &[][..] } else { &["--ops-listen", "off"][..] })
         .args(extra)
         .env("RUST_LOG", "info")
         .env_remove("LOG_FORMAT");
