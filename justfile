@@ -38,3 +38,11 @@ fuzz seconds="60":
 # Format the code.
 fmt:
     cargo fmt --all
+
+# Start the observability stack (Grafana :3000, Prometheus :9090, Alertmanager :9093, Loki, Tempo, Alloy OTLP :4317/:4318) in Docker; then `just dev`.
+stack:
+    scripts/stack.sh up
+
+# Stop the observability stack (data volumes are kept).
+stack-down:
+    scripts/stack.sh down
