@@ -40,8 +40,7 @@ impl Sessions {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = match config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -49,6 +48,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let runtime = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(serve(config)),
+        Err(e) => {
+            eprintln!("moq-relay: starting the runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(config: config::Config) -> ExitCode {
     let telemetry = match moq_telemetry::init(&telemetry_config(&config)) {
         Ok(guard) => guard,
         Err(e) => {

@@ -54,8 +54,9 @@ pub struct Client {
 
 impl Client {
     pub fn new(config: ClientConfig) -> anyhow::Result<Self> {
-        let socket = std::net::UdpSocket::bind(config.bind)
-            .or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))
+        let buffer = config.quic.socket_buffer;
+        let socket = super::quic::bind_udp(config.bind, buffer)
+            .or_else(|_| super::quic::bind_udp("0.0.0.0:0".parse().unwrap(), buffer))
             .context("binding the client UDP socket")?;
         let endpoint =
             quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime))?;

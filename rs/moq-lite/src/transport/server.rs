@@ -33,7 +33,7 @@ impl Server {
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(quic.transport_config());
 
-        let socket = bind_udp(addr)?;
+        let socket = super::quic::bind_udp(addr, quic.socket_buffer).with_context(|| format!("binding UDP {addr}"))?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(config),
@@ -61,12 +61,6 @@ impl Server {
     pub async fn wait_idle(&self) {
         self.endpoint.wait_idle().await
     }
-}
-
-/// Binds UDP; an IPv6 wildcard also accepts IPv4 where the OS allows dual-stack.
-fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
-    let socket = std::net::UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
-    Ok(socket)
 }
 
 /// A connection attempt, not yet handshaken.
