@@ -26,8 +26,12 @@ test: deps build
 deps:
     scripts/install-test-deps.sh
 
-# Measure: instrumentation overhead (relay CPU with metrics on vs off) at a fixed load.
-bench viewers="50" seconds="20" repeats="3":
+# Measure: fan-out sweep (2 Mbit/s and 250 kbit/s profiles) of this relay instrumented and not, single-threaded, the reference moq-relay and the bare-quinn floor; writes docs/bench.json. Extra flags go to scripts/bench.py (e.g. --repeats 3, --sweep-250kbps 500,1000).
+bench *flags: deps
+    python3 scripts/bench.py {{flags}}
+
+# Measure: instrumentation overhead alone (relay CPU, metrics on vs off, at one load).
+bench-overhead viewers="50" seconds="20" repeats="3":
     python3 scripts/bench_overhead.py --viewers {{viewers}} --seconds {{seconds}} --repeats {{repeats}}
 
 # Fuzz the wire decoders for N seconds (installs cargo-fuzz when missing; builds on stable via RUSTC_BOOTSTRAP).

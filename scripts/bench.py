@@ -1,0 +1,397 @@
+#!/usr/bin/env python3
+"""Fan-out benchmark: one publisher, a sweep of viewer counts, several relays side by side.
+
+For every profile (video-like track: bitrate, fps, GOP) and viewer count, each subject runs for a
+fixed window on loopback and is measured the same way:
+
+  ours       this relay with all instrumentation on: /metrics scraped every second, traces and
+             logs exported over OTLP/HTTP to a local sink, info logs
+  ours-1t    as `ours`, on a single-threaded runtime (--worker-threads 1)
+  ours-off   this relay with instrumentation off: no recorder (--ops-listen off), no OTLP, warn logs
+  reference  the reference moq-relay (cargo install moq-relay 0.17.10), same load tool over lite-04
+  floor      a bare quinn sender (quinn-floor): one uni stream per group, the same frames, N
+             connections, no relay logic; its CPU per frame is the floor
+
+Load: `moq publish` (video only) and one `moq watch --viewers N` process (header checks, latency
+from each frame's capture timestamp). After a warm-up (joins, cached catch-up), the window is
+measured: delivered throughput, frames lost (index gaps, missing groups, short viewers) and late
+(> 100 ms), latency p50/p99/p99.9, relay CPU (utime+stime from /proc), CPU per frame delivered, RSS.
+A point passes when p99 <= 100 ms with no loss; capacity is the largest passing viewer count.
+"""
+import argparse, json, os, platform, signal, socket, statistics, subprocess, sys, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+REF = os.path.expanduser(os.environ.get("MOQ_REF_DIR", "~/.cache/moq-ref")) + "/moq-relay-0.17.10/bin/moq-relay"
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+DEVNULL = subprocess.DEVNULL
+
+PROFILES = {
+    "2mbps": {"bitrate": 2_000_000, "fps": 30, "gop": 30},
+    "250kbps": {"bitrate": 250_000, "fps": 30, "gop": 30},
+}
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
+        t.bind(("127.0.0.1", 0))
+        port = t.getsockname()[1]
+        u.bind(("127.0.0.1", port))
+        return port
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def http_ok(url):
+    try:
+        urllib.request.urlopen(url, timeout=1).read()
+        return True
+    except Exception:
+        return False
+
+
+def wait_for(cond, what, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not come up")
+
+
+def stop(proc, sig=signal.SIGTERM, timeout=10):
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Relay:
+    """One relay process for one point; `tick()` is called every second during the window."""
+
+    def __init__(self, kind, sink):
+        self.kind, self.port, self.ops = kind, free_port(), free_port()
+        env = dict(os.environ)
+        if kind == "reference":
+            args = [REF, "--listen", f"127.0.0.1:{self.port}", "--listen-tls-generate", "localhost,127.0.0.1",
+                    "--web-http-listen", f"127.0.0.1:{self.port}", "--auth-public", "**", "--drain-timeout", "1s"]
+            ready = f"http://127.0.0.1:{self.port}/certificate.sha256"
+        else:
+            args = [f"{BIN}/moq-relay", "--listen", f"127.0.0.1:{self.port}", "--tls-generate", "localhost,127.0.0.1",
+                    "--drain-timeout", "1s"]
+            if kind == "ours-1t":
+                args += ["--worker-threads", "1"]
+            if kind in ("ours", "ours-1t"):
+                args += ["--ops-listen", f"127.0.0.1:{self.ops}", "--otlp-endpoint", f"http://127.0.0.1:{sink}",
+                         "--otlp-protocol", "http/protobuf"]
+                env.pop("RUST_LOG", None)
+            else:
+                args += ["--ops-listen", "off"]
+                env["RUST_LOG"] = "warn"
+            ready = f"http://127.0.0.1:{self.port}/health"
+        self.proc = subprocess.Popen(args, stdout=DEVNULL, stderr=DEVNULL, env=env)
+        wait_for(lambda: http_ok(ready), f"{kind} relay")
+        self.scrapes = 0
+
+    def tick(self):
+        if self.kind in ("ours", "ours-1t"):
+            urllib.request.urlopen(f"http://127.0.0.1:{self.ops}/metrics", timeout=2).read()
+            self.scrapes += 1
+
+    def close(self):
+        stop(self.proc)
+
+
+def client_env():
+    return dict(os.environ, RUST_LOG="warn")
+
+
+def run_relay_point(kind, profile, viewers, warmup, window, sink):
+    p = PROFILES[profile]
+    relay = Relay(kind, sink)
+    url = f"http://127.0.0.1:{relay.port}/"
+    pub = watch = None
+    try:
+        pub = subprocess.Popen([f"{BIN}/moq", "publish", "--url", url, "--broadcast", "bench/live",
+                                "--video-bitrate", str(p["bitrate"]), "--fps", str(p["fps"]), "--gop", str(p["gop"]),
+                                "--audio-bitrate", "0"], stdout=DEVNULL, stderr=DEVNULL, env=client_env())
+        time.sleep(1.0)
+        watch = subprocess.Popen([f"{BIN}/moq", "watch", "--url", url, "--broadcast", "bench/live", "--viewers",
+                                  str(viewers), "--all-renditions", "--verify", "header", "--late-after", "100ms",
+                                  "--warmup", f"{warmup}s", "--duration", f"{warmup + window}s", "--timeout", "30s",
+                                  "--json", "--stats-interval", "0s"], stdout=subprocess.PIPE, stderr=DEVNULL,
+                                 env=client_env())
+        time.sleep(warmup)
+        cpu0, t0 = cpu_seconds(relay.proc.pid), time.time()
+        while time.time() < t0 + window - 0.05:
+            relay.tick()
+            time.sleep(max(0.0, min(1.0, t0 + window - time.time())))
+        cpu = cpu_seconds(relay.proc.pid) - cpu0
+        elapsed = time.time() - t0
+        rss = rss_bytes(relay.proc.pid)
+        out, _ = watch.communicate(timeout=120)
+        summary = json.loads(out.decode().strip().splitlines()[-1])
+    finally:
+        for proc in (watch, pub):
+            if proc is not None:
+                stop(proc, signal.SIGINT)
+        relay.close()
+    video = summary["tracks"].get("video", {})
+    expected = viewers * p["fps"] * window
+    frames = video.get("frames", 0)
+    min_per_viewer = video.get("frames_min_per_viewer", 0)
+    # Window edges move a frame or two either way: a viewer short by more than 3 % lost frames.
+    short_viewers = min_per_viewer < 0.97 * p["fps"] * window
+    lost = video.get("gaps", 0) + video.get("corrupt", 0) + max(0, round(0.99 * expected) - frames)
+    return {
+        "subject": kind, "profile": profile, "viewers": viewers, "window_s": round(elapsed, 2),
+        "frames": frames, "expected_frames": expected, "delivered_ratio": frames / expected if expected else 0,
+        "throughput_mbps": video.get("bytes", 0) * 8 / window / 1e6,
+        "lost": lost, "gaps": video.get("gaps", 0), "short_viewers": short_viewers, "late": video.get("late", 0),
+        "p50_ms": video.get("latency_ms_p50"), "p99_ms": video.get("latency_ms_p99"),
+        "p999_ms": video.get("latency_ms_p999"), "max_ms": video.get("latency_ms_max"),
+        "cpu_s": cpu, "cpu_pct": 100 * cpu / window, "cpu_us_per_frame": 1e6 * cpu / frames if frames else None,
+        "rss_mb": rss / 2**20, "scrapes": relay.scrapes, "errors": summary.get("errors", [])[:3],
+        "ok": summary.get("exit_code") == 0,
+    }
+
+
+def run_floor_point(profile, viewers, warmup, window, socket_buffer):
+    p = PROFILES[profile]
+    frame_bytes = p["bitrate"] // 8 // p["fps"]
+    port = free_port()
+    send = subprocess.Popen([f"{BIN}/quinn-floor", "send", "--listen", f"127.0.0.1:{port}", "--fps", str(p["fps"]),
+                             "--frame-bytes", str(frame_bytes), "--gop", str(p["gop"]),
+                             "--socket-buffer", str(socket_buffer)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=DEVNULL)
+    recv = None
+    try:
+        time.sleep(0.5)
+        recv = subprocess.Popen([f"{BIN}/quinn-floor", "recv", "--connect", f"127.0.0.1:{port}", "--connections",
+                                 str(viewers), "--seconds", str(warmup + window), "--socket-buffer",
+                                 str(socket_buffer), "--endpoints", str(max(1, viewers // 10)), "--json"], stdout=subprocess.PIPE, stderr=DEVNULL)
+        time.sleep(warmup)
+        cpu0 = cpu_seconds(send.pid)
+        time.sleep(window)
+        cpu = cpu_seconds(send.pid) - cpu0
+        rss = rss_bytes(send.pid)
+        out, _ = recv.communicate(timeout=60)
+        r = json.loads(out.decode().strip().splitlines()[-1])
+    finally:
+        if recv is not None and recv.poll() is None:
+            recv.kill()
+        stop(send)
+    frames = viewers * p["fps"] * window  # sent at a fixed rate to every connection during the window
+    return {
+        "subject": "floor" if socket_buffer else "floor-default-buffers", "profile": profile, "viewers": viewers,
+        "window_s": window, "frames": frames, "expected_frames": frames, "delivered_ratio": None,
+        "throughput_mbps": viewers * frame_bytes * p["fps"] * 8 / 1e6, "lost": r.get("frames_lost"),
+        "p50_ms": r.get("latency_ms", {}).get("p50"), "p99_ms": r.get("latency_ms", {}).get("p99"),
+        "p999_ms": r.get("latency_ms", {}).get("p999"), "max_ms": r.get("latency_ms", {}).get("max"), "cpu_s": cpu, "cpu_pct": 100 * cpu / window,
+        "cpu_us_per_frame": 1e6 * cpu / frames, "rss_mb": rss / 2**20, "late": None, "ok": True,
+    }
+
+
+def idle_memory(kind, viewers, sink):
+    """RSS growth of a relay per connected viewer that subscribes to nothing (waits for a broadcast
+    that never comes): the cost of a session, its control streams and its telemetry."""
+    relay = Relay(kind, sink)
+    try:
+        time.sleep(1)
+        base = rss_bytes(relay.proc.pid)
+        watch = subprocess.Popen([f"{BIN}/moq", "watch", "--url", f"http://127.0.0.1:{relay.port}/", "--broadcast",
+                                  "idle/none", "--viewers", str(viewers), "--timeout", "60s", "--duration", "25s",
+                                  "--stats-interval", "0s"], stdout=DEVNULL, stderr=DEVNULL, env=client_env())
+        time.sleep(20)
+        loaded = rss_bytes(relay.proc.pid)
+        stop(watch, signal.SIGINT)
+        return {"subject": kind, "viewers": viewers, "rss_base_mb": base / 2**20, "rss_loaded_mb": loaded / 2**20,
+                "kib_per_idle_viewer": (loaded - base) / viewers / 1024}
+    finally:
+        relay.close()
+
+
+def passes(r):
+    return (r["subject"].startswith("floor") or r["ok"]) and r["p99_ms"] is not None and r["p99_ms"] <= 100 \
+        and not r["lost"] and not r.get("short_viewers")
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, spec=".1f"):
+    return "–" if x is None else format(x, spec)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profiles", default="2mbps,250kbps")
+    ap.add_argument("--sweep-2mbps", default="50,100,200,300,400")
+    ap.add_argument("--sweep-250kbps", default="250,500,750,1000")
+    ap.add_argument("--subjects", default="ours,ours-off,ours-1t,reference,floor")
+    ap.add_argument("--warmup", type=int, default=6)
+    ap.add_argument("--window", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--idle-viewers", type=int, default=500, help="0 skips the idle-memory measurement")
+    ap.add_argument("--socket-buffer", type=int, default=4 << 20)
+    ap.add_argument("--json-out", default=os.path.join(ROOT, "docs", "bench.json"))
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--report-from", help="print the report of a saved JSON file instead of measuring")
+    a = ap.parse_args()
+    subjects = a.subjects.split(",")
+    if a.report_from:
+        with open(a.report_from) as f:
+            saved = json.load(f)
+        print(summarize(saved["runs"], saved["idle"], subjects, a)["markdown"])
+        return 0
+    if not a.no_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "moq-relay", "-p", "moq-cli", "-p", "moq-bench"],
+                       cwd=ROOT, check=True)
+    if "reference" in subjects and not os.path.exists(REF):
+        subprocess.run([os.path.join(ROOT, "scripts", "install-test-deps.sh")], check=True)
+    sink_port = free_port()
+    sink = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "otlp_sink.py"), "--listen",
+                             f"127.0.0.1:{sink_port}"], stdout=DEVNULL)
+    results, idle = [], []
+    started = time.time()
+    try:
+        for profile in a.profiles.split(","):
+            sweep = [int(v) for v in getattr(a, "sweep_" + profile).split(",")]
+            for viewers in sweep:
+                for rep in range(a.repeats):
+                    order = subjects if rep % 2 == 0 else list(reversed(subjects))
+                    for s in order:
+                        try:
+                            if s == "floor":
+                                r = run_floor_point(profile, viewers, 2, a.window, a.socket_buffer)
+                            elif s == "floor-default-buffers":
+                                r = run_floor_point(profile, viewers, 2, a.window, 0)
+                            else:
+                                r = run_relay_point(s, profile, viewers, a.warmup, a.window, sink_port)
+                        except Exception as e:  # a collapsed point is a result, not a crash
+                            r = {"subject": s, "profile": profile, "viewers": viewers, "error": str(e), "ok": False,
+                                 "p99_ms": None, "lost": None, "cpu_us_per_frame": None}
+                        r["repeat"] = rep
+                        results.append(r)
+                        print(f"[{time.time() - started:6.0f}s] {profile:8} {viewers:5} viewers {s:10} "
+                              f"thr {fmt(r.get('throughput_mbps'))} Mbit/s  p50/p99/p99.9 {fmt(r.get('p50_ms'))}/"
+                              f"{fmt(r.get('p99_ms'))}/{fmt(r.get('p999_ms'))} ms  lost {r.get('lost')} "
+                              f"late {r.get('late')}  cpu {fmt(r.get('cpu_pct'))}%  "
+                              f"{fmt(r.get('cpu_us_per_frame'))} us/frame  rss {fmt(r.get('rss_mb'))} MB"
+                              f"{'  ' + r['error'] if r.get('error') else ''}", flush=True)
+        if a.idle_viewers:
+            for s in [s for s in subjects if s in ("ours", "reference")]:
+                idle.append(idle_memory(s, a.idle_viewers, sink_port))
+                print(f"idle: {idle[-1]}", flush=True)
+    finally:
+        stop(sink)
+    report = summarize(results, idle, subjects, a)
+    with open(a.json_out, "w") as f:
+        json.dump({"command": " ".join(sys.argv), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
+                   "warmup_s": a.warmup, "window_s": a.window, "repeats": a.repeats, "summary": report["summary"],
+                   "points": report["points"], "idle": idle, "runs": results}, f, indent=1)
+    print(report["markdown"])
+    return 0
+
+
+def machine():
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except Exception:
+        pass
+    return {"cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "mem_gib": round(os.sysconf("SC_PHYS_PAGES") * PAGE / 2**30, 1)}
+
+
+def summarize(results, idle, subjects, a):
+    points, lines = [], []
+    keys = sorted({(r["profile"], r["viewers"], r["subject"]) for r in results},
+                  key=lambda k: (k[0], k[1], subjects.index(k[2]) if k[2] in subjects else 9))
+    lines.append("| profile | viewers | subject | Mbit/s delivered | lost | late | p50 ms | p99 ms | p99.9 ms "
+                 "| relay CPU % | CPU µs/frame (min–max) | RSS MB | pass |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for profile, viewers, subject in keys:
+        rs = [r for r in results if (r["profile"], r["viewers"], r["subject"]) == (profile, viewers, subject)]
+        cpf = [r["cpu_us_per_frame"] for r in rs if r.get("cpu_us_per_frame") is not None]
+        pt = {
+            "profile": profile, "viewers": viewers, "subject": subject, "repeats": len(rs),
+            "throughput_mbps": median([r.get("throughput_mbps") for r in rs]),
+            "lost": max((r["lost"] or 0) if r.get("lost") is not None else 10**9 for r in rs),
+            "late": median([r.get("late") for r in rs]),
+            "p50_ms": median([r.get("p50_ms") for r in rs]), "p99_ms": median([r.get("p99_ms") for r in rs]),
+            "p999_ms": median([r.get("p999_ms") for r in rs]), "cpu_pct": median([r.get("cpu_pct") for r in rs]),
+            "cpu_us_per_frame": median(cpf), "cpu_us_per_frame_min": min(cpf) if cpf else None,
+            "cpu_us_per_frame_max": max(cpf) if cpf else None, "rss_mb": median([r.get("rss_mb") for r in rs]),
+            "pass": all(passes(r) for r in rs),
+        }
+        points.append(pt)
+        lines.append(f"| {profile} | {viewers} | {subject} | {fmt(pt['throughput_mbps'])} | {pt['lost']} | "
+                     f"{fmt(pt['late'], '.0f')} | {fmt(pt['p50_ms'])} | {fmt(pt['p99_ms'])} | {fmt(pt['p999_ms'])} | "
+                     f"{fmt(pt['cpu_pct'], '.0f')} | {fmt(pt['cpu_us_per_frame'])} ({fmt(pt['cpu_us_per_frame_min'])}–"
+                     f"{fmt(pt['cpu_us_per_frame_max'])}) | {fmt(pt['rss_mb'], '.0f')} | "
+                     f"{'yes' if pt['pass'] else 'no'} |")
+    summary = {}
+    lines.append("")
+    for profile in a.profiles.split(","):
+        cap = {}
+        for s in subjects:
+            ok = [p["viewers"] for p in points if p["profile"] == profile and p["subject"] == s and p["pass"]]
+            tried = [p["viewers"] for p in points if p["profile"] == profile and p["subject"] == s]
+            # Capacity: the largest count below which every point passed.
+            c = 0
+            for v in sorted(tried):
+                if v in ok:
+                    c = v
+                else:
+                    break
+            cap[s] = {"capacity": c, "at_top_of_sweep": bool(tried) and c == max(tried)}
+        summary[profile] = {"capacity": cap}
+        ratios = {}
+        for mine, other in (("ours", "reference"), ("ours", "ours-off"), ("ours", "floor"), ("ours-1t", "floor"),
+                            ("ours-1t", "reference")):
+            pairs = []
+            for p in points:
+                if p["profile"] != profile or p["subject"] != mine:
+                    continue
+                q = next((q for q in points if q["profile"] == profile and q["viewers"] == p["viewers"]
+                          and q["subject"] == other), None)
+                if q and p["cpu_us_per_frame"] and q["cpu_us_per_frame"]:
+                    pairs.append((p["viewers"], p["cpu_us_per_frame"] / q["cpu_us_per_frame"]))
+            ratios[f"{mine}/{other}"] = pairs
+        summary[profile]["cpu_per_frame_ratio"] = ratios
+        capline = ", ".join(f"{s} {v['capacity']}{'+' if v['at_top_of_sweep'] else ''}" for s, v in cap.items())
+        lines.append(f"**{profile}** capacity (largest viewer count passing p99 ≤ 100 ms, no loss; + = top of "
+                     f"sweep): {capline}")
+        for pair, xs in ratios.items():
+            if xs:
+                lines.append(f"- CPU per frame delivered, {pair}: " + ", ".join(f"{v} viewers {x:.2f}" for v, x in xs))
+        mine = {s: v["capacity"] for s, v in cap.items()}
+        if mine.get("reference"):
+            for s in ("ours", "ours-1t"):
+                if s in mine:
+                    lines.append(f"- capacity {s} / reference: {mine[s] / mine['reference']:.2f}")
+    for i in idle:
+        lines.append(f"- idle viewers ({i['subject']}): {i['viewers']} sessions add "
+                     f"{i['rss_loaded_mb'] - i['rss_base_mb']:.1f} MB RSS = {i['kib_per_idle_viewer']:.0f} KiB each")
+    return {"points": points, "summary": summary, "markdown": "\n".join(lines)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
