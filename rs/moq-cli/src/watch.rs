@@ -82,6 +82,10 @@ pub struct WatchArgs {
     /// corruption always count): leaves out the join and the cached catch-up for load tests.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
+    /// Viewers sharing one UDP socket (each keeps its own QUIC connection). 1 is what real
+    /// viewers look like; load tests use more to spend less of the machine on the load itself.
+    #[arg(long, default_value_t = 1)]
+    pub viewers_per_socket: usize,
     /// Keep running (and serving metrics) this long after finishing.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub linger: Duration,
@@ -217,8 +221,15 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<u8> {
         })
         .collect();
     let all_stats: Vec<Stats> = all.iter().map(|v| v.stats.clone()).collect();
-    for v in &all {
-        viewers.spawn(viewer(args.clone(), v.clone()));
+    // Each viewer has its own QUIC connection; `--viewers-per-socket` lets several share one UDP
+    // socket (and endpoint driver), which is how a load generator keeps its own CPU down.
+    let per_socket = args.viewers_per_socket.max(1);
+    let mut client = None;
+    for (i, v) in all.iter().enumerate() {
+        if i % per_socket == 0 {
+            client = Some(Arc::new(args.connect.client()?));
+        }
+        viewers.spawn(viewer(args.clone(), v.clone(), client.clone().expect("created above")));
     }
     let mut errors = Vec::new();
     let mut code = 0u8;
@@ -282,9 +293,8 @@ pub fn broadcast_label(args: &WatchArgs) -> String {
     join(&normalize(args.connect.url.path()), &normalize(&args.broadcast))
 }
 
-async fn viewer(args: WatchArgs, me: Viewer) -> ViewerResult {
+async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Client>) -> ViewerResult {
     let fail = |code: u8| move |e: anyhow::Error| (code, e);
-    let client = args.connect.client().map_err(fail(exit::CONNECT))?;
     let span = tracing::info_span!(
         "moq.watch",
         moq.broadcast = %args.broadcast,
@@ -318,24 +328,29 @@ async fn viewer(args: WatchArgs, me: Viewer) -> ViewerResult {
             })?;
             route.broadcast
         };
-        // The player's clock runs beside the tracks feeding it.
-        let clock = tokio::spawn({
-            let player = me.player.clone();
-            async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(10));
-                for n in 0u64.. {
-                    tick.tick().await;
-                    let now = Instant::now();
-                    let mut p = player.lock().unwrap();
-                    p.tick(now);
-                    if n % 10 == 0 {
-                        p.sample_buffer(now);
+        // The player's clock runs beside the tracks feeding it (not when only verifying: at 100
+        // wake-ups a second per viewer it would cost a load test more than the frames do).
+        let clock = (!args.all_renditions).then(|| {
+            tokio::spawn({
+                let player = me.player.clone();
+                async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(10));
+                    for n in 0u64.. {
+                        tick.tick().await;
+                        let now = Instant::now();
+                        let mut p = player.lock().unwrap();
+                        p.tick(now);
+                        if n % 10 == 0 {
+                            p.sample_buffer(now);
+                        }
                     }
                 }
-            }
+            })
         });
         let result = receive(&broadcast, &args, &me).await;
-        clock.abort();
+        if let Some(clock) = clock {
+            clock.abort();
+        }
         result
     }
     .await;

@@ -177,3 +177,19 @@ fn renditions_share_group_boundaries_and_are_listed_in_the_catalog() {
         assert!((1.6..2.4).contains(&ratio), "bitrate ladder {bytes:?}");
     }
 }
+
+#[test]
+fn viewers_sharing_sockets_are_still_separate_sessions() {
+    let _serial = serial();
+    let port = free_port();
+    let mut relay = start_relay(port, &[]);
+    let url = format!("http://localhost:{port}/");
+    // 12 viewers on 3 sockets (5 + 5 + 2): the load-generator mode of `moq watch`.
+    let viewers = Background::spawn("moq watch", watch(&url, "demo/shared", 12, 2).args(["--viewers-per-socket", "5"]));
+    std::thread::sleep(Duration::from_millis(1500));
+    let _publisher = publish(&url, "demo/shared", 2);
+    let out = viewers.finish_in_time(Duration::from_secs(60));
+    assert_complete(&watch_summary(&out), 12, 2);
+    let opened = relay.drain().iter().filter(|l| l.contains("session opened")).count();
+    assert_eq!(opened, 13, "12 viewers and the publisher");
+}
