@@ -12,8 +12,8 @@ fixed window on loopback and is measured the same way:
   floor      a bare quinn sender (quinn-floor): one uni stream per group, the same frames, N
              connections, no relay logic; its CPU per frame is the floor
 
-Load: `moq publish` (video only) and one `moq watch --viewers N` process (header checks, latency
-from each frame's capture timestamp). After a warm-up (joins, cached catch-up), the window is
+Load: `moq publish` (video only) and one `moq watch --viewers N --viewers-per-socket 10` process
+(header checks, latency from each frame's capture timestamp). After a warm-up (joins, cached catch-up), the window is
 measured: delivered throughput, frames lost (index gaps, missing groups, short viewers) and late
 (> 100 ms), latency p50/p99/p99.9, relay CPU (utime+stime from /proc), CPU per frame delivered, RSS.
 A point passes when p99 <= 100 ms with no loss; capacity is the largest passing viewer count.
@@ -130,7 +130,8 @@ def run_relay_point(kind, profile, viewers, warmup, window, sink):
                                 "--audio-bitrate", "0"], stdout=DEVNULL, stderr=DEVNULL, env=client_env())
         time.sleep(1.0)
         watch = subprocess.Popen([f"{BIN}/moq", "watch", "--url", url, "--broadcast", "bench/live", "--viewers",
-                                  str(viewers), "--all-renditions", "--verify", "header", "--late-after", "100ms",
+                                  str(viewers), "--viewers-per-socket", "10", "--all-renditions", "--verify",
+                                  "header", "--late-after", "100ms",
                                   "--warmup", f"{warmup}s", "--duration", f"{warmup + window}s", "--timeout", "30s",
                                   "--json", "--stats-interval", "0s"], stdout=subprocess.PIPE, stderr=DEVNULL,
                                  env=client_env())
@@ -241,8 +242,8 @@ def fmt(x, spec=".1f"):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profiles", default="2mbps,250kbps")
-    ap.add_argument("--sweep-2mbps", default="50,100,200,300,400")
-    ap.add_argument("--sweep-250kbps", default="250,500,750,1000")
+    ap.add_argument("--sweep-2mbps", default="100,200,400,600")
+    ap.add_argument("--sweep-250kbps", default="250,500,750,1000,1250,1500")
     ap.add_argument("--subjects", default="ours,ours-off,ours-1t,reference,floor")
     ap.add_argument("--warmup", type=int, default=6)
     ap.add_argument("--window", type=int, default=10)
