@@ -5,35 +5,16 @@ Runs the release relay with one publisher (2 Mbit/s, 30 fps, one group per secon
 on loopback for a fixed duration, alternating on/off runs, and reports relay CPU seconds, CPU per
 frame delivered, and the on/off ratio with its spread. Relay CPU is read from /proc/<pid>/stat.
 """
-import argparse, json, os, socket, statistics, subprocess, sys, time, urllib.request
+import argparse, json, os, statistics, subprocess, sys, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u.bind(("127.0.0.1", port))
-        return port
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import cpu_seconds, free_port, http_ok, wait_for  # noqa: E402
 
 
 def wait_ready(port):
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
-            return
-        except Exception:
-            time.sleep(0.05)
-    raise SystemExit("relay did not start")
+    wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "relay", timeout=10)
 
 
 def run_once(metrics_on, viewers, seconds, bitrate):
