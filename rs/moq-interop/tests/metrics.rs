@@ -265,7 +265,17 @@ fn sessions_beyond_the_cap_are_refused_and_counted() {
     let url = format!("http://127.0.0.1:{port}/");
     let _publisher =
         Proc::spawn("moq publish", Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", "cap/bbb"]));
-    // The publisher holds one slot; of three viewers at most one gets the other.
+    // The publisher takes its slot first (else viewers could fill both and starve it); of three
+    // viewers at most one gets the other.
+    let announced = || {
+        let out = run(
+            "curl",
+            Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/announced")]),
+            Duration::from_secs(5),
+        );
+        String::from_utf8_lossy(&out.stdout).contains("cap/bbb")
+    };
+    assert!(eventually(Duration::from_secs(10), announced), "publisher never announced");
     let crowd = watchers(port, "cap/bbb", 3, 1).finish(Duration::from_secs(30));
     let summary = watch_summary(&crowd);
     assert_eq!(summary["ok"], false, "{summary:#}");
