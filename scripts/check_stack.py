@@ -347,36 +347,33 @@ class Stack:
                 self.configs[key + ":error"] = str(e)
         return self.configs[key]
 
+    def flagged_config(self, service, flags, container_default, repo_default):
+        """The config file a service loads: its `--config.file`-style flag, else its image default."""
+        args = as_args(self.services.get(service, {}).get("command"))
+        return self.config_file(service, flag_value(args, *flags) or container_default, repo_default)
+
     def prometheus_path(self):
-        args = as_args(self.services.get("prometheus", {}).get("command"))
-        return self.config_file(
-            "prometheus", flag_value(args, "--config.file") or "/etc/prometheus/prometheus.yml",
-            "observability/prometheus/prometheus.yml",
-        )
+        return self.flagged_config("prometheus", ["--config.file"], "/etc/prometheus/prometheus.yml",
+                                   "observability/prometheus/prometheus.yml")
+
+    def loki_path(self):
+        return self.flagged_config("loki", ["-config.file", "--config.file"], None, "observability/loki/loki.yaml")
+
+    def tempo_path(self):
+        return self.flagged_config("tempo", ["-config.file", "--config.file"], None, "observability/tempo/tempo.yaml")
+
+    def alertmanager_path(self):
+        return self.flagged_config("alertmanager", ["--config.file"], "/etc/alertmanager/alertmanager.yml",
+                                   "observability/alertmanager/alertmanager.yml")
 
     def prometheus(self):
         return self.cached("prometheus", lambda: load_yaml(self.prometheus_path()))
 
-    def loki_path(self):
-        args = as_args(self.services.get("loki", {}).get("command"))
-        return self.config_file("loki", flag_value(args, "-config.file", "--config.file"), "observability/loki/loki.yaml")
-
     def loki(self):
         return self.cached("loki", lambda: load_yaml(self.loki_path()))
 
-    def tempo_path(self):
-        args = as_args(self.services.get("tempo", {}).get("command"))
-        return self.config_file("tempo", flag_value(args, "-config.file", "--config.file"), "observability/tempo/tempo.yaml")
-
     def tempo(self):
         return self.cached("tempo", lambda: load_yaml(self.tempo_path()))
-
-    def alertmanager_path(self):
-        args = as_args(self.services.get("alertmanager", {}).get("command"))
-        return self.config_file(
-            "alertmanager", flag_value(args, "--config.file") or "/etc/alertmanager/alertmanager.yml",
-            "observability/alertmanager/alertmanager.yml",
-        )
 
     def alertmanager(self):
         return self.cached("alertmanager", lambda: load_yaml(self.alertmanager_path()))

@@ -120,6 +120,8 @@ struct BuildInfo {
     version: String,
     cert_not_after: Option<SystemTime>,
     max_sessions: usize,
+    /// Read once: on Linux it reads cgroup files, which a scrape need not repeat.
+    available_cpus: usize,
 }
 
 #[derive(Clone)]
@@ -139,8 +141,12 @@ impl Telemetry {
     /// Records the build version and certificate expiry (re-set at every scrape, so they never
     /// age out).
     pub fn started(&self, version: &str, cert_not_after: Option<SystemTime>, max_sessions: usize) {
-        *self.info.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(BuildInfo { version: version.to_string(), cert_not_after, max_sessions });
+        *self.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(BuildInfo {
+            version: version.to_string(),
+            cert_not_after,
+            max_sessions,
+            available_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        });
     }
 
     /// Follows announcements so the stream gauges are live state.
@@ -206,9 +212,8 @@ impl Telemetry {
                 gauge!(CERT_EXPIRY).set(unix(t));
             }
             gauge!(MAX_SESSIONS).set(info.max_sessions as f64);
+            gauge!(AVAILABLE_CPUS).set(info.available_cpus as f64);
         }
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        gauge!(AVAILABLE_CPUS).set(cpus as f64);
     }
 }
 
