@@ -17,6 +17,11 @@ pub const MAX_FRAMES_PER_GROUP: usize = 16 * 1024;
 pub struct Frame {
     pub payload: Bytes,
     pub received: Instant,
+    /// The frame as sent on a group stream: its size varint, then the payload (which `payload`
+    /// shares). A relay builds it once when the frame arrives, so fan-out writes one chunk per
+    /// viewer instead of a header and a payload (half the segments in every stream's send
+    /// buffer); frames that are not forwarded (an end viewer's, a local publisher's) skip the copy.
+    pub(crate) wire: Option<Bytes>,
 }
 
 #[derive(Debug)]
@@ -60,13 +65,23 @@ impl GroupProducer {
     }
 
     pub fn write_frame(&mut self, payload: Bytes) -> Result<(), Error> {
+        self.push(Frame { payload, received: Instant::now(), wire: None })
+    }
+
+    /// Appends a frame in wire form: a `header`-byte size varint, then the payload.
+    pub(crate) fn write_wire(&mut self, wire: Bytes, header: usize) -> Result<(), Error> {
+        self.push(Frame { payload: wire.slice(header..), received: Instant::now(), wire: Some(wire) })
+    }
+
+    fn push(&mut self, frame: Frame) -> Result<(), Error> {
+        let len = frame.payload.len();
         self.shared.state.modify(|s| {
             if s.frames.len() >= MAX_FRAMES_PER_GROUP {
                 return Err(Error::ProtocolViolation("too many frames in one group".into()));
             }
-            s.bytes += payload.len() as u64;
-            crate::telemetry::cached_bytes(payload.len() as i64);
-            s.frames.push(Frame { payload, received: Instant::now() });
+            s.bytes += len as u64;
+            crate::telemetry::cached_bytes(len as i64);
+            s.frames.push(frame);
             Ok(())
         })
     }
@@ -168,6 +183,22 @@ mod tests {
             assert_eq!(consumer.read_frame().await.unwrap().unwrap().payload, "two");
             assert!(consumer.read_frame().await.unwrap().is_none());
         }
+    }
+
+    #[tokio::test]
+    async fn wire_form_frames_share_one_buffer_with_their_payload() {
+        let (mut producer, mut consumer) = GroupProducer::new(0);
+        let wire = Bytes::from_static(b"\x05hello");
+        producer.write_wire(wire.clone(), 1).unwrap();
+        producer.write_frame(Bytes::from_static(b"bye")).unwrap();
+        producer.finish();
+        let relayed = consumer.read_frame().await.unwrap().unwrap();
+        assert_eq!(relayed.payload, "hello");
+        assert_eq!(relayed.wire.as_deref(), Some(&wire[..]));
+        assert_eq!(relayed.payload.as_ptr(), wire[1..].as_ptr(), "the payload is a view, not a copy");
+        let local = consumer.read_frame().await.unwrap().unwrap();
+        assert_eq!((local.payload, local.wire), (Bytes::from_static(b"bye"), None));
+        assert_eq!(consumer.size(), 8);
     }
 
     #[tokio::test]

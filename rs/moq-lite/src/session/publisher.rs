@@ -181,9 +181,15 @@ async fn write_group(
                 return Err(Error::Expired);
             }
             let len = frame.payload.len();
-            writer.queue(&FrameHeader { size: len as u64 });
             let _waiting = telemetry::QueuedBytes::new(len);
-            writer.write_payload(frame.payload).await?;
+            match frame.wire {
+                // Size varint and payload, encoded once for every viewer.
+                Some(wire) => writer.write_bytes(wire).await?,
+                None => {
+                    writer.queue(&FrameHeader { size: len as u64 });
+                    writer.write_bytes(frame.payload).await?;
+                }
+            }
             egress.frame_written(len, frame.received);
         }
         writer.flush().await?;
@@ -227,7 +233,8 @@ async fn resolve(
 /// A group is skipped once a newer group exists and it is older than the subscriber's budget.
 fn is_expired(group: &GroupConsumer, track: &TrackConsumer, delivery: &Delivery) -> bool {
     let budget = delivery.max_latency_ms.load(Ordering::Relaxed);
+    // Cheapest test first: the track's lock is shared by every viewer of it.
     budget > 0
-        && track.latest().is_some_and(|latest| latest > group.sequence())
         && group.created().elapsed() > Duration::from_millis(budget)
+        && track.latest().is_some_and(|latest| latest > group.sequence())
 }

@@ -100,6 +100,28 @@ impl Reader {
         Ok(out.freeze())
     }
 
+    /// A frame of `size` payload bytes in wire form: its size varint, then the payload, in one
+    /// buffer (the one copy a relayed frame gets; every viewer's stream then shares it).
+    pub async fn read_frame_wire(&mut self, size: usize) -> Result<(Bytes, usize), Error> {
+        let header = crate::coding::varint::size(size as u64);
+        let mut out = BytesMut::with_capacity(header + size);
+        crate::coding::varint::encode(&mut out, size as u64);
+        while out.len() < header + size {
+            if self.buf.is_empty() {
+                let want = header + size - out.len();
+                match self.stream.read_chunk(want, true).await.map_err(read_error)? {
+                    Some(chunk) => out.extend_from_slice(&chunk.bytes),
+                    None => return Err(Error::ProtocolViolation("stream ended inside a frame".into())),
+                }
+                continue;
+            }
+            let take = (header + size - out.len()).min(self.buf.len());
+            out.extend_from_slice(&self.buf[..take]);
+            self.buf.advance(take);
+        }
+        Ok((out.freeze(), header))
+    }
+
     /// Waits for the peer to finish its side; any further bytes are a protocol violation.
     pub async fn finished(&mut self) -> Result<(), Error> {
         if !self.buf.is_empty() || self.fill().await? {
@@ -149,9 +171,12 @@ impl Writer {
         self.stream.write_chunk(bytes).await.map_err(write_error)
     }
 
-    /// Writes queued bytes and then `payload` without copying it.
-    pub async fn write_payload(&mut self, payload: Bytes) -> Result<(), Error> {
-        let mut chunks = [self.buf.split().freeze(), payload];
+    /// Writes queued bytes (if any) and then `chunk`, without copying it.
+    pub async fn write_bytes(&mut self, chunk: Bytes) -> Result<(), Error> {
+        if self.buf.is_empty() {
+            return self.stream.write_chunk(chunk).await.map_err(write_error);
+        }
+        let mut chunks = [self.buf.split().freeze(), chunk];
         self.stream.write_all_chunks(&mut chunks).await.map_err(write_error)
     }
 

@@ -239,12 +239,18 @@ pub(super) async fn serve_uni(inner: &Arc<Inner>, reader: &mut Reader) -> Result
         None => return Err(Error::Cancel),
     };
     let counters = &upstream.ingress.counters;
+    // A node that also publishes (a relay) may fan this group out: keep frames in wire form.
+    let forwards = inner.config.publish.is_some();
     loop {
         match reader.decode_maybe::<FrameHeader>().await {
             Ok(Some(frame)) => {
-                let payload = reader.read_payload(frame.size as usize).await?;
-                counters.frame(payload.len());
-                group.write_frame(payload)?;
+                counters.frame(frame.size as usize);
+                if forwards {
+                    let (wire, header) = reader.read_frame_wire(frame.size as usize).await?;
+                    group.write_wire(wire, header)?;
+                } else {
+                    group.write_frame(reader.read_payload(frame.size as usize).await?)?;
+                }
             }
             Ok(None) => {
                 counters.group();
