@@ -250,6 +250,9 @@ pub fn init(config: &Config) -> anyhow::Result<Guard> {
             .with_tracer(providers.tracer())
             .with_location(false)
             .with_threads(false)
+            // No busy/idle time per span: it reads the clock and locks the span's extensions
+            // on every poll of every instrumented task (5 % of a 1000-viewer client's CPU).
+            .with_tracked_inactivity(false)
             .with_filter(trace_filter);
         let logs = providers
             .log_layer()
