@@ -242,8 +242,8 @@ def fmt(x, spec=".1f"):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profiles", default="2mbps,250kbps")
-    ap.add_argument("--sweep-2mbps", default="100,200,400,600")
-    ap.add_argument("--sweep-250kbps", default="250,500,750,1000,1250,1500")
+    ap.add_argument("--sweep-2mbps", default="100,200,350,400,600")
+    ap.add_argument("--sweep-250kbps", default="250,500,750,1000,1125,1250,1500")
     ap.add_argument("--subjects", default="ours,ours-off,ours-1t,reference,floor")
     ap.add_argument("--warmup", type=int, default=6)
     ap.add_argument("--window", type=int, default=10)
@@ -321,6 +321,20 @@ def machine():
             "mem_gib": round(os.sysconf("SC_PHYS_PAGES") * PAGE / 2**30, 1)}
 
 
+def repeat_ratios(results, profile, viewers, mine, other):
+    """CPU per frame of `mine` over `other` within each repeat: the runs of one repeat are
+    adjacent in time, so slow drifts of this shared machine cancel out of each ratio."""
+    out = []
+    for rep in sorted({r.get("repeat") for r in results}, key=lambda x: (x is None, x)):
+        def cpf(subject):
+            return next((r.get("cpu_us_per_frame") for r in results if r["profile"] == profile and
+                         r["viewers"] == viewers and r["subject"] == subject and r.get("repeat") == rep), None)
+        x, y = cpf(mine), cpf(other)
+        if x and y:
+            out.append(x / y)
+    return out
+
+
 def summarize(results, idle, subjects, a):
     points, lines = [], []
     keys = sorted({(r["profile"], r["viewers"], r["subject"]) for r in results},
@@ -374,7 +388,9 @@ def summarize(results, idle, subjects, a):
                 q = next((q for q in points if q["profile"] == profile and q["viewers"] == p["viewers"]
                           and q["subject"] == other), None)
                 if q and p["cpu_us_per_frame"] and q["cpu_us_per_frame"]:
-                    pairs.append((p["viewers"], p["cpu_us_per_frame"] / q["cpu_us_per_frame"]))
+                    pairs.append((p["viewers"], p["cpu_us_per_frame"] / q["cpu_us_per_frame"],
+                                  repeat_ratios(results, profile, p["viewers"], mine, other),
+                                  p["pass"] and q["pass"]))
             ratios[f"{mine}/{other}"] = pairs
         summary[profile]["cpu_per_frame_ratio"] = ratios
         capline = ", ".join(f"{s} {v['capacity']}{'+' if v['at_top_of_sweep'] else ''}" for s, v in cap.items())
@@ -382,7 +398,12 @@ def summarize(results, idle, subjects, a):
                      f"sweep): {capline}")
         for pair, xs in ratios.items():
             if xs:
-                lines.append(f"- CPU per frame delivered, {pair}: " + ", ".join(f"{v} viewers {x:.2f}" for v, x in xs))
+                lines.append(f"- CPU per frame delivered, {pair} (ratio of medians; per repeat, the two runs "
+                             f"adjacent in time): " + ", ".join(
+                                 f"{v} viewers {x:.2f}" + (f" ({min(rr):.2f}–{max(rr):.2f})" if rr else "")
+                                 + ("" if both else " [a subject failed]")
+                                 for v, x, rr, both in xs)
+                             + f"; median over points both passed {fmt(median([x for _, x, _, b in xs if b]), '.2f')}")
         mine = {s: v["capacity"] for s, v in cap.items()}
         if mine.get("reference"):
             for s in ("ours", "ours-1t"):
