@@ -89,14 +89,7 @@ impl Reader {
             }
         }
         let mut out = BytesMut::with_capacity(size);
-        while out.len() < size {
-            if self.buf.is_empty() && !self.fill().await? {
-                return Err(Error::ProtocolViolation("stream ended inside a frame".into()));
-            }
-            let take = (size - out.len()).min(self.buf.len());
-            out.extend_from_slice(&self.buf[..take]);
-            self.buf.advance(take);
-        }
+        self.read_into(&mut out, size).await?;
         Ok(out.freeze())
     }
 
@@ -106,20 +99,26 @@ impl Reader {
         let header = crate::coding::varint::size(size as u64);
         let mut out = BytesMut::with_capacity(header + size);
         crate::coding::varint::encode(&mut out, size as u64);
-        while out.len() < header + size {
+        self.read_into(&mut out, header + size).await?;
+        Ok((out.freeze(), header))
+    }
+
+    /// Appends buffered bytes, then stream data, to `out` until it holds `len` bytes; reads from
+    /// the stream straight into `out`, never past the frame.
+    async fn read_into(&mut self, out: &mut BytesMut, len: usize) -> Result<(), Error> {
+        while out.len() < len {
             if self.buf.is_empty() {
-                let want = header + size - out.len();
-                match self.stream.read_chunk(want, true).await.map_err(read_error)? {
+                match self.stream.read_chunk(len - out.len(), true).await.map_err(read_error)? {
                     Some(chunk) => out.extend_from_slice(&chunk.bytes),
                     None => return Err(Error::ProtocolViolation("stream ended inside a frame".into())),
                 }
                 continue;
             }
-            let take = (header + size - out.len()).min(self.buf.len());
+            let take = (len - out.len()).min(self.buf.len());
             out.extend_from_slice(&self.buf[..take]);
             self.buf.advance(take);
         }
-        Ok((out.freeze(), header))
+        Ok(())
     }
 
     /// Waits for the peer to finish its side; any further bytes are a protocol violation.
