@@ -141,6 +141,46 @@ async fn one_upstream_subscription_fans_out_and_is_torn_down_with_the_last_viewe
     timeout(WAIT, track.unused()).await.expect("the last viewer leaving unsubscribes upstream");
 }
 
+/// Frames bigger than a stream's flow-control window (4 MiB) cannot be handed to QUIC in one
+/// write: the relay's fan-out writes what the stream takes and its per-viewer task finishes the
+/// frame. Every viewer still gets every byte, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_larger_than_the_stream_window_reach_every_viewer_intact_and_in_order() {
+    let addr = relay(Origin::new()).await;
+    let mut publisher = publisher(addr, "moqt", "big", "t").await;
+    let (_a, mut va) = viewer(addr, "moqt", "big", "t").await;
+    let (_b, mut vb) = viewer(addr, "https", "big", "t").await;
+    assert!(eventually(|| publisher.track.consumers() > 0).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let sizes = [1_000, 3 << 20, 6 << 20, 10, 5 << 20, 100, 200, 300];
+    let frames: Vec<Bytes> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Bytes::from((0..n).map(|j| (i * 31 + j) as u8).collect::<Vec<_>>()))
+        .collect();
+    let mut group = publisher.track.append_group();
+    for frame in &frames {
+        group.write_frame(frame.clone()).unwrap();
+        tokio::task::yield_now().await;
+    }
+    group.finish();
+
+    for track in [&mut va, &mut vb] {
+        let mut group = timeout(WAIT, track.next_group()).await.unwrap().unwrap().unwrap();
+        for (i, expected) in frames.iter().enumerate() {
+            let frame = timeout(WAIT, group.read_frame()).await.unwrap().unwrap().unwrap();
+            assert!(
+                frame.payload == *expected,
+                "frame {i}: {} bytes, expected {}",
+                frame.payload.len(),
+                expected.len()
+            );
+        }
+        assert!(timeout(WAIT, group.read_frame()).await.unwrap().unwrap().is_none());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacing_publisher_takes_over_the_path() {
     let addr = relay(Origin::new()).await;

@@ -24,11 +24,31 @@ pub struct Frame {
     pub(crate) wire: Option<Bytes>,
 }
 
+/// A consumer the producer writes each frame to as it appends it, so fanning a frame out to
+/// many viewers wakes no task per viewer (the consumer's task sleeps while it keeps up).
+pub(crate) trait FrameSink: Send + Sync {
+    /// Frame `index` was just appended; `false` detaches the sink (it is blocked, failed or gone,
+    /// and its owner reads on from where it stopped).
+    fn offer(&self, index: usize, frame: &Frame) -> bool;
+    /// The group ended: no more offers.
+    fn release(&self);
+}
+
+#[derive(Default)]
+struct Sinks(Vec<Arc<dyn FrameSink>>);
+
+impl std::fmt::Debug for Sinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} sinks", self.0.len())
+    }
+}
+
 #[derive(Debug)]
 struct State {
     frames: Vec<Frame>,
     bytes: u64,
     closed: Option<Result<(), Error>>,
+    sinks: Sinks,
 }
 
 #[derive(Debug)]
@@ -55,7 +75,7 @@ impl GroupProducer {
         let shared = Arc::new(Shared {
             sequence,
             created: Instant::now(),
-            state: Watch::new(State { frames: Vec::new(), bytes: 0, closed: None }),
+            state: Watch::new(State { frames: Vec::new(), bytes: 0, closed: None, sinks: Sinks::default() }),
         });
         (Self { shared: shared.clone() }, GroupConsumer { shared, index: 0 })
     }
@@ -75,15 +95,28 @@ impl GroupProducer {
 
     fn push(&mut self, frame: Frame) -> Result<(), Error> {
         let len = frame.payload.len();
-        self.shared.state.modify(|s| {
+        let (index, mut sinks, offered) = self.shared.state.modify(|s| {
             if s.frames.len() >= MAX_FRAMES_PER_GROUP {
                 return Err(Error::ProtocolViolation("too many frames in one group".into()));
             }
             s.bytes += len as u64;
             crate::telemetry::cached_bytes(len as i64);
+            // Sinks are written outside the lock: readers of the group must not wait on them.
+            let sinks = std::mem::take(&mut s.sinks.0);
+            let offered = (!sinks.is_empty()).then(|| frame.clone());
             s.frames.push(frame);
-            Ok(())
-        })
+            Ok((s.frames.len() - 1, sinks, offered))
+        })?;
+        if let Some(frame) = offered {
+            sinks.retain(|sink| sink.offer(index, &frame));
+            if !sinks.is_empty() {
+                // Sinks attached meanwhile came in after this frame; keep them too.
+                let mut s = self.shared.state.lock();
+                sinks.append(&mut s.sinks.0);
+                s.sinks.0 = sinks;
+            }
+        }
+        Ok(())
     }
 
     /// Marks the group complete: consumers read every frame, then the end.
@@ -96,9 +129,13 @@ impl GroupProducer {
     }
 
     fn close(&self, result: Result<(), Error>) {
-        self.shared.state.modify(|s| {
+        let sinks = self.shared.state.modify(|s| {
             s.closed.get_or_insert(result);
+            std::mem::take(&mut s.sinks.0)
         });
+        for sink in sinks {
+            sink.release();
+        }
     }
 
     pub fn consume(&self) -> GroupConsumer {
@@ -144,6 +181,22 @@ impl GroupConsumer {
             self.index += 1;
         }
         Ok(frame)
+    }
+
+    /// Hands `sink` every frame appended from now on, if this consumer has read every frame so
+    /// far and the group is still open; `false` otherwise (read on, then try again).
+    pub(crate) fn attach(&self, sink: Arc<dyn FrameSink>) -> bool {
+        let mut s = self.shared.state.lock();
+        if s.frames.len() != self.index || s.closed.is_some() {
+            return false;
+        }
+        s.sinks.0.push(sink);
+        true
+    }
+
+    /// Continues after the frames a detached sink took.
+    pub(crate) fn skip_to(&mut self, index: usize) {
+        self.index = self.index.max(index);
     }
 
     /// Frames in the group so far.
@@ -199,6 +252,57 @@ mod tests {
         let local = consumer.read_frame().await.unwrap().unwrap();
         assert_eq!((local.payload, local.wire), (Bytes::from_static(b"bye"), None));
         assert_eq!(consumer.size(), 8);
+    }
+
+    /// Records what the producer hands it; refuses offers after `accept` of them.
+    #[derive(Default)]
+    struct Recorder {
+        offered: std::sync::Mutex<Vec<(usize, Bytes)>>,
+        accept: usize,
+        released: std::sync::atomic::AtomicBool,
+    }
+
+    impl FrameSink for Recorder {
+        fn offer(&self, index: usize, frame: &Frame) -> bool {
+            let mut offered = self.offered.lock().unwrap();
+            offered.push((index, frame.payload.clone()));
+            offered.len() < self.accept
+        }
+        fn release(&self) {
+            self.released.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attached_sink_gets_each_new_frame_until_it_detaches() {
+        let (mut producer, mut consumer) = GroupProducer::new(0);
+        producer.write_frame(Bytes::from_static(b"a")).unwrap();
+        let sink = Arc::new(Recorder { accept: 2, ..Default::default() });
+        assert!(!consumer.attach(sink.clone()), "a consumer behind the producer reads on first");
+        consumer.read_frame().await.unwrap();
+        assert!(consumer.attach(sink.clone()));
+        for payload in [&b"b"[..], b"c", b"d"] {
+            producer.write_frame(Bytes::from_static(payload)).unwrap();
+        }
+        // The second offer was refused: the sink was detached and saw no third.
+        let offered = sink.offered.lock().unwrap().clone();
+        assert_eq!(offered, vec![(1, Bytes::from_static(b"b")), (2, Bytes::from_static(b"c"))]);
+        // Its owner reads on from where the sink stopped.
+        consumer.skip_to(2);
+        assert_eq!(consumer.read_frame().await.unwrap().unwrap().payload, "c");
+        assert_eq!(consumer.read_frame().await.unwrap().unwrap().payload, "d");
+        producer.finish();
+        assert!(!sink.released.load(std::sync::atomic::Ordering::SeqCst), "a detached sink is not released");
+    }
+
+    #[tokio::test]
+    async fn ending_a_group_releases_its_sinks_and_refuses_new_ones() {
+        let (producer, consumer) = GroupProducer::new(0);
+        let sink = Arc::new(Recorder { accept: usize::MAX, ..Default::default() });
+        assert!(consumer.attach(sink.clone()));
+        drop(producer);
+        assert!(sink.released.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(!consumer.attach(Arc::new(Recorder::default())), "no sink on an ended group");
     }
 
     #[tokio::test]

@@ -2,16 +2,19 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
+use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::stream::{Reader, Writer};
 use super::{group_priority, Inner};
+use crate::coding::Encode;
 use crate::message::*;
-use crate::model::{Announcement, GroupConsumer, TrackConsumer};
-use crate::{path, telemetry, Error};
+use crate::model::{Announcement, Frame, FrameSink, GroupConsumer, TrackConsumer};
+use crate::{path, telemetry, Error, Version};
 
 /// How long a SUBSCRIBE waits for its broadcast to be announced before it is refused.
 const ROUTE_WAIT: Duration = Duration::from_secs(2);
@@ -175,27 +178,9 @@ async fn write_group(
     writer.queue_raw(|b| UniStreamType::Group.encode(b));
     writer.queue(&GroupHeader { subscribe_id, sequence });
 
-    let result: Result<(), Error> = async {
-        while let Some(frame) = group.read_frame().await? {
-            if is_expired(&group, &track, &delivery) {
-                return Err(Error::Expired);
-            }
-            let len = frame.payload.len();
-            let _waiting = telemetry::QueuedBytes::new(len);
-            match frame.wire {
-                // Size varint and payload, encoded once for every viewer.
-                Some(wire) => writer.write_bytes(wire).await?,
-                None => {
-                    writer.queue(&FrameHeader { size: len as u64 });
-                    writer.write_bytes(frame.payload).await?;
-                }
-            }
-            egress.frame_written(len, frame.received);
-        }
-        writer.flush().await?;
-        Ok(())
-    }
-    .await;
+    let direct = Arc::new(DirectStream::new(group.created(), inner.version, delivery.clone(), egress.clone()));
+    let _reclaim = Reclaim(direct.clone());
+    let (mut writer, result) = forward(writer, &mut group, &track, &delivery, &egress, &direct).await;
     match result {
         Ok(()) => {
             writer.finish();
@@ -206,6 +191,215 @@ async fn write_group(
             telemetry::GroupDropped { error: &error, frames_left }.emit();
             writer.reset(error.code());
         }
+    }
+}
+
+/// Writes the group's frames to the stream: itself while catching up or blocked, and through
+/// the group's producer (see [`DirectStream`]) while it keeps up. Returns the writer whatever
+/// happened, to finish or reset it.
+async fn forward(
+    mut writer: Writer,
+    group: &mut GroupConsumer,
+    track: &TrackConsumer,
+    delivery: &Delivery,
+    egress: &telemetry::Egress,
+    direct: &Arc<DirectStream>,
+) -> (Writer, Result<(), Error>) {
+    loop {
+        writer = match direct.attach(group, writer) {
+            Err(writer) => writer,
+            Ok(()) => {
+                let back = direct.handed_back().await;
+                group.skip_to(back.next);
+                let mut writer = back.writer;
+                if let Some(error) = back.error {
+                    return (writer, Err(error));
+                }
+                for chunk in back.unwritten {
+                    if let Err(error) = writer.write_bytes(chunk).await {
+                        return (writer, Err(error));
+                    }
+                }
+                writer
+            }
+        };
+        let frame = match group.read_frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(error) => return (writer, Err(error)),
+        };
+        if is_expired(group, track, delivery) {
+            return (writer, Err(Error::Expired));
+        }
+        let len = frame.payload.len();
+        let _waiting = telemetry::QueuedBytes::new(len);
+        let written = match frame.wire {
+            // Size varint and payload, encoded once for every viewer.
+            Some(wire) => writer.write_bytes(wire).await,
+            None => {
+                writer.queue(&FrameHeader { size: len as u64 });
+                writer.write_bytes(frame.payload).await
+            }
+        };
+        if let Err(error) = written {
+            return (writer, Err(error));
+        }
+        egress.frame_written(len, frame.received);
+    }
+    let flushed = writer.flush().await;
+    (writer, flushed)
+}
+
+/// A viewer's group stream while the viewer keeps up: the group's producer writes each new
+/// frame to it as the frame arrives (one pass over the viewers per frame, as a bare QUIC sender
+/// would do) instead of waking the viewer's task per frame. The first write that would wait, or
+/// fail, hands the stream back to the task ([`forward`]), which finishes that frame and reads
+/// on at its own pace.
+struct DirectStream {
+    state: Mutex<Direct>,
+    handed_back: Notify,
+    created: Instant,
+    version: Version,
+    delivery: Arc<Delivery>,
+    egress: Arc<telemetry::Egress>,
+}
+
+#[derive(Default)]
+struct Direct {
+    /// Held here while attached; the task holds it otherwise.
+    writer: Option<Writer>,
+    attached: bool,
+    /// Index of the next frame to write.
+    next: usize,
+    /// The rest of a frame the stream took only part of.
+    unwritten: Vec<Bytes>,
+    error: Option<Error>,
+}
+
+/// What the producer hands back to the task.
+struct HandedBack {
+    writer: Writer,
+    next: usize,
+    unwritten: Vec<Bytes>,
+    error: Option<Error>,
+}
+
+impl DirectStream {
+    fn new(created: Instant, version: Version, delivery: Arc<Delivery>, egress: Arc<telemetry::Egress>) -> Self {
+        Self { state: Mutex::default(), handed_back: Notify::new(), created, version, delivery, egress }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Direct> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands the stream to the group's producer if the task is caught up with nothing queued.
+    fn attach(self: &Arc<Self>, group: &GroupConsumer, writer: Writer) -> Result<(), Writer> {
+        if !writer.is_flushed() {
+            return Err(writer);
+        }
+        {
+            let mut direct = self.lock();
+            direct.writer = Some(writer);
+            direct.attached = true;
+            direct.next = group.position();
+        }
+        if group.attach(self.clone()) {
+            return Ok(());
+        }
+        // Not in the group's list, so nothing else touched it.
+        let mut direct = self.lock();
+        direct.attached = false;
+        Err(direct.writer.take().expect("writer just stored"))
+    }
+
+    /// Waits until the producer detaches the stream, and takes it back.
+    async fn handed_back(&self) -> HandedBack {
+        loop {
+            self.handed_back.notified().await;
+            let mut direct = self.lock();
+            if direct.attached {
+                continue;
+            }
+            let writer = direct.writer.take().expect("attached streams hold their writer");
+            return HandedBack {
+                writer,
+                next: direct.next,
+                unwritten: std::mem::take(&mut direct.unwritten),
+                error: direct.error.take(),
+            };
+        }
+    }
+
+    fn detach(&self, mut direct: std::sync::MutexGuard<'_, Direct>) -> bool {
+        direct.attached = false;
+        drop(direct);
+        self.handed_back.notify_one();
+        false
+    }
+}
+
+impl FrameSink for DirectStream {
+    fn offer(&self, index: usize, frame: &Frame) -> bool {
+        let mut direct = self.lock();
+        if !direct.attached || direct.writer.is_none() {
+            return false;
+        }
+        // A late group may have to be skipped: the task decides, it may take the track's lock.
+        let budget = self.delivery.max_latency_ms.load(Ordering::Relaxed);
+        let late = budget > 0 && frame.received.saturating_duration_since(self.created) > Duration::from_millis(budget);
+        if index != direct.next || late {
+            return self.detach(direct);
+        }
+        let len = frame.payload.len();
+        let mut chunks = match &frame.wire {
+            Some(wire) => vec![wire.clone()],
+            None => {
+                let mut header = BytesMut::with_capacity(8);
+                FrameHeader { size: len as u64 }.encode(&mut header, self.version);
+                vec![header.freeze(), frame.payload.clone()]
+            }
+        };
+        let writer = direct.writer.as_mut().expect("checked above");
+        match writer.try_write(&mut chunks) {
+            Ok(false) => self.detach(direct),
+            Ok(true) => {
+                direct.next += 1;
+                self.egress.frame_written(len, frame.received);
+                chunks.retain(|chunk| !chunk.is_empty());
+                if chunks.is_empty() {
+                    return true;
+                }
+                direct.unwritten = chunks;
+                self.detach(direct)
+            }
+            Err(error) => {
+                direct.error = Some(error);
+                self.detach(direct)
+            }
+        }
+    }
+
+    fn release(&self) {
+        let direct = self.lock();
+        if direct.attached {
+            self.detach(direct);
+        }
+    }
+}
+
+/// Takes the stream back from the producer when the task is dropped (its subscription ended or
+/// it was reset as too slow), so the stream is reset and the producer stops writing to it.
+struct Reclaim(Arc<DirectStream>);
+
+impl Drop for Reclaim {
+    fn drop(&mut self) {
+        let writer = {
+            let mut direct = self.0.lock();
+            direct.attached = false;
+            direct.writer.take()
+        };
+        drop(writer);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Framed reading and writing of moq-lite messages on one QUIC/WebTransport stream.
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures::FutureExt;
 use web_transport_quinn::{ReadError, RecvStream, SendStream, WriteError};
 
 use crate::coding::{decode_partial, Decode, DecodeError, Encode};
@@ -177,6 +178,24 @@ impl Writer {
         }
         let mut chunks = [self.buf.split().freeze(), chunk];
         self.stream.write_all_chunks(&mut chunks).await.map_err(write_error)
+    }
+
+    /// Writes as much of `chunks` as the stream takes right now, without waiting: `false` when it
+    /// took nothing (blocked, or bytes are still queued here); on `true` the chunks not yet
+    /// written are left non-empty in `chunks`.
+    pub fn try_write(&mut self, chunks: &mut [Bytes]) -> Result<bool, Error> {
+        if !self.buf.is_empty() {
+            return Ok(false);
+        }
+        match self.stream.write_chunks(chunks).now_or_never() {
+            None => Ok(false),
+            Some(written) => written.map(|_| true).map_err(write_error),
+        }
+    }
+
+    /// Whether nothing is queued here (every message so far was handed to the stream).
+    pub fn is_flushed(&self) -> bool {
+        self.buf.is_empty()
     }
 
     pub fn set_priority(&self, priority: i32) {
