@@ -26,9 +26,16 @@ test: deps build
 deps:
     scripts/install-test-deps.sh
 
-# Measure: fan-out sweep (2 Mbit/s and 250 kbit/s profiles) of this relay instrumented and not, single-threaded, the reference moq-relay and the bare-quinn floor; writes docs/bench.json. Extra flags go to scripts/bench.py (e.g. --repeats 3, --sweep-250kbps 500,1000).
-bench *flags: deps
+# Measure: fan-out sweep (2 Mbit/s and 250 kbit/s profiles) of this relay instrumented and not, single-threaded, the reference moq-relay and the bare-quinn floor (docs/bench.json); then instructions per frame counted by callgrind (docs/bench-instructions.json). Extra flags go to scripts/bench.py (e.g. --repeats 3, --sweep-250kbps 500,1000).
+bench *flags:
+    WITH_BENCH=1 scripts/install-test-deps.sh
     python3 scripts/bench.py {{flags}}
+    python3 scripts/bench_instructions.py --no-build
+
+# Measure only the instruction counts (valgrind/callgrind): instrumentation on vs off, single-threaded, bare-quinn floor.
+bench-instructions *flags:
+    WITH_BENCH=1 scripts/install-test-deps.sh
+    python3 scripts/bench_instructions.py {{flags}}
 
 # Measure: instrumentation overhead alone (relay CPU, metrics on vs off, at one load).
 bench-overhead viewers="50" seconds="20" repeats="3":

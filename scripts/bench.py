@@ -8,6 +8,7 @@ fixed window on loopback and is measured the same way:
              logs exported over OTLP/HTTP to a local sink, info logs
   ours-1t    as `ours`, on a single-threaded runtime (--worker-threads 1)
   ours-off   this relay with instrumentation off: no recorder (--ops-listen off), no OTLP, warn logs
+  ours-off-1t  as `ours-off`, single-threaded
   reference  the reference moq-relay (cargo install moq-relay 0.17.10), same load tool over lite-04
   floor      a bare quinn sender (quinn-floor): one uni stream per group, the same frames, N
              connections, no relay logic; its CPU per frame is the floor
@@ -82,7 +83,7 @@ def stop(proc, sig=signal.SIGTERM, timeout=10):
 class Relay:
     """One relay process for one point; `tick()` is called every second during the window."""
 
-    def __init__(self, kind, sink):
+    def __init__(self, kind, sink, wrapper=()):
         self.kind, self.port, self.ops = kind, free_port(), free_port()
         env = dict(os.environ)
         if kind == "reference":
@@ -90,9 +91,9 @@ class Relay:
                     "--web-http-listen", f"127.0.0.1:{self.port}", "--auth-public", "**", "--drain-timeout", "1s"]
             ready = f"http://127.0.0.1:{self.port}/certificate.sha256"
         else:
-            args = [f"{BIN}/moq-relay", "--listen", f"127.0.0.1:{self.port}", "--tls-generate", "localhost,127.0.0.1",
+            args = [*wrapper, f"{BIN}/moq-relay", "--listen", f"127.0.0.1:{self.port}", "--tls-generate", "localhost,127.0.0.1",
                     "--drain-timeout", "1s"]
-            if kind == "ours-1t":
+            if kind.endswith("-1t"):
                 args += ["--worker-threads", "1"]
             if kind in ("ours", "ours-1t"):
                 args += ["--ops-listen", f"127.0.0.1:{self.ops}", "--otlp-endpoint", f"http://127.0.0.1:{sink}",
@@ -103,7 +104,7 @@ class Relay:
                 env["RUST_LOG"] = "warn"
             ready = f"http://127.0.0.1:{self.port}/health"
         self.proc = subprocess.Popen(args, stdout=DEVNULL, stderr=DEVNULL, env=env)
-        wait_for(lambda: http_ok(ready), f"{kind} relay")
+        wait_for(lambda: http_ok(ready), f"{kind} relay", timeout=60 if wrapper else 20)
         self.scrapes = 0
 
     def tick(self):

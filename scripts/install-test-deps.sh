@@ -28,6 +28,10 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-aler
 command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 python3 -c 'import yaml' >/dev/null 2>&1 || need_apt+=(python3-yaml)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# `just bench` counts instructions with callgrind.
+if [ -n "${WITH_BENCH:-}" ]; then
+  command -v callgrind_control >/dev/null 2>&1 || need_apt+=(valgrind)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "install-test-deps: apt-get install ${need_apt[*]}" >&2

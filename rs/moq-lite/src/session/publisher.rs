@@ -352,25 +352,31 @@ impl FrameSink for DirectStream {
             return self.detach(direct);
         }
         let len = frame.payload.len();
-        let mut chunks = match &frame.wire {
-            Some(wire) => vec![wire.clone()],
+        // On the stack: this runs once per viewer and frame.
+        let mut one;
+        let mut two;
+        let chunks: &mut [Bytes] = match &frame.wire {
+            Some(wire) => {
+                one = [wire.clone()];
+                &mut one
+            }
             None => {
-                let mut header = BytesMut::with_capacity(8);
-                FrameHeader { size: len as u64 }.encode(&mut header, self.version);
-                vec![header.freeze(), frame.payload.clone()]
+                let mut size = BytesMut::with_capacity(8);
+                FrameHeader { size: len as u64 }.encode(&mut size, self.version);
+                two = [size.freeze(), frame.payload.clone()];
+                &mut two
             }
         };
         let writer = direct.writer.as_mut().expect("checked above");
-        match writer.try_write(&mut chunks) {
+        match writer.try_write(chunks) {
             Ok(false) => self.detach(direct),
             Ok(true) => {
                 direct.next += 1;
                 self.egress.frame_written(len, frame.received);
-                chunks.retain(|chunk| !chunk.is_empty());
-                if chunks.is_empty() {
+                if chunks.iter().all(Bytes::is_empty) {
                     return true;
                 }
-                direct.unwritten = chunks;
+                direct.unwritten = chunks.iter().filter(|c| !c.is_empty()).cloned().collect();
                 self.detach(direct)
             }
             Err(error) => {
