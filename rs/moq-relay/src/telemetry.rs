@@ -202,10 +202,13 @@ impl Telemetry {
         for ((transport, version), n) in &s.connections {
             gauge!(ACTIVE_CONNECTIONS, "transport" => transport.as_str(), "version" => version.alpn()).set(*n as f64);
         }
+        let rtt = histogram!(QUIC_RTT);
+        let mut quic = QuicDelta::default();
         for (session, last) in s.quic.values_mut() {
-            fold_quic(session, last, true);
+            quic.add(session, last, Some(&rtt));
         }
         drop(s);
+        quic.emit();
         if let Some(info) = self.info.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             gauge!(BUILD_INFO, "version" => info.version).set(1.0);
             if let Some(t) = info.cert_not_after {
@@ -221,24 +224,43 @@ fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
 
-/// Adds the connection's stats since `last` to the aggregate counters.
-fn fold_quic(session: &Session, last: &mut QuicSample, sample_rtt: bool) {
-    let conn: &quinn::Connection = session.connection();
-    let stats = conn.stats();
-    let now = QuicSample {
-        lost: stats.path.lost_packets,
-        congestion: stats.path.congestion_events,
-        tx: stats.udp_tx.bytes,
-        rx: stats.udp_rx.bytes,
-    };
-    counter!(QUIC_LOST).increment(now.lost.saturating_sub(last.lost));
-    counter!(QUIC_CONGESTION).increment(now.congestion.saturating_sub(last.congestion));
-    counter!(QUIC_UDP_BYTES, "direction" => "tx").increment(now.tx.saturating_sub(last.tx));
-    counter!(QUIC_UDP_BYTES, "direction" => "rx").increment(now.rx.saturating_sub(last.rx));
-    if sample_rtt {
-        histogram!(QUIC_RTT).record(stats.path.rtt.as_secs_f64());
+/// QUIC counter growth summed over connections: the registry is updated once per scrape, not
+/// once per connection (each update is a label-set lookup).
+#[derive(Default)]
+struct QuicDelta {
+    lost: u64,
+    congestion: u64,
+    tx: u64,
+    rx: u64,
+}
+
+impl QuicDelta {
+    /// Adds the connection's stats since `last`, and samples its RTT into `rtt` if given.
+    fn add(&mut self, session: &Session, last: &mut QuicSample, rtt: Option<&metrics::Histogram>) {
+        let conn: &quinn::Connection = session.connection();
+        let stats = conn.stats();
+        let now = QuicSample {
+            lost: stats.path.lost_packets,
+            congestion: stats.path.congestion_events,
+            tx: stats.udp_tx.bytes,
+            rx: stats.udp_rx.bytes,
+        };
+        self.lost += now.lost.saturating_sub(last.lost);
+        self.congestion += now.congestion.saturating_sub(last.congestion);
+        self.tx += now.tx.saturating_sub(last.tx);
+        self.rx += now.rx.saturating_sub(last.rx);
+        if let Some(rtt) = rtt {
+            rtt.record(stats.path.rtt.as_secs_f64());
+        }
+        *last = now;
     }
-    *last = now;
+
+    fn emit(self) {
+        counter!(QUIC_LOST).increment(self.lost);
+        counter!(QUIC_CONGESTION).increment(self.congestion);
+        counter!(QUIC_UDP_BYTES, "direction" => "tx").increment(self.tx);
+        counter!(QUIC_UDP_BYTES, "direction" => "rx").increment(self.rx);
+    }
 }
 
 /// Appends process CPU, memory, descriptors and start time, read from /proc (Linux), in the
@@ -340,7 +362,9 @@ impl Drop for SessionGuard {
             *n -= 1;
         }
         if let Some((session, mut last)) = s.quic.remove(&self.id) {
-            fold_quic(&session, &mut last, false);
+            let mut quic = QuicDelta::default();
+            quic.add(&session, &mut last, None);
+            quic.emit();
         }
     }
 }

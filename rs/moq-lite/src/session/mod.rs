@@ -137,22 +137,24 @@ impl Session {
             let inner = self.inner.clone();
             // Finished tasks are reaped so the set holds only live streams.
             while tasks.try_join_next().is_some() {}
-            tasks.spawn(
-                async move {
-                    let mut reader = Reader::new(recv, inner.version);
-                    let mut writer = Writer::new(send, inner.version);
-                    writer.set_priority(CONTROL_PRIORITY);
-                    if let Err(e) = inner.clone().serve_bi(&mut reader, &mut writer).await {
-                        if e.is_protocol_violation() {
-                            inner.fail(e);
-                        } else {
-                            writer.reset(e.code());
-                            reader.stop(e.code());
-                        }
+            // Not `.in_current_span()`: a subscription's task is polled on every group, and
+            // entering spans per poll is costly; `serve_bi` enters the session's span where it
+            // logs or sets up.
+            let session = tracing::Span::current();
+            tasks.spawn(async move {
+                let mut reader = Reader::new(recv, inner.version);
+                let mut writer = Writer::new(send, inner.version);
+                writer.set_priority(CONTROL_PRIORITY);
+                if let Err(e) = inner.clone().serve_bi(&mut reader, &mut writer, &session).await {
+                    let _entered = session.enter();
+                    if e.is_protocol_violation() {
+                        inner.fail(e);
+                    } else {
+                        writer.reset(e.code());
+                        reader.stop(e.code());
                     }
                 }
-                .in_current_span(),
-            );
+            });
         }
     }
 
@@ -220,30 +222,40 @@ impl Inner {
         let _ = self.fatal.try_send(err);
     }
 
-    async fn serve_bi(self: Arc<Self>, reader: &mut Reader, writer: &mut Writer) -> Result<(), Error> {
-        let kind = reader.decode::<StreamKind>().await?;
+    async fn serve_bi(
+        self: Arc<Self>,
+        reader: &mut Reader,
+        writer: &mut Writer,
+        session: &tracing::Span,
+    ) -> Result<(), Error> {
+        let kind = reader.decode::<StreamKind>().instrument(session.clone()).await?;
         match kind.0 {
             Ok(BiStreamType::Announce) => {
-                let span = tracing::info_span!("moq.announce", moq.prefix = tracing::field::Empty);
+                let span = tracing::info_span!(parent: session, "moq.announce", moq.prefix = tracing::field::Empty);
                 publisher::serve_announce(&self, reader, writer).instrument(span).await
             }
             Ok(BiStreamType::Subscribe) => {
                 let span = tracing::info_span!(
+                    parent: session,
                     "moq.subscribe",
                     moq.subscribe.id = tracing::field::Empty,
                     moq.broadcast = tracing::field::Empty,
                     moq.track = tracing::field::Empty,
                     moq.result = tracing::field::Empty,
                 );
-                publisher::serve_subscribe(&self, reader, writer).instrument(span).await
+                publisher::serve_subscribe(&self, reader, writer, span).await
             }
             Ok(BiStreamType::Goaway) if self.version.has_goaway() => {
-                let msg: Goaway = reader.decode().await?;
-                tracing::info!(uri = %msg.uri, "peer sent GOAWAY");
-                self.goaway_received.store(true, Ordering::Release);
-                self.goaway.notify_waiters();
-                reader.finished().await.ok();
-                Ok(())
+                async {
+                    let msg: Goaway = reader.decode().await?;
+                    tracing::info!(uri = %msg.uri, "peer sent GOAWAY");
+                    self.goaway_received.store(true, Ordering::Release);
+                    self.goaway.notify_waiters();
+                    reader.finished().await.ok();
+                    Ok(())
+                }
+                .instrument(session.clone())
+                .await
             }
             // Probe reports are optional; a publisher that does not measure resets the stream.
             Ok(BiStreamType::Probe) => Err(Error::Cancel),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
+use tracing::Instrument;
 
 use super::stream::{Reader, Writer};
 use super::{group_priority, Inner};
@@ -72,14 +73,40 @@ struct Delivery {
     max_latency_ms: AtomicU64,
 }
 
-pub(super) async fn serve_subscribe(inner: &Arc<Inner>, reader: &mut Reader, writer: &mut Writer) -> Result<(), Error> {
+/// A SUBSCRIBE stream. `span` (moq.subscribe) covers the request's setup and every log line of
+/// the subscription, but the forwarding loop is not polled inside it: that loop wakes on every
+/// group and track change, and entering a span (registry lookup, OpenTelemetry context attach) on
+/// each poll was the largest part of the instrumentation's cost.
+pub(super) async fn serve_subscribe(
+    inner: &Arc<Inner>,
+    reader: &mut Reader,
+    writer: &mut Writer,
+    span: tracing::Span,
+) -> Result<(), Error> {
+    let accepted = accept_subscribe(inner, reader, writer).instrument(span.clone()).await?;
+    forward_subscription(inner, reader, writer, accepted, &span).await
+}
+
+/// What an accepted SUBSCRIBE forwards from.
+struct Accepted {
+    id: u64,
+    broadcast: String,
+    track_name: String,
+    origin: crate::model::Origin,
+    route: crate::model::Route,
+    track: TrackConsumer,
+    delivery: Arc<Delivery>,
+    egress: Arc<telemetry::Egress>,
+}
+
+async fn accept_subscribe(inner: &Arc<Inner>, reader: &mut Reader, writer: &mut Writer) -> Result<Accepted, Error> {
     let subscribe: Subscribe = reader.decode().await?;
     let broadcast = path::normalize(&subscribe.broadcast);
     let span = tracing::Span::current();
     span.record("moq.subscribe.id", subscribe.id);
     span.record("moq.broadcast", broadcast.as_str());
     span.record("moq.track", subscribe.track.as_str());
-    let (full, origin, mut route, mut track) = match resolve(inner, &broadcast, &subscribe.track).await {
+    let (full, origin, route, track) = match resolve(inner, &broadcast, &subscribe.track).await {
         Ok(resolved) => resolved,
         Err(error) => {
             span.record("moq.result", error.kind());
@@ -100,6 +127,26 @@ pub(super) async fn serve_subscribe(inner: &Arc<Inner>, reader: &mut Reader, wri
 
     let delivery =
         Arc::new(Delivery { priority: subscribe.priority.into(), max_latency_ms: subscribe.max_latency_ms.into() });
+    Ok(Accepted {
+        id: subscribe.id,
+        broadcast: full,
+        track_name: subscribe.track,
+        origin,
+        route,
+        track,
+        delivery,
+        egress,
+    })
+}
+
+async fn forward_subscription(
+    inner: &Arc<Inner>,
+    reader: &mut Reader,
+    writer: &mut Writer,
+    accepted: Accepted,
+    span: &tracing::Span,
+) -> Result<(), Error> {
+    let Accepted { id, broadcast, track_name, origin, mut route, mut track, delivery, egress } = accepted;
     let mut groups = JoinSet::new();
     let mut inflight: VecDeque<AbortHandle> = VecDeque::new();
     loop {
@@ -118,14 +165,16 @@ pub(super) async fn serve_subscribe(inner: &Arc<Inner>, reader: &mut Reader, wri
                     inflight.retain(|h| !h.is_finished());
                     if inflight.len() >= MAX_INFLIGHT_GROUPS {
                         if let Some(oldest) = inflight.pop_front() {
-                            tracing::debug!(broadcast = %full, track = %subscribe.track, "slow subscriber: resetting oldest group");
+                            span.in_scope(|| {
+                                tracing::debug!(broadcast = %broadcast, track = %track_name, "slow subscriber: resetting oldest group");
+                                telemetry::GroupDropped { error: &Error::TooSlow, frames_left: 0 }.emit();
+                            });
                             oldest.abort();
-                            telemetry::GroupDropped { error: &Error::TooSlow, frames_left: 0 }.emit();
                         }
                     }
                     let handle = groups.spawn(write_group(
                         inner.clone(),
-                        subscribe.id,
+                        id,
                         group,
                         track.clone(),
                         delivery.clone(),
@@ -141,10 +190,10 @@ pub(super) async fn serve_subscribe(inner: &Arc<Inner>, reader: &mut Reader, wri
                 }
             },
             // A replacing publisher takes over the path: follow it.
-            _ = origin.route_changed(&full, route.id) => {
-                match origin.route(&full) {
+            _ = origin.route_changed(&broadcast, route.id) => {
+                match origin.route(&broadcast) {
                     Some(next) => {
-                        track = next.broadcast.subscribe_track(&subscribe.track)?;
+                        track = next.broadcast.subscribe_track(&track_name)?;
                         route = next;
                     }
                     None => {
