@@ -305,8 +305,9 @@ fn live_prometheus_and_alertmanager_see_the_relay_and_deliver_alerts() {
     // 3. Publishers stop: NoActiveStreams fires; one comes back: it resolves.
     cam.signal("INT");
     slow.signal("INT");
-    cam.wait_exit(Duration::from_secs(10));
-    slow.wait_exit(Duration::from_secs(10));
+    // A publisher still running would keep its stream announced and the alert silent.
+    assert!(cam.wait_exit(Duration::from_secs(10)).is_some(), "the cam publisher did not exit on SIGINT");
+    assert!(slow.wait_exit(Duration::from_secs(10)).is_some(), "the slow publisher did not exit on SIGINT");
     assert!(
         eventually(Duration::from_secs(60), || received(sink, "warning", "firing", "NoActiveStreams")),
         "no NoActiveStreams notification; firing: {:?}",
