@@ -120,22 +120,28 @@ def client_env():
     return dict(os.environ, RUST_LOG="warn")
 
 
+def start_load(url, p, viewers, warmup, window, timeout):
+    """One `moq publish` of profile `p` and one `moq watch` of `viewers` measuring after `warmup`
+    for `window` seconds (its JSON summary on stdout)."""
+    pub = subprocess.Popen([f"{BIN}/moq", "publish", "--url", url, "--broadcast", "bench/live",
+                            "--video-bitrate", str(p["bitrate"]), "--fps", str(p["fps"]), "--gop", str(p["gop"]),
+                            "--audio-bitrate", "0"], stdout=DEVNULL, stderr=DEVNULL, env=client_env())
+    time.sleep(1.0)
+    watch = subprocess.Popen([f"{BIN}/moq", "watch", "--url", url, "--broadcast", "bench/live", "--viewers",
+                              str(viewers), "--viewers-per-socket", "10", "--all-renditions", "--verify", "header",
+                              "--late-after", "100ms", "--warmup", f"{warmup}s", "--duration", f"{warmup + window}s",
+                              "--timeout", timeout, "--json", "--stats-interval", "0s"], stdout=subprocess.PIPE,
+                             stderr=DEVNULL, env=client_env())
+    return pub, watch
+
+
 def run_relay_point(kind, profile, viewers, warmup, window, sink):
     p = PROFILES[profile]
     relay = Relay(kind, sink)
     url = f"http://127.0.0.1:{relay.port}/"
     pub = watch = None
     try:
-        pub = subprocess.Popen([f"{BIN}/moq", "publish", "--url", url, "--broadcast", "bench/live",
-                                "--video-bitrate", str(p["bitrate"]), "--fps", str(p["fps"]), "--gop", str(p["gop"]),
-                                "--audio-bitrate", "0"], stdout=DEVNULL, stderr=DEVNULL, env=client_env())
-        time.sleep(1.0)
-        watch = subprocess.Popen([f"{BIN}/moq", "watch", "--url", url, "--broadcast", "bench/live", "--viewers",
-                                  str(viewers), "--viewers-per-socket", "10", "--all-renditions", "--verify",
-                                  "header", "--late-after", "100ms",
-                                  "--warmup", f"{warmup}s", "--duration", f"{warmup + window}s", "--timeout", "30s",
-                                  "--json", "--stats-interval", "0s"], stdout=subprocess.PIPE, stderr=DEVNULL,
-                                 env=client_env())
+        pub, watch = start_load(url, p, viewers, warmup, window, timeout="30s")
         time.sleep(warmup)
         cpu0, t0 = cpu_seconds(relay.proc.pid), time.time()
         while time.time() < t0 + window - 0.05:

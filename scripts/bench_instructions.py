@@ -26,7 +26,7 @@ fixed rate times the window (the watcher's count is reported as a check).
 import argparse, json, os, statistics, subprocess, sys, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import BIN, DEVNULL, PROFILES, ROOT, Relay, client_env, free_port, stop  # noqa: E402
+from bench import BIN, DEVNULL, PROFILES, ROOT, Relay, free_port, start_load, stop  # noqa: E402
 
 VALGRIND = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
 
@@ -66,15 +66,7 @@ def run_relay(kind, profile, viewers, warmup, window, sink, out_dir):
     url = f"http://127.0.0.1:{relay.port}/"
     pub = watch = None
     try:
-        pub = subprocess.Popen([f"{BIN}/moq", "publish", "--url", url, "--broadcast", "bench/live",
-                                "--video-bitrate", str(p["bitrate"]), "--fps", str(p["fps"]), "--gop", str(p["gop"]),
-                                "--audio-bitrate", "0"], stdout=DEVNULL, stderr=DEVNULL, env=client_env())
-        time.sleep(1.0)
-        watch = subprocess.Popen([f"{BIN}/moq", "watch", "--url", url, "--broadcast", "bench/live", "--viewers",
-                                  str(viewers), "--viewers-per-socket", "10", "--all-renditions", "--verify", "header",
-                                  "--late-after", "100ms", "--warmup", f"{warmup}s", "--duration",
-                                  f"{warmup + window}s", "--timeout", "60s", "--json", "--stats-interval", "0s"],
-                                 stdout=subprocess.PIPE, stderr=DEVNULL, env=client_env())
+        pub, watch = start_load(url, p, viewers, warmup, window, timeout="60s")
         time.sleep(warmup)
         ir, elapsed = measure(relay.proc.pid, window, out_dir, relay.tick)
         out, _ = watch.communicate(timeout=120)
