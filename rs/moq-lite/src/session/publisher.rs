@@ -73,6 +73,15 @@ struct Delivery {
     max_latency_ms: AtomicU64,
 }
 
+impl Delivery {
+    /// Whether a group of age `age()` is past the subscriber's latency budget; without a budget
+    /// (0) the age is not even computed (a clock read per frame on the forwarding path).
+    fn over_budget(&self, age: impl FnOnce() -> Duration) -> bool {
+        let budget = self.max_latency_ms.load(Ordering::Relaxed);
+        budget > 0 && age() > Duration::from_millis(budget)
+    }
+}
+
 /// A SUBSCRIBE stream. `span` (moq.subscribe) covers the request's setup and every log line of
 /// the subscription, but the forwarding loop is not polled inside it: that loop wakes on every
 /// group and track change, and entering a span (registry lookup, OpenTelemetry context attach) on
@@ -395,8 +404,7 @@ impl FrameSink for DirectStream {
             return false;
         }
         // A late group may have to be skipped: the task decides, it may take the track's lock.
-        let budget = self.delivery.max_latency_ms.load(Ordering::Relaxed);
-        let late = budget > 0 && frame.received.saturating_duration_since(self.created) > Duration::from_millis(budget);
+        let late = self.delivery.over_budget(|| frame.received.saturating_duration_since(self.created));
         if index != direct.next || late {
             return self.detach(direct);
         }
@@ -481,9 +489,6 @@ async fn resolve(
 
 /// A group is skipped once a newer group exists and it is older than the subscriber's budget.
 fn is_expired(group: &GroupConsumer, track: &TrackConsumer, delivery: &Delivery) -> bool {
-    let budget = delivery.max_latency_ms.load(Ordering::Relaxed);
     // Cheapest test first: the track's lock is shared by every viewer of it.
-    budget > 0
-        && group.created().elapsed() > Duration::from_millis(budget)
-        && track.latest().is_some_and(|latest| latest > group.sequence())
+    delivery.over_budget(|| group.created().elapsed()) && track.latest().is_some_and(|latest| latest > group.sequence())
 }
