@@ -166,6 +166,46 @@ fn gauges_follow_publishers_and_viewers() {
 }
 
 #[test]
+fn an_ended_broadcasts_series_age_out_after_the_linger_window_and_fixed_totals_stay() {
+    let _serial = serial();
+    let (_relay, port, ops) = relay_with_ops(&["--metrics-linger", "2s"]);
+    let viewers = watchers(port, "age/out", 2, 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    run(
+        "moq publish",
+        Command::new(bin("moq"))
+            .args(["publish", "--url", &format!("http://127.0.0.1:{port}/"), "--broadcast", "age/out"])
+            .args(["--groups", "2"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(watch_summary(&viewers.finish(Duration::from_secs(30)))["ok"], true);
+
+    let of_broadcast = |samples: &[Sample]| {
+        samples.iter().filter(|(_, l, _)| l.get("broadcast").map(String::as_str) == Some("age/out")).count()
+    };
+    let ended = scrape(ops);
+    assert!(
+        value(&ended, "moq_relay_bytes_sent_total", &[("broadcast", "age/out"), ("track_type", "video")]) > Some(0.0),
+        "an ended broadcast's totals are still there right after it ends"
+    );
+    let started = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(20), || of_broadcast(&scrape(ops)) == 0),
+        "series left: {:?}",
+        scrape(ops).into_iter().filter(|(_, l, _)| l.contains_key("broadcast")).collect::<Vec<_>>()
+    );
+    let gone_after = started.elapsed();
+    let samples = scrape(ops);
+    assert_eq!(
+        value(&samples, "moq_relay_sessions_total", &[("result", "accepted")]),
+        Some(3.0),
+        "totals without a broadcast label stay"
+    );
+    assert!(value(&samples, "moq_relay_active_streams", &[("namespace", "age")]).is_none(), "namespace gauge aged out");
+    eprintln!("broadcast series gone {gone_after:?} after the broadcast ended (linger 2 s, upkeep every 5 s)");
+}
+
+#[test]
 fn broadcast_series_never_exceed_the_cap() {
     let _serial = serial();
     let (_relay, port, ops) = relay_with_ops(&["--metrics-max-broadcasts", "2"]);

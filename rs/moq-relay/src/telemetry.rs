@@ -10,13 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use metrics_util::MetricKindMask;
 use moq_lite::model::{Announcement, Origin};
 use moq_lite::session::Session;
 use moq_lite::telemetry::{self as lite, BroadcastLabels, LabelLimits};
 use moq_lite::transport::Transport;
 use moq_lite::Version;
+use moq_telemetry::prometheus::{Builder, PrometheusHandle};
 
 pub const ACTIVE_STREAMS: &str = "moq_relay_active_streams";
 pub const ACTIVE_CONNECTIONS: &str = "moq_relay_active_connections";
@@ -44,18 +43,18 @@ pub fn disabled() -> Telemetry {
 
 /// Installs the Prometheus recorder and returns the relay's telemetry state.
 pub fn install(limits: LabelLimits) -> anyhow::Result<Telemetry> {
-    let mut builder = PrometheusBuilder::new()
-        // Series nobody touched for the linger window disappear: ended broadcasts age out.
-        .idle_timeout(MetricKindMask::COUNTER | MetricKindMask::GAUGE | MetricKindMask::HISTOGRAM, Some(limits.linger));
+    // Per-broadcast series nobody holds or updates for the linger window disappear (ended
+    // broadcasts age out, as their label slots do); the fixed label sets stay.
+    let mut builder = Builder::new().expire_idle(&["broadcast", "namespace"], limits.linger);
     for (name, buckets) in lite::histogram_buckets() {
-        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)?;
+        builder = builder.buckets_for(name, buckets)?;
     }
     for (name, buckets) in
         [(HANDSHAKE, HANDSHAKE_BUCKETS), (SESSION_DURATION, DURATION_BUCKETS), (QUIC_RTT, RTT_BUCKETS)]
     {
-        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)?;
+        builder = builder.buckets_for(name, buckets)?;
     }
-    let handle = builder.install_recorder()?;
+    let handle = builder.install()?;
     lite::configure(limits);
     lite::names::describe();
     describe();
@@ -174,10 +173,10 @@ impl Telemetry {
         text
     }
 
-    /// Drains histogram buffers and ages out idle series; call periodically.
+    /// Ages out idle per-broadcast series; call every few seconds.
     pub fn upkeep(&self) {
         if let Some(handle) = &self.handle {
-            handle.run_upkeep();
+            handle.upkeep();
         }
     }
 

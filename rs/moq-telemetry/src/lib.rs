@@ -15,6 +15,7 @@ mod json;
 mod otlp;
 #[cfg(feature = "otlp")]
 mod otlp_metrics;
+pub mod prometheus;
 pub mod redact;
 
 use std::time::Duration;
