@@ -140,6 +140,13 @@ fn alertmanager_config(shipped: &Path, sink: u16) -> String {
         .join("\n")
 }
 
+/// The relay's gauges of announced broadcasts, sessions and subscriptions, for failure messages.
+fn live_state(ops: u16) -> String {
+    let text = get(&format!("http://127.0.0.1:{ops}/metrics"));
+    let prefixes = ["moq_relay_active_", "moq_relay_session_closes_total", "moq_relay_queued_"];
+    text.lines().filter(|l| prefixes.iter().any(|p| l.starts_with(p))).collect::<Vec<_>>().join("; ")
+}
+
 /// Notifications the sink received: (receiver path, status, alertname, labels).
 fn notifications(sink: u16) -> Vec<(String, String, String, serde_json::Value)> {
     let body = get(&format!("http://127.0.0.1:{sink}/"));
@@ -310,8 +317,9 @@ fn live_prometheus_and_alertmanager_see_the_relay_and_deliver_alerts() {
     assert!(slow.wait_exit(Duration::from_secs(10)).is_some(), "the slow publisher did not exit on SIGINT");
     assert!(
         eventually(Duration::from_secs(60), || received(sink, "warning", "firing", "NoActiveStreams")),
-        "no NoActiveStreams notification; firing: {:?}",
-        firing(prom)
+        "no NoActiveStreams notification; firing: {:?}; the relay's live-state series: {}",
+        firing(prom),
+        live_state(ops)
     );
     let _cam_again = publisher(&url, "cam", &[]);
     assert!(
