@@ -11,7 +11,10 @@ fixed window on loopback and is measured the same way:
   ours-off-1t  as `ours-off`, single-threaded
   reference  the reference moq-relay (cargo install moq-relay 0.17.10), same load tool over lite-04
   floor      a bare quinn sender (quinn-floor): one uni stream per group, the same frames, N
-             connections, no relay logic; its CPU per frame is the floor
+             connections, no relay logic, on a current-thread runtime (its cheapest); its CPU per
+             frame is the floor
+  floor-mt   the same sender on the multi-threaded runtime the relay uses by default, so
+             `ours / floor-mt` compares like with like (the runtime's own cost cancels out)
 
 Load: `moq publish` (video only) and one `moq watch --viewers N --viewers-per-socket 10` process
 (header checks, latency from each frame's capture timestamp). After a warm-up (joins, cached catch-up), the window is
@@ -177,13 +180,13 @@ def run_relay_point(kind, profile, viewers, warmup, window, sink):
     }
 
 
-def run_floor_point(profile, viewers, warmup, window, socket_buffer):
+def run_floor_point(profile, viewers, warmup, window, socket_buffer, threads=1):
     p = PROFILES[profile]
     frame_bytes = p["bitrate"] // 8 // p["fps"]
     port = free_port()
     send = subprocess.Popen([f"{BIN}/quinn-floor", "send", "--listen", f"127.0.0.1:{port}", "--fps", str(p["fps"]),
                              "--frame-bytes", str(frame_bytes), "--gop", str(p["gop"]),
-                             "--socket-buffer", str(socket_buffer)],
+                             "--socket-buffer", str(socket_buffer), "--threads", str(threads)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=DEVNULL)
     recv = None
     try:
@@ -204,7 +207,7 @@ def run_floor_point(profile, viewers, warmup, window, socket_buffer):
         stop(send)
     frames = viewers * p["fps"] * window  # sent at a fixed rate to every connection during the window
     return {
-        "subject": "floor" if socket_buffer else "floor-default-buffers", "profile": profile, "viewers": viewers,
+        "subject": ("floor" if socket_buffer else "floor-default-buffers") + ("-mt" if threads != 1 else ""), "profile": profile, "viewers": viewers,
         "window_s": window, "frames": frames, "expected_frames": frames, "delivered_ratio": None,
         "throughput_mbps": viewers * frame_bytes * p["fps"] * 8 / 1e6, "lost": r.get("frames_lost"),
         "p50_ms": r.get("latency_ms", {}).get("p50"), "p99_ms": r.get("latency_ms", {}).get("p99"),
@@ -251,7 +254,7 @@ def main():
     ap.add_argument("--profiles", default="2mbps,250kbps")
     ap.add_argument("--sweep-2mbps", default="100,200,350,400,600")
     ap.add_argument("--sweep-250kbps", default="250,500,750,1000,1125,1250,1500")
-    ap.add_argument("--subjects", default="ours,ours-off,ours-1t,reference,floor")
+    ap.add_argument("--subjects", default="ours,ours-off,ours-1t,reference,floor,floor-mt")
     ap.add_argument("--warmup", type=int, default=6)
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=2)
@@ -287,6 +290,8 @@ def main():
                         try:
                             if s == "floor":
                                 r = run_floor_point(profile, viewers, 2, a.window, a.socket_buffer)
+                            elif s == "floor-mt":
+                                r = run_floor_point(profile, viewers, 2, a.window, a.socket_buffer, threads=0)
                             elif s == "floor-default-buffers":
                                 r = run_floor_point(profile, viewers, 2, a.window, 0)
                             else:
@@ -387,7 +392,7 @@ def summarize(results, idle, subjects, a):
         summary[profile] = {"capacity": cap}
         ratios = {}
         for mine, other in (("ours", "reference"), ("ours", "ours-off"), ("ours", "floor"), ("ours-1t", "floor"),
-                            ("ours-1t", "reference")):
+                            ("ours", "floor-mt"), ("ours-1t", "reference")):
             pairs = []
             for p in points:
                 if p["profile"] != profile or p["subject"] != mine:
