@@ -12,8 +12,10 @@
 //! woken per connection per frame) on a current-thread runtime (`--threads 1`). quinn still
 //! drives each connection from its own task. Measured on a 2-core host, 100 connections of
 //! 8 KiB at 30 fps: `--tasks per-connection` (one task per viewer fed by a broadcast channel, as
-//! a relay runs one task per subscriber) costs the same within noise, and the multi-threaded
-//! runtime the relay uses (`--threads 0`) costs ~3 µs per frame (~10%) more, with lower latency.
+//! a relay runs one task per subscriber) costs the same within noise. The multi-threaded runtime
+//! the relay uses (`--threads 0`, the benchmark's `floor-mt`) has lower latency and cost the same
+//! as the current-thread one within noise in the 2026-11-24 sweeps (an earlier single experiment
+//! had measured ~10 % more).
 //!
 //! The sender stops on SIGINT or SIGTERM and then prints one JSON line on stdout:
 //! `{"cpu_s", "utime_s", "stime_s", "frames_sent", "frames_generated", "wall_s", ...}` where
@@ -109,9 +111,9 @@ struct RecvArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // quinn's spans fall back to the `log` crate while no tracing subscriber is set, about 2 % of
-    // the sender's instructions (callgrind); a floor should not pay for that, so set one that
-    // disables every span.
+    // quinn's spans fall back to the `log` crate while no tracing subscriber is set: 3.8 % of the
+    // sender's instructions (callgrind); a floor should not pay for that, so set one that disables
+    // every span.
     tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default())?;
     match cli.cmd {
         Cmd::Send(args) => {
