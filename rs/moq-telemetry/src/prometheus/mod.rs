@@ -4,7 +4,7 @@
 //! - a series' name and label text are rendered once, when it is registered; a scrape only reads
 //!   atomics and copies text (no per-series clock read, label formatting or HELP escaping);
 //! - histograms have fixed buckets per metric ([`Builder::buckets_for`]) and record with two
-//!   atomic operations ([`histogram`]); there is no sample buffer to drain;
+//!   atomic operations (`histogram.rs`); there is no sample buffer to drain;
 //! - series carrying one of the [`Builder::expire_idle`] labels (the capped, per-broadcast ones)
 //!   are dropped once no handle to them is held and their value has not changed for the idle
 //!   window, checked by [`PrometheusHandle::upkeep`] (the window counts from the last upkeep that
