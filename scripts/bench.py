@@ -180,12 +180,35 @@ def run_relay_point(kind, profile, viewers, warmup, window, sink):
     }
 
 
+def publisher_frame_sizes(bitrate, fps, gop):
+    """(key, delta) frame sizes in bytes that `moq publish` writes for a video track, its 24-byte
+    media header included: the same arithmetic as `Source::new` in rs/moq-cli/src/publish.rs (a key
+    frame four times the average, the deltas sharing the rest of the GOP's budget)."""
+    avg = max(int(bitrate / 8 / fps), 24)
+    if gop <= 1:
+        return avg, avg
+    key = avg * 4
+    return key, max((avg * gop - key) // (gop - 1), 24)
+
+
+def varint_len(n):
+    return 1 if n < 1 << 6 else 2 if n < 1 << 14 else 4 if n < 1 << 30 else 8
+
+
+def floor_payload(frame_size):
+    """quinn-floor payload bytes that put a frame of `frame_size` on the wire in as many bytes as the
+    relay sends: moq-lite prefixes a frame with its size as a varint, the floor with a 28-byte
+    header. Equal bytes per frame mean equal packets per frame, which is much of a frame's cost."""
+    return max(frame_size + varint_len(frame_size) - 28, 0)
+
+
 def run_floor_point(profile, viewers, warmup, window, socket_buffer, threads=1):
     p = PROFILES[profile]
-    frame_bytes = p["bitrate"] // 8 // p["fps"]
+    key, delta = publisher_frame_sizes(p["bitrate"], p["fps"], p["gop"])
     port = free_port()
     send = subprocess.Popen([f"{BIN}/quinn-floor", "send", "--listen", f"127.0.0.1:{port}", "--fps", str(p["fps"]),
-                             "--frame-bytes", str(frame_bytes), "--gop", str(p["gop"]),
+                             "--frame-bytes", str(floor_payload(delta)), "--key-frame-bytes", str(floor_payload(key)),
+                             "--gop", str(p["gop"]),
                              "--socket-buffer", str(socket_buffer), "--threads", str(threads)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=DEVNULL)
     recv = None
@@ -209,7 +232,8 @@ def run_floor_point(profile, viewers, warmup, window, socket_buffer, threads=1):
     return {
         "subject": ("floor" if socket_buffer else "floor-default-buffers") + ("-mt" if threads != 1 else ""), "profile": profile, "viewers": viewers,
         "window_s": window, "frames": frames, "expected_frames": frames, "delivered_ratio": None,
-        "throughput_mbps": viewers * frame_bytes * p["fps"] * 8 / 1e6, "lost": r.get("frames_lost"),
+        "throughput_mbps": viewers * (key + (p["gop"] - 1) * delta) / p["gop"] * p["fps"] * 8 / 1e6,
+        "lost": r.get("frames_lost"),
         "p50_ms": r.get("latency_ms", {}).get("p50"), "p99_ms": r.get("latency_ms", {}).get("p99"),
         "p999_ms": r.get("latency_ms", {}).get("p999"), "max_ms": r.get("latency_ms", {}).get("max"), "cpu_s": cpu, "cpu_pct": 100 * cpu / window,
         "cpu_us_per_frame": 1e6 * cpu / frames, "rss_mb": rss / 2**20, "late": None, "ok": True,

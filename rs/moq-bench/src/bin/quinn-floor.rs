@@ -2,10 +2,10 @@
 //!
 //! `send` is a QUIC server with no relay logic. For every accepted connection it streams the
 //! relay's traffic shape: one unidirectional stream per group (GOP), `--fps` frames a second,
-//! each `--frame-bytes` of payload behind a 28-byte header (capture time, group, index), FIN at
-//! the group's end. A frame is built once per tick and written to every connection, as a relay
-//! fans one frame out. A new connection joins at the next group boundary (up to one GOP of
-//! silence after its handshake).
+//! each `--frame-bytes` of payload (`--key-frame-bytes` for a group's first) behind a 28-byte
+//! header (capture time, group, index), FIN at the group's end. A frame is built once per tick
+//! and written to every connection, as a relay fans one frame out. A new connection joins at the
+//! next group boundary (up to one GOP of silence after its handshake).
 //!
 //! Scheduling, chosen to make the sender cheapest: by default one task writes every connection
 //! each tick (`--tasks single`, the tick's writes polled together with `join_all`, so no task is
@@ -67,6 +67,11 @@ struct SendArgs {
     /// Payload bytes per frame (the 28-byte header comes on top).
     #[arg(long, default_value_t = 8192)]
     frame_bytes: u32,
+    /// Payload bytes of each group's first frame (a video key frame); defaults to --frame-bytes.
+    /// The relay benchmark sets both so the floor sends the publisher's frame sizes: how a frame
+    /// splits into packets is a large part of what it costs to send.
+    #[arg(long)]
+    key_frame_bytes: Option<u32>,
     /// Frames per group; each group is one unidirectional stream.
     #[arg(long, default_value_t = 30)]
     gop: u32,
@@ -161,21 +166,23 @@ struct Source {
     gop: u32,
     group: u64,
     index: u32,
+    key_payload: Vec<u8>,
     payload: Vec<u8>,
 }
 
 impl Source {
     fn next(&mut self) -> Frame {
+        let payload = if self.index == 0 { &self.key_payload } else { &self.payload };
         let header = FrameHeader {
             capture_us: now_us(),
             group: self.group,
             index: self.index,
             group_frames: self.gop,
-            payload_len: self.payload.len() as u32,
+            payload_len: payload.len() as u32,
         };
-        let mut data = BytesMut::with_capacity(HEADER_LEN + self.payload.len());
+        let mut data = BytesMut::with_capacity(HEADER_LEN + payload.len());
         data.extend_from_slice(&header.encode());
-        data.extend_from_slice(&self.payload);
+        data.extend_from_slice(payload);
         let frame = Frame { index: self.index, last: self.index + 1 == self.gop, data: data.freeze() };
         self.index += 1;
         if self.index == self.gop {
@@ -230,7 +237,13 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     tokio::spawn(accept(endpoint.clone(), conn_tx, stats.clone()));
     tokio::spawn(progress(stats.clone(), started));
 
-    let mut source = Source { gop: args.gop, group: 0, index: 0, payload: vec![0x5A; args.frame_bytes as usize] };
+    let mut source = Source {
+        gop: args.gop,
+        group: 0,
+        index: 0,
+        key_payload: vec![0x5A; args.key_frame_bytes.unwrap_or(args.frame_bytes) as usize],
+        payload: vec![0x5A; args.frame_bytes as usize],
+    };
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.fps as f64));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
 
@@ -298,6 +311,7 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         "wall_s": started.elapsed().as_secs_f64(),
         "fps": args.fps,
         "frame_bytes": args.frame_bytes,
+        "key_frame_bytes": args.key_frame_bytes.unwrap_or(args.frame_bytes),
         "gop": args.gop,
         "socket_sndbuf": sizes.send,
         "socket_rcvbuf": sizes.recv,
