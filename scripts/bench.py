@@ -202,13 +202,18 @@ def floor_payload(frame_size):
     return max(frame_size + varint_len(frame_size) - 28, 0)
 
 
+def floor_shape_args(p):
+    """quinn-floor send arguments for a profile's traffic shape: rate, GOP and the publisher's sizes."""
+    key, delta = publisher_frame_sizes(p["bitrate"], p["fps"], p["gop"])
+    return ["--fps", str(p["fps"]), "--gop", str(p["gop"]), "--frame-bytes", str(floor_payload(delta)),
+            "--key-frame-bytes", str(floor_payload(key))]
+
+
 def run_floor_point(profile, viewers, warmup, window, socket_buffer, threads=1):
     p = PROFILES[profile]
     key, delta = publisher_frame_sizes(p["bitrate"], p["fps"], p["gop"])
     port = free_port()
-    send = subprocess.Popen([f"{BIN}/quinn-floor", "send", "--listen", f"127.0.0.1:{port}", "--fps", str(p["fps"]),
-                             "--frame-bytes", str(floor_payload(delta)), "--key-frame-bytes", str(floor_payload(key)),
-                             "--gop", str(p["gop"]),
+    send = subprocess.Popen([f"{BIN}/quinn-floor", "send", "--listen", f"127.0.0.1:{port}", *floor_shape_args(p),
                              "--socket-buffer", str(socket_buffer), "--threads", str(threads)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=DEVNULL)
     recv = None
@@ -440,6 +445,16 @@ def summarize(results, idle, subjects, a):
                                  + ("" if both else " [a subject failed]")
                                  for v, x, rr, both in xs)
                              + f"; median over points both passed {fmt(median([x for _, x, _, b in xs if b]), '.2f')}")
+        # The floor is only comparable if it sends what the relay delivers: its bytes per viewer
+        # come from the publisher's frame sizes, so a drift in `moq publish` shows here.
+        shape = [q["throughput_mbps"] / p["throughput_mbps"] for p in points for q in points
+                 if p["profile"] == q["profile"] == profile and p["viewers"] == q["viewers"]
+                 and p["subject"] == "ours" and q["subject"] == "floor" and p["pass"]
+                 and p["throughput_mbps"] and q["throughput_mbps"]]
+        if shape:
+            lines.append(f"- shape check, floor bytes sent / ours bytes delivered per point: "
+                         f"{min(shape):.3f}–{max(shape):.3f}"
+                         + ("" if all(abs(x - 1) <= 0.03 for x in shape) else " — MISMATCH, the floor is not comparable"))
         mine = {s: v["capacity"] for s, v in cap.items()}
         if mine.get("reference"):
             for s in ("ours", "ours-1t"):

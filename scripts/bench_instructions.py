@@ -13,7 +13,7 @@ counting is switched on after the warm-up (`callgrind_control -i on`) and dumped
   ours-off   this relay, no recorder (--ops-listen off), no OTLP, warn logs
   ours-1t    as ours, single-threaded runtime
   ours-off-1t  as ours-off, single-threaded runtime (the least noisy on/off pair)
-  floor      quinn-floor send: bare quinn, same frame size and rate, no relay logic
+  floor      quinn-floor send: bare quinn, the publisher's frame sizes and rate, no relay logic
 
 What is counted: user-space instructions of every thread of the subject (the relay's own code,
 quinn, crypto, tokio, the allocator, telemetry and its exporters). Not counted: the kernel (UDP
@@ -26,7 +26,7 @@ fixed rate times the window (the watcher's count is reported as a check).
 import argparse, json, os, statistics, subprocess, sys, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import BIN, DEVNULL, PROFILES, ROOT, Relay, free_port, start_load, stop  # noqa: E402
+from bench import BIN, DEVNULL, PROFILES, ROOT, Relay, floor_shape_args, free_port, start_load, stop  # noqa: E402
 
 VALGRIND = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
 
@@ -86,8 +86,7 @@ def run_floor(profile, viewers, warmup, window, out_dir):
     p = PROFILES[profile]
     port = free_port()
     send = subprocess.Popen([*VALGRIND, f"--callgrind-out-file={out_dir}/cg.%p", f"{BIN}/quinn-floor", "send",
-                             "--listen", f"127.0.0.1:{port}", "--fps", str(p["fps"]), "--frame-bytes",
-                             str(p["bitrate"] // 8 // p["fps"]), "--gop", str(p["gop"]), "--socket-buffer", str(4 << 20)],
+                             "--listen", f"127.0.0.1:{port}", *floor_shape_args(p), "--socket-buffer", str(4 << 20)],
                             stdin=subprocess.PIPE, stdout=DEVNULL, stderr=DEVNULL)
     recv = None
     try:
