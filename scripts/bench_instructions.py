@@ -149,7 +149,7 @@ def main():
     for s in subjects:
         if s in mean:
             base = "ours-off-1t" if s.endswith("-1t") else "ours-off"
-            off = mean[s] / mean[base] if base in mean else None
+            off = mean[s] / mean[base] if base in mean and s.startswith("ours") else None
             fl = mean[s] / mean["floor"] if "floor" in mean else None
             lines.append(f"| {s} | {', '.join(f'{x:.0f}' for x in per[s])} | {mean[s]:.0f} | "
                          f"{'–' if off is None else f'{off:.3f}'} | {'–' if fl is None else f'{fl:.3f}'} |")
