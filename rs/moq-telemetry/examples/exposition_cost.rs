@@ -15,9 +15,10 @@ const DELAY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 /// The series a relay with `broadcasts` live broadcasts exposes (per broadcast: byte, frame and
 /// group counters by track type and direction, a viewer gauge; plus fixed families and histograms).
 fn populate(broadcasts: usize) {
-    for name in ["bytes_sent_total", "frames_sent_total", "groups_sent_total", "viewers"] {
+    for name in ["bytes_sent_total", "frames_sent_total", "groups_sent_total"] {
         describe_counter!(format!("moq_relay_{name}"), "Some help text that describes the metric; labels broadcast.");
     }
+    describe_gauge!("moq_relay_viewers", "Some help text that describes the metric; labels broadcast.");
     describe_gauge!("moq_relay_active_connections", "Sessions currently open.");
     describe_histogram!("moq_relay_forwarding_delay_seconds", "Forwarding delay.");
     for b in 0..broadcasts {
