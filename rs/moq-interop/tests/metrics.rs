@@ -133,6 +133,54 @@ fn bytes_are_conserved_from_publisher_to_every_viewer() {
     );
 }
 
+/// Sum of every sample of `name` whose labels include `labels`.
+fn total(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .map(|s| s.2)
+        .sum()
+}
+
+/// The wire counters agree with the payload counters and with what a QUIC packet can be: an
+/// operator reads bytes / datagram as the packet size in use and datagrams / transmit as the GSO
+/// batching, so a swapped or missing counter would mislead exactly there.
+#[test]
+fn wire_counters_count_datagrams_and_sends_consistently_with_the_payload() {
+    let _serial = serial();
+    let (_relay, port, ops) = relay_with_ops(&[]);
+    let viewers = watchers(port, "wire/bbb", 3, 3);
+    std::thread::sleep(Duration::from_millis(1500));
+    run(
+        "moq publish",
+        Command::new(bin("moq"))
+            .args(["publish", "--url", &format!("http://127.0.0.1:{port}/"), "--broadcast", "wire/bbb"])
+            .args(["--groups", "3", "--json"]),
+        Duration::from_secs(30),
+    );
+    let summary = watch_summary(&viewers.finish(Duration::from_secs(30)));
+    assert_eq!(summary["ok"], true, "{summary:#}");
+
+    let samples = scrape(ops);
+    let payload_out = total(&samples, "moq_relay_bytes_sent_total", &[]);
+    let payload_in = total(&samples, "moq_relay_bytes_received_total", &[]);
+    let transmits = total(&samples, "moq_relay_quic_udp_transmits_total", &[]);
+    // quinn never builds a packet larger than its path MTU probe ceiling (1452 bytes by default).
+    const LARGEST_PACKET: f64 = 1452.0;
+    for (direction, payload) in [("tx", payload_out), ("rx", payload_in)] {
+        let bytes = total(&samples, "moq_relay_quic_udp_bytes_total", &[("direction", direction)]);
+        let datagrams = total(&samples, "moq_relay_quic_udp_datagrams_total", &[("direction", direction)]);
+        eprintln!("{direction}: payload {payload} B, wire {bytes} B in {datagrams} datagrams");
+        assert!(payload > 0.0, "{direction}: traffic flowed");
+        assert!(bytes > payload, "{direction}: the wire carries the payload and its headers");
+        assert!(datagrams >= bytes / LARGEST_PACKET, "{direction}: no datagram above {LARGEST_PACKET} B");
+        assert!(bytes / datagrams >= 20.0, "{direction}: a datagram holds at least a QUIC short header and tag");
+    }
+    let sent = total(&samples, "moq_relay_quic_udp_datagrams_total", &[("direction", "tx")]);
+    eprintln!("tx: {sent} datagrams in {transmits} transmits");
+    assert!(transmits > 0.0 && transmits <= sent, "a transmit carries one or more datagrams");
+}
+
 #[test]
 fn gauges_follow_publishers_and_viewers() {
     let _serial = serial();

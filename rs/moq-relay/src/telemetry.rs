@@ -27,6 +27,8 @@ pub const QUIC_RTT: &str = "moq_relay_quic_rtt_seconds";
 pub const QUIC_LOST: &str = "moq_relay_quic_lost_packets_total";
 pub const QUIC_CONGESTION: &str = "moq_relay_quic_congestion_events_total";
 pub const QUIC_UDP_BYTES: &str = "moq_relay_quic_udp_bytes_total";
+pub const QUIC_UDP_DATAGRAMS: &str = "moq_relay_quic_udp_datagrams_total";
+pub const QUIC_UDP_TRANSMITS: &str = "moq_relay_quic_udp_transmits_total";
 pub const BUILD_INFO: &str = "moq_relay_build_info";
 pub const CERT_EXPIRY: &str = "moq_relay_certificate_expiry_timestamp_seconds";
 pub const MAX_SESSIONS: &str = "moq_relay_max_sessions";
@@ -88,6 +90,11 @@ fn describe() {
         Unit::Bytes,
         "UDP payload bytes on the wire, by direction (tx|rx), summed over connections."
     );
+    describe_counter!(QUIC_UDP_DATAGRAMS, "UDP datagrams, by direction (tx|rx), summed over connections.");
+    describe_counter!(
+        QUIC_UDP_TRANSMITS,
+        "UDP sends (one system call each; with GSO one carries several datagrams), summed over connections."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; labels carry the relay version.");
     describe_gauge!(CERT_EXPIRY, "Unix time when the serving TLS certificate expires.");
     describe_gauge!(MAX_SESSIONS, "Sessions the relay admits at once (--max-sessions); more are refused.");
@@ -111,6 +118,9 @@ struct QuicSample {
     congestion: u64,
     tx: u64,
     rx: u64,
+    tx_datagrams: u64,
+    rx_datagrams: u64,
+    transmits: u64,
 }
 
 /// Relay version, certificate expiry and session capacity, re-reported at each scrape.
@@ -231,6 +241,9 @@ struct QuicDelta {
     congestion: u64,
     tx: u64,
     rx: u64,
+    tx_datagrams: u64,
+    rx_datagrams: u64,
+    transmits: u64,
 }
 
 impl QuicDelta {
@@ -243,11 +256,19 @@ impl QuicDelta {
             congestion: stats.path.congestion_events,
             tx: stats.udp_tx.bytes,
             rx: stats.udp_rx.bytes,
+            tx_datagrams: stats.udp_tx.datagrams,
+            rx_datagrams: stats.udp_rx.datagrams,
+            // quinn counts one per transmit handed to the socket on the send side; its receive-side
+            // count is per QUIC packet, not per system call, so only the send side is exported.
+            transmits: stats.udp_tx.ios,
         };
         self.lost += now.lost.saturating_sub(last.lost);
         self.congestion += now.congestion.saturating_sub(last.congestion);
         self.tx += now.tx.saturating_sub(last.tx);
         self.rx += now.rx.saturating_sub(last.rx);
+        self.tx_datagrams += now.tx_datagrams.saturating_sub(last.tx_datagrams);
+        self.rx_datagrams += now.rx_datagrams.saturating_sub(last.rx_datagrams);
+        self.transmits += now.transmits.saturating_sub(last.transmits);
         if let Some(rtt) = rtt {
             rtt.record(stats.path.rtt.as_secs_f64());
         }
@@ -259,6 +280,9 @@ impl QuicDelta {
         counter!(QUIC_CONGESTION).increment(self.congestion);
         counter!(QUIC_UDP_BYTES, "direction" => "tx").increment(self.tx);
         counter!(QUIC_UDP_BYTES, "direction" => "rx").increment(self.rx);
+        counter!(QUIC_UDP_DATAGRAMS, "direction" => "tx").increment(self.tx_datagrams);
+        counter!(QUIC_UDP_DATAGRAMS, "direction" => "rx").increment(self.rx_datagrams);
+        counter!(QUIC_UDP_TRANSMITS).increment(self.transmits);
     }
 }
 
