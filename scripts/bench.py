@@ -22,7 +22,7 @@ measured: delivered throughput, frames lost (index gaps, missing groups, short v
 (> 100 ms), latency p50/p99/p99.9, relay CPU (utime+stime from /proc), CPU per frame delivered, RSS.
 A point passes when p99 <= 100 ms with no loss; capacity is the largest passing viewer count.
 """
-import argparse, json, os, platform, signal, socket, statistics, subprocess, sys, time, urllib.request
+import argparse, json, os, platform, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
@@ -111,12 +111,41 @@ class Relay:
         self.scrapes = 0
 
     def tick(self):
+        """Scrapes /metrics (instrumented subjects only) and returns the packet counters in it."""
         if self.kind in ("ours", "ours-1t"):
-            urllib.request.urlopen(f"http://127.0.0.1:{self.ops}/metrics", timeout=2).read()
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.ops}/metrics", timeout=2).read().decode()
             self.scrapes += 1
+            return packet_counters(text)
+        return None
 
     def close(self):
         stop(self.proc)
+
+
+def packet_counters(text):
+    """Datagrams sent, send calls and frames sent, summed from a relay's exposition text: the same
+    quinn counters `quinn-floor send` prints, so both sides' packets per frame compare."""
+    want = {'moq_relay_quic_udp_datagrams_total{direction="tx"}': "udp_tx_datagrams",
+            "moq_relay_quic_udp_transmits_total": "udp_tx_transmits"}
+    out = {"udp_tx_datagrams": 0.0, "udp_tx_transmits": 0.0, "frames_sent": 0.0}
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        series, value = line.rsplit(" ", 1)
+        if series in want:
+            out[want[series]] += float(value)
+        elif series.startswith("moq_relay_frames_sent_total"):
+            out["frames_sent"] += float(value)
+    return out
+
+
+def packets_per_frame(first, last):
+    """Datagrams and send calls per frame sent between two readings of the packet counters."""
+    if not first or not last or last["frames_sent"] <= first["frames_sent"]:
+        return {"datagrams_per_frame": None, "transmits_per_frame": None}
+    frames = last["frames_sent"] - first["frames_sent"]
+    return {"datagrams_per_frame": (last["udp_tx_datagrams"] - first["udp_tx_datagrams"]) / frames,
+            "transmits_per_frame": (last["udp_tx_transmits"] - first["udp_tx_transmits"]) / frames}
 
 
 def client_env():
@@ -147,8 +176,10 @@ def run_relay_point(kind, profile, viewers, warmup, window, sink):
         pub, watch = start_load(url, p, viewers, warmup, window, timeout="30s")
         time.sleep(warmup)
         cpu0, t0 = cpu_seconds(relay.proc.pid), time.time()
+        first = last = None
         while time.time() < t0 + window - 0.05:
-            relay.tick()
+            last = relay.tick()
+            first = first or last
             time.sleep(max(0.0, min(1.0, t0 + window - time.time())))
         cpu = cpu_seconds(relay.proc.pid) - cpu0
         elapsed = time.time() - t0
@@ -176,7 +207,7 @@ def run_relay_point(kind, profile, viewers, warmup, window, sink):
         "p999_ms": video.get("latency_ms_p999"), "max_ms": video.get("latency_ms_max"),
         "cpu_s": cpu, "cpu_pct": 100 * cpu / window, "cpu_us_per_frame": 1e6 * cpu / frames if frames else None,
         "rss_mb": rss / 2**20, "scrapes": relay.scrapes, "errors": summary.get("errors", [])[:3],
-        "ok": summary.get("exit_code") == 0,
+        "ok": summary.get("exit_code") == 0, **packets_per_frame(first, last),
     }
 
 
@@ -213,9 +244,12 @@ def run_floor_point(profile, viewers, warmup, window, socket_buffer, threads=1):
     p = PROFILES[profile]
     key, delta = publisher_frame_sizes(p["bitrate"], p["fps"], p["gop"])
     port = free_port()
+    # Its progress lines (one a second, with packet counters) go to a file: a pipe nobody reads
+    # during the window could fill and stall the sender.
+    progress = tempfile.TemporaryFile()
     send = subprocess.Popen([f"{BIN}/quinn-floor", "send", "--listen", f"127.0.0.1:{port}", *floor_shape_args(p),
                              "--socket-buffer", str(socket_buffer), "--threads", str(threads)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=DEVNULL)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=progress)
     recv = None
     try:
         time.sleep(0.5)
@@ -224,8 +258,10 @@ def run_floor_point(profile, viewers, warmup, window, socket_buffer, threads=1):
                                  str(socket_buffer), "--endpoints", str(max(1, viewers // 10)), "--json"], stdout=subprocess.PIPE, stderr=DEVNULL)
         time.sleep(warmup)
         cpu0 = cpu_seconds(send.pid)
+        lines_before = len(progress_lines(progress))
         time.sleep(window)
         cpu = cpu_seconds(send.pid) - cpu0
+        window_lines = progress_lines(progress)[max(0, lines_before - 1):]
         rss = rss_bytes(send.pid)
         out, _ = recv.communicate(timeout=60)
         r = json.loads(out.decode().strip().splitlines()[-1])
@@ -233,7 +269,9 @@ def run_floor_point(profile, viewers, warmup, window, socket_buffer, threads=1):
         if recv is not None and recv.poll() is None:
             recv.kill()
         stop(send)
+        progress.close()
     frames = viewers * p["fps"] * window  # sent at a fixed rate to every connection during the window
+    packets = packets_per_frame(window_lines[0], window_lines[-1]) if window_lines else packets_per_frame(None, None)
     return {
         "subject": ("floor" if socket_buffer else "floor-default-buffers") + ("-mt" if threads != 1 else ""), "profile": profile, "viewers": viewers,
         "window_s": window, "frames": frames, "expected_frames": frames, "delivered_ratio": None,
@@ -241,8 +279,20 @@ def run_floor_point(profile, viewers, warmup, window, socket_buffer, threads=1):
         "lost": r.get("frames_lost"),
         "p50_ms": r.get("latency_ms", {}).get("p50"), "p99_ms": r.get("latency_ms", {}).get("p99"),
         "p999_ms": r.get("latency_ms", {}).get("p999"), "max_ms": r.get("latency_ms", {}).get("max"), "cpu_s": cpu, "cpu_pct": 100 * cpu / window,
-        "cpu_us_per_frame": 1e6 * cpu / frames, "rss_mb": rss / 2**20, "late": None, "ok": True,
+        "cpu_us_per_frame": 1e6 * cpu / frames, "rss_mb": rss / 2**20, "late": None, "ok": True, **packets,
     }
+
+
+def progress_lines(f):
+    """The JSON progress lines `quinn-floor send` has written to `f` so far."""
+    f.seek(0)
+    out = []
+    for line in f.read().decode(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # its start-up messages are text
+    return [o for o in out if isinstance(o, dict) and "udp_tx_datagrams" in o]
 
 
 def idle_memory(kind, viewers, sink):
@@ -395,6 +445,8 @@ def summarize(results, idle, subjects, a):
             "p999_ms": median([r.get("p999_ms") for r in rs]), "cpu_pct": median([r.get("cpu_pct") for r in rs]),
             "cpu_us_per_frame": median(cpf), "cpu_us_per_frame_min": min(cpf) if cpf else None,
             "cpu_us_per_frame_max": max(cpf) if cpf else None, "rss_mb": median([r.get("rss_mb") for r in rs]),
+            "datagrams_per_frame": median([r.get("datagrams_per_frame") for r in rs]),
+            "transmits_per_frame": median([r.get("transmits_per_frame") for r in rs]),
             "pass": all(passes(r) for r in rs),
         }
         points.append(pt)
@@ -455,6 +507,24 @@ def summarize(results, idle, subjects, a):
             lines.append(f"- shape check, floor bytes sent / ours bytes delivered per point: "
                          f"{min(shape):.3f}–{max(shape):.3f}"
                          + ("" if all(abs(x - 1) <= 0.03 for x in shape) else " — MISMATCH, the floor is not comparable"))
+        # Same bytes can still be different packets (how frames split into datagrams, what GSO
+        # batches), and a frame costs per packet: compare quinn's own counts on both sides.
+        for mine in ("ours", "ours-1t"):
+            pk = [(p["viewers"], p["datagrams_per_frame"] / q["datagrams_per_frame"],
+                   p["transmits_per_frame"] / q["transmits_per_frame"], p, q)
+                  for p in points for q in points
+                  if p["profile"] == q["profile"] == profile and p["viewers"] == q["viewers"]
+                  and p["subject"] == mine and q["subject"] == "floor" and p["pass"]
+                  and p["datagrams_per_frame"] and q["datagrams_per_frame"]
+                  and p["transmits_per_frame"] and q["transmits_per_frame"]]
+            if pk:
+                d = [x for _, x, _, _, _ in pk]
+                lines.append(f"- packet check, {mine} / floor per frame delivered: datagrams {min(d):.3f}–{max(d):.3f}"
+                             f", send calls " + ", ".join(f"{v} viewers {t:.2f}" for v, _, t, _, _ in pk)
+                             + f" (floor: {median([q['datagrams_per_frame'] for *_, q in pk]):.2f} datagrams in "
+                             f"{median([q['transmits_per_frame'] for *_, q in pk]):.2f} sends per frame)"
+                             + ("" if all(abs(x - 1) <= 0.03 for x in d) else
+                                " — MISMATCH, the relay sends more or fewer packets than the floor"))
         mine = {s: v["capacity"] for s, v in cap.items()}
         if mine.get("reference"):
             for s in ("ours", "ours-1t"):

@@ -21,7 +21,9 @@
 //! `{"cpu_s", "utime_s", "stime_s", "frames_sent", "frames_generated", "wall_s", ...}` where
 //! `frames_sent` counts frame writes over all connections (a harness divides CPU by it). Every
 //! second it prints a JSON line with the running counters and CPU to stderr, so a harness can
-//! also take deltas over a steady window that excludes start-up and handshakes.
+//! also take deltas over a steady window that excludes start-up and handshakes; the line also
+//! carries quinn's UDP counters summed over connections (`udp_tx_datagrams`, `udp_tx_transmits`,
+//! `udp_rx_datagrams`), the same figures the relay exports as `moq_relay_quic_udp_*_total`.
 //!
 //! `recv` opens `--connections` connections (all on one client endpoint, i.e. one UDP socket,
 //! unless `--endpoints` spreads them round-robin over several), reads every stream and reports
@@ -152,6 +154,9 @@ struct SendStats {
     frames_generated: AtomicU64,
     accepted: AtomicU64,
     active: AtomicU64,
+    /// Every accepted connection, for the packet counts in the progress line (read once a
+    /// second, as the relay folds its connections' stats into its counters once per scrape).
+    connections: Mutex<Vec<quinn::Connection>>,
 }
 
 /// One frame as every connection receives it; `data` is header plus payload, shared.
@@ -333,6 +338,7 @@ async fn accept(
             match incoming.await {
                 Ok(conn) => {
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    stats.connections.lock().unwrap().push(conn.clone());
                     let _ = conns.send(conn);
                 }
                 Err(e) => eprintln!("quinn-floor send: handshake failed: {e}"),
@@ -374,6 +380,13 @@ async fn progress(stats: Arc<SendStats>, started: Instant) {
     loop {
         ticker.tick().await;
         let cpu = cpu_times().map(|(u, s)| u + s).unwrap_or(f64::NAN);
+        let (mut tx_datagrams, mut transmits, mut rx_datagrams) = (0, 0, 0);
+        for conn in stats.connections.lock().unwrap().iter() {
+            let s = conn.stats();
+            tx_datagrams += s.udp_tx.datagrams;
+            transmits += s.udp_tx.ios;
+            rx_datagrams += s.udp_rx.datagrams;
+        }
         eprintln!(
             "{}",
             json!({
@@ -382,6 +395,9 @@ async fn progress(stats: Arc<SendStats>, started: Instant) {
                 "frames_sent": stats.frames_sent.load(Ordering::Relaxed),
                 "frames_generated": stats.frames_generated.load(Ordering::Relaxed),
                 "cpu_s": cpu,
+                "udp_tx_datagrams": tx_datagrams,
+                "udp_tx_transmits": transmits,
+                "udp_rx_datagrams": rx_datagrams,
             })
         );
     }
