@@ -93,6 +93,18 @@ fn watchers(port: u16, broadcast: &str, viewers: usize, groups: u64) -> Backgrou
     )
 }
 
+/// Publishes `groups` groups of every track to `broadcast` and returns the publisher's JSON summary.
+fn publish_groups(port: u16, broadcast: &str, groups: u64) -> serde_json::Value {
+    let publisher = run(
+        "moq publish",
+        Command::new(bin("moq"))
+            .args(["publish", "--url", &format!("http://127.0.0.1:{port}/"), "--broadcast", broadcast])
+            .args(["--groups", &groups.to_string(), "--json"]),
+        Duration::from_secs(30),
+    );
+    serde_json::from_str(String::from_utf8_lossy(&publisher.stdout).lines().last().unwrap()).unwrap()
+}
+
 #[test]
 fn bytes_are_conserved_from_publisher_to_every_viewer() {
     let _serial = serial();
@@ -100,15 +112,7 @@ fn bytes_are_conserved_from_publisher_to_every_viewer() {
     const N: usize = 4;
     let viewers = watchers(port, "cons/bbb", N, 3);
     std::thread::sleep(Duration::from_millis(1500));
-    let publisher = run(
-        "moq publish",
-        Command::new(bin("moq"))
-            .args(["publish", "--url", &format!("http://127.0.0.1:{port}/"), "--broadcast", "cons/bbb"])
-            .args(["--groups", "3", "--json"]),
-        Duration::from_secs(30),
-    );
-    let published: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&publisher.stdout).lines().last().unwrap()).unwrap();
+    let published = publish_groups(port, "cons/bbb", 3);
     let summary = watch_summary(&viewers.finish(Duration::from_secs(30)));
     assert_eq!(summary["ok"], true, "{summary:#}");
 
@@ -151,13 +155,7 @@ fn wire_counters_count_datagrams_and_sends_consistently_with_the_payload() {
     let (_relay, port, ops) = relay_with_ops(&[]);
     let viewers = watchers(port, "wire/bbb", 3, 3);
     std::thread::sleep(Duration::from_millis(1500));
-    run(
-        "moq publish",
-        Command::new(bin("moq"))
-            .args(["publish", "--url", &format!("http://127.0.0.1:{port}/"), "--broadcast", "wire/bbb"])
-            .args(["--groups", "3", "--json"]),
-        Duration::from_secs(30),
-    );
+    publish_groups(port, "wire/bbb", 3);
     let summary = watch_summary(&viewers.finish(Duration::from_secs(30)));
     assert_eq!(summary["ok"], true, "{summary:#}");
 
