@@ -511,16 +511,16 @@ def summarize(results, idle, subjects, a):
         # batches), and a frame costs per packet: compare quinn's own counts on both sides.
         for mine in ("ours", "ours-1t"):
             pk = [(p["viewers"], p["datagrams_per_frame"] / q["datagrams_per_frame"],
-                   p["transmits_per_frame"] / q["transmits_per_frame"], p, q)
+                   p["transmits_per_frame"] / q["transmits_per_frame"], q)
                   for p in points for q in points
                   if p["profile"] == q["profile"] == profile and p["viewers"] == q["viewers"]
                   and p["subject"] == mine and q["subject"] == "floor" and p["pass"]
                   and p["datagrams_per_frame"] and q["datagrams_per_frame"]
                   and p["transmits_per_frame"] and q["transmits_per_frame"]]
             if pk:
-                d = [x for _, x, _, _, _ in pk]
+                d = [x for _, x, _, _ in pk]
                 lines.append(f"- packet check, {mine} / floor per frame delivered: datagrams {min(d):.3f}–{max(d):.3f}"
-                             f", send calls " + ", ".join(f"{v} viewers {t:.2f}" for v, _, t, _, _ in pk)
+                             f", send calls " + ", ".join(f"{v} viewers {t:.2f}" for v, _, t, _ in pk)
                              + f" (floor: {median([q['datagrams_per_frame'] for *_, q in pk]):.2f} datagrams in "
                              f"{median([q['transmits_per_frame'] for *_, q in pk]):.2f} sends per frame)"
                              + ("" if all(abs(x - 1) <= 0.03 for x in d) else
