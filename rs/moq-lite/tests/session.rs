@@ -181,6 +181,53 @@ async fn frames_larger_than_the_stream_window_reach_every_viewer_intact_and_in_o
     }
 }
 
+/// A group finished with its last frame ends on the wire with that frame: the FIN shares the
+/// frame's STREAM frame at every hop, instead of costing each viewer one more packet per group
+/// (the relay's per-viewer task would send it alone once it woke up). Counted by the viewer's
+/// QUIC stack. Single-threaded, so no connection driver packs a frame between its write and the
+/// group's end.
+#[tokio::test]
+async fn a_finished_groups_end_travels_with_its_last_frame() {
+    const GROUPS: u64 = 10;
+    const FRAMES: u64 = 3;
+    let addr = relay(Origin::new()).await;
+    let mut publisher = publisher(addr, "moqt", "fin", "t").await;
+    let (viewer_session, mut track) = viewer(addr, "moqt", "fin", "t").await;
+    assert!(eventually(|| publisher.track.consumers() > 0).await);
+    send_group(&mut publisher.track, b"warm-up");
+    assert_eq!(next_payload(&mut track).await, "warm-up");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let quic: &quinn::Connection = viewer_session.connection();
+    let stream_frames = || quic.stats().frame_rx.stream;
+    let before = stream_frames();
+    for g in 0..GROUPS {
+        let mut group = publisher.track.append_group();
+        for f in 0..FRAMES {
+            group.write_frame(Bytes::from(format!("group {g} frame {f}"))).unwrap();
+            if f + 1 < FRAMES {
+                // Let each frame leave on its own, as a live source's frames do.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        group.finish();
+        let mut received = timeout(WAIT, track.next_group()).await.unwrap().unwrap().unwrap();
+        for f in 0..FRAMES {
+            let frame = timeout(WAIT, received.read_frame()).await.unwrap().unwrap().unwrap();
+            assert_eq!(frame.payload, format!("group {g} frame {f}"));
+        }
+        assert!(timeout(WAIT, received.read_frame()).await.unwrap().unwrap().is_none(), "group {g} ends");
+    }
+    // One STREAM frame per media frame; a lone FIN per group would make it GROUPS more. Two
+    // spare for a rare retransmission.
+    let received = stream_frames() - before;
+    assert!(
+        (GROUPS * FRAMES..=GROUPS * FRAMES + 2).contains(&received),
+        "{received} STREAM frames for {} media frames in {GROUPS} groups",
+        GROUPS * FRAMES
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacing_publisher_takes_over_the_path() {
     let addr = relay(Origin::new()).await;

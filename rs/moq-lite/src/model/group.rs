@@ -30,8 +30,9 @@ pub(crate) trait FrameSink: Send + Sync {
     /// Frame `index` was just appended; `false` detaches the sink (it is blocked, failed or gone,
     /// and its owner reads on from where it stopped).
     fn offer(&self, index: usize, frame: &Frame) -> bool;
-    /// The group ended: no more offers.
-    fn release(&self);
+    /// The group ended: no more offers. `complete` when it was finished (not aborted), so a sink
+    /// that took every frame may end its stream now, in the same packet as the last frame.
+    fn release(&self, complete: bool);
 }
 
 #[derive(Default)]
@@ -129,12 +130,12 @@ impl GroupProducer {
     }
 
     fn close(&self, result: Result<(), Error>) {
-        let sinks = self.shared.state.modify(|s| {
-            s.closed.get_or_insert(result);
-            std::mem::take(&mut s.sinks.0)
+        let (complete, sinks) = self.shared.state.modify(|s| {
+            let closed = s.closed.get_or_insert(result);
+            (closed.is_ok(), std::mem::take(&mut s.sinks.0))
         });
         for sink in sinks {
-            sink.release();
+            sink.release(complete);
         }
     }
 
@@ -259,7 +260,8 @@ mod tests {
     struct Recorder {
         offered: std::sync::Mutex<Vec<(usize, Bytes)>>,
         accept: usize,
-        released: std::sync::atomic::AtomicBool,
+        /// 0: not released; 1: released aborted; 2: released complete.
+        released: std::sync::atomic::AtomicU8,
     }
 
     impl FrameSink for Recorder {
@@ -268,8 +270,8 @@ mod tests {
             offered.push((index, frame.payload.clone()));
             offered.len() < self.accept
         }
-        fn release(&self) {
-            self.released.store(true, std::sync::atomic::Ordering::SeqCst);
+        fn release(&self, complete: bool) {
+            self.released.store(1 + complete as u8, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -292,7 +294,7 @@ mod tests {
         assert_eq!(consumer.read_frame().await.unwrap().unwrap().payload, "c");
         assert_eq!(consumer.read_frame().await.unwrap().unwrap().payload, "d");
         producer.finish();
-        assert!(!sink.released.load(std::sync::atomic::Ordering::SeqCst), "a detached sink is not released");
+        assert_eq!(sink.released.load(std::sync::atomic::Ordering::SeqCst), 0, "a detached sink is not released");
     }
 
     #[tokio::test]
@@ -301,8 +303,18 @@ mod tests {
         let sink = Arc::new(Recorder { accept: usize::MAX, ..Default::default() });
         assert!(consumer.attach(sink.clone()));
         drop(producer);
-        assert!(sink.released.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(sink.released.load(std::sync::atomic::Ordering::SeqCst), 1, "released as aborted");
         assert!(!consumer.attach(Arc::new(Recorder::default())), "no sink on an ended group");
+    }
+
+    #[tokio::test]
+    async fn finishing_a_group_releases_its_sinks_as_complete() {
+        let (mut producer, consumer) = GroupProducer::new(0);
+        let sink = Arc::new(Recorder { accept: usize::MAX, ..Default::default() });
+        assert!(consumer.attach(sink.clone()));
+        producer.write_frame(Bytes::from_static(b"a")).unwrap();
+        producer.finish();
+        assert_eq!(sink.released.load(std::sync::atomic::Ordering::SeqCst), 2, "released as complete");
     }
 
     #[tokio::test]

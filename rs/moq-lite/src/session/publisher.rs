@@ -273,6 +273,9 @@ async fn forward(
                 if let Some(error) = back.error {
                     return (writer, Err(error));
                 }
+                if back.finished {
+                    return (writer, Ok(()));
+                }
                 for chunk in back.unwritten {
                     if let Err(error) = writer.write_bytes(chunk).await {
                         return (writer, Err(error));
@@ -332,6 +335,8 @@ struct Direct {
     /// The rest of a frame the stream took only part of.
     unwritten: Vec<Bytes>,
     error: Option<Error>,
+    /// The group was finished while attached, and so was the stream.
+    finished: bool,
 }
 
 /// What the producer hands back to the task.
@@ -340,6 +345,7 @@ struct HandedBack {
     next: usize,
     unwritten: Vec<Bytes>,
     error: Option<Error>,
+    finished: bool,
 }
 
 impl DirectStream {
@@ -385,6 +391,7 @@ impl DirectStream {
                 next: direct.next,
                 unwritten: std::mem::take(&mut direct.unwritten),
                 error: direct.error.take(),
+                finished: direct.finished,
             };
         }
     }
@@ -443,11 +450,21 @@ impl FrameSink for DirectStream {
         }
     }
 
-    fn release(&self) {
-        let direct = self.lock();
-        if direct.attached {
-            self.detach(direct);
+    fn release(&self, complete: bool) {
+        let mut direct = self.lock();
+        if !direct.attached {
+            return;
         }
+        // Attached means every frame was taken whole, so a complete group's stream ends here:
+        // the FIN leaves with the last frame instead of in a packet of its own once the task
+        // wakes up (one datagram per group and viewer).
+        if complete {
+            if let Some(writer) = direct.writer.as_mut() {
+                writer.finish();
+                direct.finished = true;
+            }
+        }
+        self.detach(direct);
     }
 }
 

@@ -202,9 +202,12 @@ impl Writer {
         let _ = self.stream.set_priority(priority);
     }
 
+    /// Ends the stream (FIN after what was written); once only, later calls do nothing.
     pub fn finish(&mut self) {
-        self.closed = true;
-        let _ = self.stream.finish();
+        if !self.closed {
+            self.closed = true;
+            let _ = self.stream.finish();
+        }
     }
 
     pub fn reset(&mut self, code: u32) {
