@@ -54,6 +54,9 @@ struct Source {
     group: Option<GroupProducer>,
     frame_size: usize,
     key_size: usize,
+    /// Frames per group: the group is finished with its last frame, as an encoder with a fixed
+    /// GOP knows it is, so the FIN can share that frame's packet all the way to each viewer.
+    gop: u32,
     index: u32,
     /// Payload bytes produced so far (what a relay should count as received).
     bytes: u64,
@@ -69,7 +72,15 @@ impl Source {
         } else {
             avg
         };
-        Self { track: broadcast.create_track(name, priority), group: None, frame_size, key_size, index: 0, bytes: 0 }
+        Self {
+            track: broadcast.create_track(name, priority),
+            group: None,
+            frame_size,
+            key_size,
+            gop,
+            index: 0,
+            bytes: 0,
+        }
     }
 
     fn start_group(&mut self) {
@@ -89,6 +100,11 @@ impl Source {
         self.bytes += frame.len() as u64;
         group.write_frame(frame)?;
         self.index += 1;
+        if self.index >= self.gop {
+            if let Some(group) = self.group.take() {
+                group.finish();
+            }
+        }
         Ok(())
     }
 
