@@ -228,6 +228,24 @@ async fn a_finished_groups_end_travels_with_its_last_frame() {
     );
 }
 
+/// Connecting must not switch on trace-level spans. quinn opens one per packet and per frame
+/// received; under the subscriber the CLI and relay install (logs, traces and OTLP log export,
+/// each filtered per layer) they must stay disabled callsites, not spans created and dropped on
+/// every packet (a 200-viewer load generator spent 4–5 % of its CPU on them when connecting
+/// installed a scoped dispatcher).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_leaves_trace_spans_disabled() {
+    let config = moq_telemetry::Config::from_lookup("moq-lite-test", "0", "warn", |_| None);
+    let _telemetry = moq_telemetry::init(&config).unwrap();
+    let per_packet = || tracing::trace_span!(target: "quinn_proto::connection", "recv", pn = 1u64).is_disabled();
+    assert!(per_packet(), "trace spans are off before connecting");
+
+    let addr = relay(Origin::new()).await;
+    let _quic = connect(addr, "moqt").await;
+    let _webtransport = connect(addr, "https").await;
+    assert!(per_packet(), "trace spans are still off after connecting");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replacing_publisher_takes_over_the_path() {
     let addr = relay(Origin::new()).await;

@@ -103,14 +103,16 @@ impl Client {
             Ok(_) => "localhost".to_string(),
             Err(_) => host_for_lookup.clone(),
         };
-        // quinn instruments the connection's driver task with the caller's current span and
-        // enters it on every packet; with an OpenTelemetry layer that cost a 1000-viewer client
-        // 5 % of its CPU. Creating the connection under a no-op dispatcher leaves the driver
-        // without a span; the session's own tasks keep the caller's.
-        let no_spans = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
-        let connecting = tracing::dispatcher::with_default(&no_spans, || {
-            self.endpoint.connect_with(client_config, remote, &server_name)
-        })?;
+        // quinn instruments the connection's driver task with the span current where it is
+        // created and enters it on every packet (with an OpenTelemetry layer, 5 % of a
+        // 1000-viewer client's CPU). A task of its own has no current span, so the driver gets
+        // none; the session's tasks keep the caller's. Not a scoped no-op dispatcher: installing
+        // one makes tracing re-evaluate every callsite as "sometimes", after which quinn's
+        // per-packet trace spans are created (and filtered out) for good, which cost more.
+        let endpoint = self.endpoint.clone();
+        let connecting = tokio::spawn(async move { endpoint.connect_with(client_config, remote, &server_name) })
+            .await
+            .context("connect task")??;
         let conn = connecting.await.with_context(|| format!("QUIC handshake with {remote}"))?;
 
         if raw {
