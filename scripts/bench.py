@@ -331,8 +331,8 @@ def fmt(x, spec=".1f"):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profiles", default="2mbps,250kbps")
-    ap.add_argument("--sweep-2mbps", default="100,200,350,400,600")
-    ap.add_argument("--sweep-250kbps", default="250,500,750,1000,1125,1250,1500")
+    ap.add_argument("--sweep-2mbps", default="100,200,250,300,350,400,600")
+    ap.add_argument("--sweep-250kbps", default="250,500,750,1000,1500")
     ap.add_argument("--subjects", default="ours,ours-off,ours-1t,reference,floor,floor-mt")
     ap.add_argument("--warmup", type=int, default=6)
     ap.add_argument("--window", type=int, default=10)
