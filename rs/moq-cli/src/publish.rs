@@ -63,11 +63,22 @@ struct Source {
 }
 
 impl Source {
-    fn new(broadcast: &BroadcastProducer, name: &str, priority: u8, bitrate: u64, fps: f64, gop: u32) -> Self {
+    /// `gop` frames per group; with `key_frames` each group starts with a larger frame (video),
+    /// otherwise all frames are equal (audio).
+    fn new(
+        broadcast: &BroadcastProducer,
+        name: &str,
+        priority: u8,
+        bitrate: u64,
+        fps: f64,
+        gop: u32,
+        key_frames: bool,
+    ) -> Self {
         let avg = (bitrate as f64 / 8.0 / fps).max(media::HEADER_SIZE as f64) as usize;
+        let keyed = key_frames && gop > 1;
         // A key frame four times the average; deltas share the rest of the GOP's budget.
-        let key_size = if gop > 1 { avg * 4 } else { avg };
-        let frame_size = if gop > 1 {
+        let key_size = if keyed { avg * 4 } else { avg };
+        let frame_size = if keyed {
             ((avg * gop as usize).saturating_sub(key_size) / (gop as usize - 1)).max(media::HEADER_SIZE)
         } else {
             avg
@@ -130,10 +141,12 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         .collect();
     let mut videos: Vec<Source> = renditions
         .iter()
-        .map(|(name, bitrate)| Source::new(&broadcast, name, 2, *bitrate, args.fps, args.gop))
+        .map(|(name, bitrate)| Source::new(&broadcast, name, 2, *bitrate, args.fps, args.gop, true))
         .collect();
-    let mut audio =
-        (args.audio_bitrate > 0).then(|| Source::new(&broadcast, "audio", 3, args.audio_bitrate, AUDIO_FPS, 1));
+    // Audio groups span the video GOP's duration.
+    let audio_gop = (AUDIO_FPS * args.gop as f64 / args.fps).round().max(1.0) as u32;
+    let mut audio = (args.audio_bitrate > 0)
+        .then(|| Source::new(&broadcast, "audio", 3, args.audio_bitrate, AUDIO_FPS, audio_gop, false));
 
     let mut catalog = Catalog {
         tracks: renditions
@@ -153,7 +166,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             kind: "audio".into(),
             bitrate: args.audio_bitrate,
             fps: AUDIO_FPS,
-            gop: (AUDIO_FPS * args.gop as f64 / args.fps).round().max(1.0) as u32,
+            gop: audio_gop,
         });
     }
     let mut group = catalog_track.append_group();
@@ -173,10 +186,9 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             .instrument(span.clone()),
     );
 
-    let audio_gop = (AUDIO_FPS * args.gop as f64 / args.fps).round().max(1.0) as u64;
     let video_limit = args.groups.map(|n| n * args.gop as u64);
     let audio_limit = match audio {
-        Some(_) => args.groups.map(|n| n * audio_gop),
+        Some(_) => args.groups.map(|n| n * audio_gop as u64),
         None => Some(0),
     };
     let start = tokio::time::Instant::now();
@@ -207,7 +219,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         }
         if let Some(audio) = audio.as_mut() {
             while (audio_frames as f64) < elapsed * AUDIO_FPS && audio_limit.is_none_or(|l| audio_frames < l) {
-                if audio_frames % audio_gop == 0 {
+                if audio_frames % audio_gop as u64 == 0 {
                     audio.start_group();
                 }
                 audio.write()?;
