@@ -20,16 +20,35 @@ fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A binary of this workspace, built by `cargo build` before the tests run.
+/// A binary of this workspace, built by `cargo build` before the tests run. `cargo test -p
+/// moq-interop` does not rebuild other crates' binaries, so one older than a source it is built
+/// from is refused: the tests would otherwise pass or fail on older code.
 pub fn bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
     for profile in ["debug", "release"] {
         let path = target.join(profile).join(name);
-        if path.exists() {
+        if let Ok(built) = std::fs::metadata(&path).and_then(|m| m.modified()) {
+            if let Some(source) = changed_since(&target.join(profile).join(format!("{name}.d")), built) {
+                panic!(
+                    "{} is older than {source}: run `cargo build --workspace --bins` first (just test does)",
+                    path.display()
+                );
+            }
             return path;
         }
     }
     panic!("{name} is not built: run `cargo build --workspace --bins` first (just test does)");
+}
+
+/// A source file listed in cargo's dep-info file `dep_info` (`binary: source source ...`) that
+/// was modified after `built`.
+fn changed_since(dep_info: &std::path::Path, built: std::time::SystemTime) -> Option<String> {
+    let listed = std::fs::read_to_string(dep_info).ok()?;
+    let (_, sources) = listed.lines().next()?.split_once(": ")?;
+    sources
+        .split_whitespace()
+        .find(|source| std::fs::metadata(source).and_then(|m| m.modified()).is_ok_and(|changed| changed > built))
+        .map(str::to_string)
 }
 
 /// A reference binary installed by scripts/install-test-deps.sh. Missing is a failure, not a skip.
