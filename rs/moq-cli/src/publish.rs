@@ -94,17 +94,14 @@ impl Source {
         }
     }
 
-    fn start_group(&mut self) {
-        if let Some(group) = self.group.take() {
-            group.finish();
-        }
-        self.group = Some(self.track.append_group());
-        self.index = 0;
-    }
-
+    /// Writes the next frame: the first of a new group after every `gop` frames.
     fn write(&mut self) -> anyhow::Result<()> {
-        let Some(group) = self.group.as_mut() else {
-            return Ok(());
+        let group = match self.group.as_mut() {
+            Some(group) => group,
+            None => {
+                self.index = 0;
+                self.group.insert(self.track.append_group())
+            }
         };
         let size = if self.index == 0 { self.key_size } else { self.frame_size };
         let frame = media::make_frame(group.sequence(), self.index, size, media::now_us());
@@ -208,20 +205,15 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         // Emit every frame that is due by the wall clock; a group starts every `gop` frames.
         let elapsed = start.elapsed().as_secs_f64();
         while (video_frames as f64) < elapsed * args.fps && video_limit.is_none_or(|l| video_frames < l) {
-            // Every rendition starts its group on the same frame, so a viewer can switch at a group edge.
+            // Every rendition has the same GOP, so all start their groups on the same frame and a
+            // viewer can switch at a group edge.
             for video in &mut videos {
-                if video_frames % args.gop as u64 == 0 {
-                    video.start_group();
-                }
                 video.write()?;
             }
             video_frames += 1;
         }
         if let Some(audio) = audio.as_mut() {
             while (audio_frames as f64) < elapsed * AUDIO_FPS && audio_limit.is_none_or(|l| audio_frames < l) {
-                if audio_frames % audio_gop as u64 == 0 {
-                    audio.start_group();
-                }
                 audio.write()?;
                 audio_frames += 1;
             }
