@@ -287,7 +287,7 @@ async fn keep_connected(
                 let session = Session::new(
                     connected.conn,
                     connected.version,
-                    SessionConfig { publish: Some(scope), subscribe: None, hop_id: 0 },
+                    SessionConfig { publish: Some(scope), ..Default::default() },
                 );
                 current.send_replace(Some(session.clone()));
                 let opened = std::time::Instant::now();

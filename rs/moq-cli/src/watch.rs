@@ -311,7 +311,7 @@ async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Cl
         SessionConfig {
             publish: None,
             subscribe: Some(Scope::new(origin.clone(), "", vec![String::new()])),
-            hop_id: 0,
+            ..Default::default()
         },
     );
     let run = tokio::spawn({

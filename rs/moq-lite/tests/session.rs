@@ -27,9 +27,12 @@ fn server_tls() -> rustls::ServerConfig {
 
 /// A minimal relay: every session may publish and subscribe anywhere under its root.
 async fn relay(origin: Origin) -> SocketAddr {
-    let server =
-        Server::bind("127.0.0.1:0".parse().unwrap(), server_tls(), Version::ALL.to_vec(), &QuicOptions::default())
-            .unwrap();
+    relay_with(origin, QuicOptions::default()).await
+}
+
+async fn relay_with(origin: Origin, quic: QuicOptions) -> SocketAddr {
+    let max_streams = quic.max_streams;
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), server_tls(), Version::ALL.to_vec(), &quic).unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(async move {
         while let Some(incoming) = server.accept().await {
@@ -39,7 +42,8 @@ async fn relay(origin: Origin) -> SocketAddr {
                 let root = request.url().map(|u| moq_lite::path::normalize(u.path())).unwrap_or_default();
                 let (conn, version) = request.accept().await.unwrap();
                 let scope = Scope::new(origin, &root, vec![String::new()]);
-                let config = SessionConfig { publish: Some(scope.clone()), subscribe: Some(scope), hop_id: 7 };
+                let config =
+                    SessionConfig { publish: Some(scope.clone()), subscribe: Some(scope), hop_id: 7, max_streams };
                 Session::new(conn, version, config).run().await;
             });
         }
@@ -64,7 +68,7 @@ fn start(connected: Connected, publish: Option<&Origin>, inbox: Option<&Origin>)
     let session = Session::new(
         connected.conn,
         connected.version,
-        SessionConfig { publish: publish.map(scope), subscribe: inbox.map(scope), hop_id: 0 },
+        SessionConfig { publish: publish.map(scope), subscribe: inbox.map(scope), ..Default::default() },
     );
     let run = session.clone();
     tokio::spawn(async move { run.run().await });
@@ -271,6 +275,44 @@ async fn close_code(conn: &moq_lite::session::Connection) -> Option<u32> {
         )) => Some(code),
         other => panic!("unexpected close: {other:?}"),
     }
+}
+
+/// Opens a group stream and writes only its type, so the relay's reader waits on it: a stream
+/// the peer keeps open.
+async fn open_group_stream(conn: &moq_lite::session::Connection) -> web_transport_quinn::SendStream {
+    let mut send = conn.open_uni().await.unwrap();
+    send.write_all(&[0x00]).await.unwrap();
+    send
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_gets_stream_credit_as_it_keeps_streams_open() {
+    // A session starts with INITIAL_STREAMS of credit (64) so an idle one stays small; a peer
+    // keeping more open gets more, up to max_streams (1 000 by default).
+    let addr = relay(Origin::new()).await;
+    let peer = connect(addr, "moqt").await;
+    let mut open = Vec::new();
+    for _ in 0..300 {
+        open.push(timeout(WAIT, open_group_stream(&peer.conn)).await.expect("credit for 300 streams"));
+    }
+    assert!(peer.conn.close_reason().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_credit_stops_at_max_streams() {
+    let addr = relay_with(Origin::new(), QuicOptions { max_streams: 100, ..Default::default() }).await;
+    let peer = connect(addr, "moqt").await;
+    let mut open = Vec::new();
+    for _ in 0..100 {
+        open.push(timeout(WAIT, open_group_stream(&peer.conn)).await.expect("credit for 100 streams"));
+    }
+    let mut extra = Box::pin(open_group_stream(&peer.conn));
+    assert!(timeout(Duration::from_millis(500), &mut extra).await.is_err(), "a 101st stream was let open");
+    // Streams that end return their credit (quinn announces it once an eighth is free).
+    for mut send in open.drain(..20) {
+        send.reset(0u32).unwrap();
+    }
+    timeout(WAIT, extra).await.expect("credit returned by the reset streams");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

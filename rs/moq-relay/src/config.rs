@@ -211,8 +211,9 @@ struct Settings {
     #[arg(long, env = "MOQ_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     drain_timeout: Option<Duration>,
 
-    /// Maximum concurrent QUIC streams per connection, for each of bidi and uni.
-    /// Each costs memory per session from the handshake on. [default: 1000]
+    /// Maximum concurrent QUIC streams a peer may keep open, for each of bidi and uni. A session
+    /// starts with 64 (each credited stream costs memory from the handshake on) and raises the
+    /// peer's credit as it keeps more open, up to this. [default: 1000]
     #[arg(long, env = "MOQ_MAX_STREAMS", value_name = "COUNT")]
     max_streams: Option<u64>,
 

@@ -23,6 +23,8 @@ pub struct Context {
     pub publish_allow: Vec<String>,
     pub subscribe_allow: Vec<String>,
     pub hop_id: u64,
+    /// Streams a peer may keep open at once, per direction (`--max-streams`).
+    pub max_streams: u64,
     pub sessions: Sessions,
     pub admission: Admission,
 }
@@ -159,7 +161,12 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>) {
     let session = Session::new(
         conn,
         version,
-        SessionConfig { publish: Some(serve), subscribe: Some(ingest), hop_id: ctx.hop_id },
+        SessionConfig {
+            publish: Some(serve),
+            subscribe: Some(ingest),
+            hop_id: ctx.hop_id,
+            max_streams: ctx.max_streams,
+        },
     );
     let guard = SessionAccepted { session: session.clone(), transport, version, handshake: started.elapsed() }
         .emit(&ctx.telemetry);

@@ -146,6 +146,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         publish_allow: config.publish_allow.clone(),
         subscribe_allow: config.subscribe_allow.clone(),
         hop_id,
+        max_streams: config.max_streams,
         sessions: sessions.clone(),
         admission: connection::Admission::new(config.max_sessions),
     });

@@ -6,6 +6,7 @@
 //! - the *subscriber* half asks the peer what it announces, publishes those broadcasts into a
 //!   [`Scope`], and subscribes upstream once per requested track.
 
+mod credit;
 mod publisher;
 mod stream;
 mod subscriber;
@@ -21,6 +22,7 @@ use tracing::Instrument;
 use crate::message::{BiStreamType, Goaway, UniStreamType};
 use crate::model::{BroadcastConsumer, Scope};
 use crate::{Error, Version};
+use credit::StreamCredit;
 use stream::{Reader, Writer};
 
 pub use web_transport_quinn::Session as Connection;
@@ -29,7 +31,7 @@ pub use web_transport_quinn::Session as Connection;
 const CONTROL_PRIORITY: i32 = i32::MAX;
 
 /// What a session may do for its peer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// Broadcasts the peer may discover and subscribe to.
     pub publish: Option<Scope>,
@@ -37,6 +39,16 @@ pub struct SessionConfig {
     pub subscribe: Option<Scope>,
     /// This node's id in announcement hop chains (0 = none).
     pub hop_id: u64,
+    /// Most streams the peer may keep open at once, per direction (the connection's
+    /// [`crate::transport::QuicOptions::max_streams`]): the session raises the peer's credit up
+    /// to this as the peer uses it.
+    pub max_streams: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { publish: None, subscribe: None, hop_id: 0, max_streams: crate::transport::DEFAULT_MAX_STREAMS }
+    }
 }
 
 /// One running moq-lite session. Cheap to clone.
@@ -129,6 +141,7 @@ impl Session {
 
     async fn accept_bi(&self) -> Error {
         let mut tasks = JoinSet::new();
+        let mut credit = StreamCredit::new(self.inner.config.max_streams);
         loop {
             let (send, recv) = match self.inner.conn.accept_bi().await {
                 Ok(s) => s,
@@ -137,6 +150,12 @@ impl Session {
             let inner = self.inner.clone();
             // Finished tasks are reaped so the set holds only live streams.
             while tasks.try_join_next().is_some() {}
+            if let Some(limit) = credit.opened(tasks.len() + 1) {
+                self.inner
+                    .conn
+                    .set_max_concurrent_bi_streams(quinn::VarInt::from_u64(limit).unwrap_or(quinn::VarInt::MAX));
+                crate::telemetry::StreamCreditRaised { bidirectional: true, limit }.emit();
+            }
             // Not `.in_current_span()`: a subscription's task is polled on every group, and
             // entering spans per poll is costly; `serve_bi` enters the session's span where it
             // logs or sets up.
@@ -160,6 +179,7 @@ impl Session {
 
     async fn accept_uni(&self) -> Error {
         let mut tasks = JoinSet::new();
+        let mut credit = StreamCredit::new(self.inner.config.max_streams);
         loop {
             let recv = match self.inner.conn.accept_uni().await {
                 Ok(s) => s,
@@ -167,6 +187,12 @@ impl Session {
             };
             let inner = self.inner.clone();
             while tasks.try_join_next().is_some() {}
+            if let Some(limit) = credit.opened(tasks.len() + 1) {
+                self.inner
+                    .conn
+                    .set_max_concurrent_uni_streams(quinn::VarInt::from_u64(limit).unwrap_or(quinn::VarInt::MAX));
+                crate::telemetry::StreamCreditRaised { bidirectional: false, limit }.emit();
+            }
             tasks.spawn(async move {
                 let mut reader = Reader::new(recv, inner.version);
                 if let Err(e) = subscriber::serve_uni(&inner, &mut reader).await {

@@ -405,6 +405,19 @@ impl GroupDropped<'_> {
     }
 }
 
+/// The peer keeps many streams open: it may now open `limit` at once in that direction.
+pub struct StreamCreditRaised {
+    pub bidirectional: bool,
+    pub limit: u64,
+}
+
+impl StreamCreditRaised {
+    pub fn emit(self) {
+        let direction = if self.bidirectional { "bidi" } else { "uni" };
+        tracing::debug!(direction, limit = self.limit, "stream credit raised");
+    }
+}
+
 /// A stream was reset by us (`sent`) or by the peer.
 pub struct StreamReset {
     pub sent: bool,

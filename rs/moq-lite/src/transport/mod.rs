@@ -7,7 +7,7 @@ mod quic;
 mod server;
 
 pub use client::*;
-pub use quic::QuicOptions;
+pub use quic::{QuicOptions, DEFAULT_MAX_STREAMS, INITIAL_STREAMS};
 pub use server::*;
 
 /// How a session is carried.

@@ -1,9 +1,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Streams a new connection lets its peer open at once, per direction. quinn allocates a slot
+/// for every stream it gives credit for, from the handshake on (about 130 KiB per connection at
+/// 1 000 per direction, most of an idle session's memory), while a viewer keeps a handful open;
+/// a [`crate::Session`] raises the credit as its peer keeps more streams open, up to
+/// [`QuicOptions::max_streams`].
+pub const INITIAL_STREAMS: u64 = 64;
+
+/// Default cap on the streams a peer may keep open at once, per direction.
+pub const DEFAULT_MAX_STREAMS: u64 = 1_000;
+
 /// QUIC limits sized for one unidirectional stream per group per subscriber.
 #[derive(Debug, Clone)]
 pub struct QuicOptions {
+    /// Most streams the peer may keep open at once, per direction: the credit starts at
+    /// [`INITIAL_STREAMS`] (or this, if lower) and the session raises it on demand up to this.
     pub max_streams: u64,
     pub idle_timeout: Duration,
     pub keep_alive: Duration,
@@ -20,9 +32,8 @@ pub struct QuicOptions {
 impl Default for QuicOptions {
     fn default() -> Self {
         Self {
-            // quinn pre-allocates state for every stream the peer may open (10 000 cost 1.1 MiB
-            // per connection); finished streams return their credit, so 1 000 concurrent suffice.
-            max_streams: 1_000,
+            // Finished streams return their credit, so 1 000 open at once suffice.
+            max_streams: DEFAULT_MAX_STREAMS,
             idle_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(3),
             receive_window: 64 * 1024 * 1024,
@@ -36,7 +47,8 @@ impl Default for QuicOptions {
 impl QuicOptions {
     pub(crate) fn transport_config(&self) -> Arc<quinn::TransportConfig> {
         let mut t = quinn::TransportConfig::default();
-        let streams = quinn::VarInt::from_u64(self.max_streams).unwrap_or(quinn::VarInt::MAX);
+        let initial = self.max_streams.min(INITIAL_STREAMS);
+        let streams = quinn::VarInt::from_u64(initial).unwrap_or(quinn::VarInt::MAX);
         t.max_concurrent_bidi_streams(streams);
         t.max_concurrent_uni_streams(streams);
         t.max_idle_timeout(self.idle_timeout.try_into().ok());
