@@ -24,7 +24,7 @@ impl StreamCredit {
         if self.limit >= self.max || (open as u64).saturating_mul(2) < self.limit {
             return None;
         }
-        self.limit = self.limit.saturating_mul(2).clamp(1, self.max);
+        self.limit = self.limit.saturating_mul(2).min(self.max);
         Some(self.limit)
     }
 }

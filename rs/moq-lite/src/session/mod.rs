@@ -106,7 +106,7 @@ impl Session {
     }
 
     /// Runs the session until it ends and returns why. A protocol violation by the peer closes
-    /// the connection with [`code::PROTOCOL_VIOLATION`]; nothing here panics on peer input.
+    /// the connection with [`crate::code::PROTOCOL_VIOLATION`]; nothing here panics on peer input.
     pub async fn run(&self) -> Error {
         let Some(mut fatal) = self.inner.fatal_rx.lock().unwrap().take() else {
             return Error::ProtocolViolation("session already running".into());

@@ -4,7 +4,7 @@ use std::time::Duration;
 /// Streams a new connection lets its peer open at once, per direction. quinn allocates a slot
 /// for every stream it gives credit for, from the handshake on (about 130 KiB per connection at
 /// 1 000 per direction, most of an idle session's memory), while a viewer keeps a handful open;
-/// a [`crate::Session`] raises the credit as its peer keeps more streams open, up to
+/// a [`crate::session::Session`] raises the credit as its peer keeps more streams open, up to
 /// [`QuicOptions::max_streams`].
 pub const INITIAL_STREAMS: u64 = 64;
 
