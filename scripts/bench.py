@@ -13,8 +13,9 @@ fixed window on loopback and is measured the same way:
   floor      a bare quinn sender (quinn-floor): one uni stream per group, the same frames, N
              connections, no relay logic, on a current-thread runtime (its cheapest); its CPU per
              frame is the floor
-  floor-mt   the same sender on the multi-threaded runtime the relay uses by default, so
-             `ours / floor-mt` compares like with like (the runtime's own cost cancels out)
+  floor-mt   the same sender on the multi-threaded runtime the relay uses by default, its send
+             loop on a worker as the relay's fan-out is, so `ours / floor-mt` compares like with
+             like (the runtime's own cost cancels out)
 
 Load: `moq publish` (video only) and one `moq watch --viewers N --viewers-per-socket 10` process
 (header checks, latency from each frame's capture timestamp). After a warm-up (joins, cached catch-up), the window is

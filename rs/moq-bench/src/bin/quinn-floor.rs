@@ -129,7 +129,9 @@ fn main() -> anyhow::Result<()> {
                 0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
                 n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
             };
-            runtime.block_on(send(args))
+            // On a worker, as a relay's fan-out runs: `block_on` would run the sender on the main
+            // thread, outside the workers, and its wakes would reach them through the shared queue.
+            runtime.block_on(async { tokio::spawn(send(args)).await? })
         }
         Cmd::Recv(args) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(recv(args)),
     }
