@@ -1,6 +1,7 @@
 //! How many streams the peer may keep open at once: small for a new session, raised as the peer
 //! uses it (see [`crate::transport::INITIAL_STREAMS`] for why it starts small).
 
+use super::Connection;
 use crate::transport::INITIAL_STREAMS;
 
 /// The stream credit of one direction of a session.
@@ -8,12 +9,28 @@ use crate::transport::INITIAL_STREAMS;
 pub(crate) struct StreamCredit {
     limit: u64,
     max: u64,
+    bidirectional: bool,
 }
 
 impl StreamCredit {
     /// The credit a connection from [`crate::transport::QuicOptions`] starts with, growing up to `max`.
-    pub fn new(max: u64) -> Self {
-        Self { limit: max.min(INITIAL_STREAMS), max }
+    pub fn new(max: u64, bidirectional: bool) -> Self {
+        Self { limit: max.min(INITIAL_STREAMS), max, bidirectional }
+    }
+
+    /// The peer now has `open` streams of this direction open: raises its credit on `conn` when
+    /// [`Self::opened`] says so.
+    pub fn update(&mut self, conn: &Connection, open: usize) {
+        let Some(limit) = self.opened(open) else {
+            return;
+        };
+        let count = quinn::VarInt::from_u64(limit).unwrap_or(quinn::VarInt::MAX);
+        if self.bidirectional {
+            conn.set_max_concurrent_bi_streams(count);
+        } else {
+            conn.set_max_concurrent_uni_streams(count);
+        }
+        crate::telemetry::StreamCreditRaised { bidirectional: self.bidirectional, limit }.emit();
     }
 
     /// The peer now has `open` streams of this direction open. Returns the new limit when it
@@ -35,7 +52,7 @@ mod tests {
 
     #[test]
     fn credit_doubles_once_half_is_used_and_stops_at_the_cap() {
-        let mut credit = StreamCredit::new(1_000);
+        let mut credit = StreamCredit::new(1_000, false);
         assert_eq!(credit.opened(1), None);
         assert_eq!(credit.opened(31), None);
         assert_eq!(credit.opened(32), Some(128));
@@ -48,9 +65,9 @@ mod tests {
 
     #[test]
     fn a_cap_below_the_initial_credit_is_never_raised() {
-        let mut credit = StreamCredit::new(10);
+        let mut credit = StreamCredit::new(10, true);
         assert_eq!(credit.opened(10), None);
-        let mut credit = StreamCredit::new(0);
+        let mut credit = StreamCredit::new(0, false);
         assert_eq!(credit.opened(0), None);
     }
 }

@@ -141,7 +141,7 @@ impl Session {
 
     async fn accept_bi(&self) -> Error {
         let mut tasks = JoinSet::new();
-        let mut credit = StreamCredit::new(self.inner.config.max_streams);
+        let mut credit = StreamCredit::new(self.inner.config.max_streams, true);
         loop {
             let (send, recv) = match self.inner.conn.accept_bi().await {
                 Ok(s) => s,
@@ -150,12 +150,7 @@ impl Session {
             let inner = self.inner.clone();
             // Finished tasks are reaped so the set holds only live streams.
             while tasks.try_join_next().is_some() {}
-            if let Some(limit) = credit.opened(tasks.len() + 1) {
-                self.inner
-                    .conn
-                    .set_max_concurrent_bi_streams(quinn::VarInt::from_u64(limit).unwrap_or(quinn::VarInt::MAX));
-                crate::telemetry::StreamCreditRaised { bidirectional: true, limit }.emit();
-            }
+            credit.update(&self.inner.conn, tasks.len() + 1);
             // Not `.in_current_span()`: a subscription's task is polled on every group, and
             // entering spans per poll is costly; `serve_bi` enters the session's span where it
             // logs or sets up.
@@ -179,7 +174,7 @@ impl Session {
 
     async fn accept_uni(&self) -> Error {
         let mut tasks = JoinSet::new();
-        let mut credit = StreamCredit::new(self.inner.config.max_streams);
+        let mut credit = StreamCredit::new(self.inner.config.max_streams, false);
         loop {
             let recv = match self.inner.conn.accept_uni().await {
                 Ok(s) => s,
@@ -187,12 +182,7 @@ impl Session {
             };
             let inner = self.inner.clone();
             while tasks.try_join_next().is_some() {}
-            if let Some(limit) = credit.opened(tasks.len() + 1) {
-                self.inner
-                    .conn
-                    .set_max_concurrent_uni_streams(quinn::VarInt::from_u64(limit).unwrap_or(quinn::VarInt::MAX));
-                crate::telemetry::StreamCreditRaised { bidirectional: false, limit }.emit();
-            }
+            credit.update(&self.inner.conn, tasks.len() + 1);
             tasks.spawn(async move {
                 let mut reader = Reader::new(recv, inner.version);
                 if let Err(e) = subscriber::serve_uni(&inner, &mut reader).await {
