@@ -16,6 +16,9 @@ fixed window on loopback and is measured the same way:
   floor-mt   the same sender on the multi-threaded runtime the relay uses by default, its send
              loop on a worker as the relay's fan-out is, so `ours / floor-mt` compares like with
              like (the runtime's own cost cancels out)
+  floor-mimalloc  `floor` built with mimalloc as its allocator, as the relay is: `ours /
+             floor-mimalloc` shows what is left of the relay's cost once the allocator's gain,
+             which bare quinn gets too, is taken out
 
 Load: `moq publish` (video only) and one `moq watch --viewers N --viewers-per-socket 10` process
 (header checks, latency from each frame's capture timestamp). After a warm-up (joins, cached catch-up), the window is
@@ -241,14 +244,14 @@ def floor_shape_args(p):
             "--key-frame-bytes", str(floor_payload(key))]
 
 
-def run_floor_point(profile, viewers, warmup, window, socket_buffer, threads=1):
+def run_floor_point(profile, viewers, warmup, window, socket_buffer, threads=1, binary="quinn-floor"):
     p = PROFILES[profile]
     key, delta = publisher_frame_sizes(p["bitrate"], p["fps"], p["gop"])
     port = free_port()
     # Its progress lines (one a second, with packet counters) go to a file: a pipe nobody reads
     # during the window could fill and stall the sender.
     progress = tempfile.TemporaryFile()
-    send = subprocess.Popen([f"{BIN}/quinn-floor", "send", "--listen", f"127.0.0.1:{port}", *floor_shape_args(p),
+    send = subprocess.Popen([f"{BIN}/{binary}", "send", "--listen", f"127.0.0.1:{port}", *floor_shape_args(p),
                              "--socket-buffer", str(socket_buffer), "--threads", str(threads)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=progress)
     recv = None
@@ -274,7 +277,8 @@ def run_floor_point(profile, viewers, warmup, window, socket_buffer, threads=1):
     frames = viewers * p["fps"] * window  # sent at a fixed rate to every connection during the window
     packets = packets_per_frame(window_lines[0], window_lines[-1]) if window_lines else packets_per_frame(None, None)
     return {
-        "subject": ("floor" if socket_buffer else "floor-default-buffers") + ("-mt" if threads != 1 else ""), "profile": profile, "viewers": viewers,
+        "subject": ("floor" if socket_buffer else "floor-default-buffers") + ("-mt" if threads != 1 else "")
+        + binary.removeprefix("quinn-floor"), "profile": profile, "viewers": viewers,
         "window_s": window, "frames": frames, "expected_frames": frames, "delivered_ratio": None,
         "throughput_mbps": viewers * (key + (p["gop"] - 1) * delta) / p["gop"] * p["fps"] * 8 / 1e6,
         "lost": r.get("frames_lost"),
@@ -334,7 +338,7 @@ def main():
     ap.add_argument("--profiles", default="2mbps,250kbps")
     ap.add_argument("--sweep-2mbps", default="100,200,250,300,350,400,600")
     ap.add_argument("--sweep-250kbps", default="250,500,750,1000,1500")
-    ap.add_argument("--subjects", default="ours,ours-off,ours-1t,reference,floor,floor-mt")
+    ap.add_argument("--subjects", default="ours,ours-off,ours-1t,reference,floor,floor-mt,floor-mimalloc")
     ap.add_argument("--warmup", type=int, default=6)
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=2)
@@ -348,6 +352,7 @@ def main():
     if a.report_from:
         with open(a.report_from) as f:
             saved = json.load(f)
+        subjects = [s for s in subjects if any(r["subject"] == s for r in saved["runs"])]  # older runs had fewer
         print(summarize(saved["runs"], saved["idle"], subjects, a)["markdown"])
         return 0
     if not a.no_build:
@@ -372,6 +377,9 @@ def main():
                                 r = run_floor_point(profile, viewers, 2, a.window, a.socket_buffer)
                             elif s == "floor-mt":
                                 r = run_floor_point(profile, viewers, 2, a.window, a.socket_buffer, threads=0)
+                            elif s == "floor-mimalloc":
+                                r = run_floor_point(profile, viewers, 2, a.window, a.socket_buffer,
+                                                    binary="quinn-floor-mimalloc")
                             elif s == "floor-default-buffers":
                                 r = run_floor_point(profile, viewers, 2, a.window, 0)
                             else:
@@ -474,7 +482,7 @@ def summarize(results, idle, subjects, a):
         summary[profile] = {"capacity": cap}
         ratios = {}
         for mine, other in (("ours", "reference"), ("ours", "ours-off"), ("ours", "floor"), ("ours-1t", "floor"),
-                            ("ours", "floor-mt"), ("ours-1t", "reference")):
+                            ("ours", "floor-mt"), ("ours", "floor-mimalloc"), ("ours-1t", "reference")):
             pairs = []
             for p in points:
                 if p["profile"] != profile or p["subject"] != mine:

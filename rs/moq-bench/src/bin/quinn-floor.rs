@@ -116,7 +116,7 @@ struct RecvArgs {
     json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // quinn's spans fall back to the `log` crate while no tracing subscriber is set: 3.8 % of the
     // sender's instructions (callgrind); a floor should not pay for that, so set one that disables
