@@ -192,6 +192,9 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let (mut video_frames, mut audio_frames) = (0u64, 0u64);
     let mut ticker = tokio::time::interval(Duration::from_millis(5));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One listener for the whole loop: a `ctrl_c()` made afresh each turn misses a SIGINT that
+    // arrives while the loop body runs (Tokio's listener only sees signals after it subscribes).
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -200,7 +203,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
                 Ok(gave_up) => gave_up,
                 Err(panicked) => panicked.into(),
             }),
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut interrupted => break,
         }
         // Emit every frame that is due by the wall clock; a group starts every `gop` frames.
         let elapsed = start.elapsed().as_secs_f64();

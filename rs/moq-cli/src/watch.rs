@@ -240,6 +240,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<u8> {
     });
     report.tick().await;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    // One listener for the whole loop: a `ctrl_c()` made afresh each turn misses a SIGINT that
+    // arrives while the loop body runs (Tokio's listener only sees signals after it subscribes).
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         tokio::select! {
             joined = viewers.join_next() => match joined {
@@ -250,7 +253,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<u8> {
             },
             _ = report.tick(), if !args.stats_interval.is_zero() => print_live(&all_stats, started),
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut interrupted => break,
         }
     }
     viewers.shutdown().await;
