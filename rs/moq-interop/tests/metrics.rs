@@ -374,3 +374,57 @@ fn sessions_beyond_the_cap_are_refused_and_counted() {
     assert_eq!(lone["ok"], true, "{lone:#}");
     eprintln!("session cap 2: {refused:?} attempts refused, a later viewer admitted");
 }
+
+/// Connections per worker thread, from /metrics (sampled every 0.5 s by the relay, absent before
+/// the first sample).
+fn worker_connections(ops: u16) -> Vec<f64> {
+    let samples = scrape(ops);
+    (0..2).filter_map(|w| value(&samples, "moq_relay_worker_connections", &[("worker", &w.to_string())])).collect()
+}
+
+/// Waits until the relay's worker gauges count `total` connections.
+fn wait_worker_connections(ops: u16, total: f64) -> Vec<f64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let per_worker = worker_connections(ops);
+        if per_worker.iter().sum::<f64>() == total || std::time::Instant::now() > deadline {
+            return per_worker;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// New connections fill worker 0 while it is below `--worker-spill-at` and go to the next worker
+/// otherwise; a broadcast reaches viewers on both workers intact, and /metrics shows the layout.
+#[test]
+fn connections_fill_workers_in_order_and_frames_cross_workers() {
+    let _serial = serial();
+    const N: usize = 4;
+    // Threshold 1: a lightly loaded relay keeps every connection on worker 0.
+    let (relay, port, ops) = relay_with_ops(&["--worker-threads", "2", "--worker-spill-at", "1"]);
+    let viewers = watchers(port, "fill/bbb", N, 2);
+    let layout = wait_worker_connections(ops, N as f64);
+    assert_eq!(layout, vec![N as f64, 0.0], "all on worker 0");
+    publish_groups(port, "fill/bbb", 2);
+    let summary = watch_summary(&viewers.finish(Duration::from_secs(30)));
+    assert_eq!(summary["ok"], true, "{summary:#}");
+    drop(relay);
+
+    // A tiny threshold: worker 0 is "full" after one connection, so the others spill to worker 1
+    // and frames from the publisher's worker cross to the other.
+    let (_relay, port, ops) = relay_with_ops(&["--worker-threads", "2", "--worker-spill-at", "0.0001"]);
+    let viewers = watchers(port, "spill/bbb", N, 2);
+    let layout = wait_worker_connections(ops, N as f64);
+    assert_eq!(layout.iter().sum::<f64>(), N as f64, "{layout:?}");
+    assert!(layout[1] >= 1.0, "spilled to worker 1: {layout:?}");
+    let published = publish_groups(port, "spill/bbb", 2);
+    let summary = watch_summary(&viewers.finish(Duration::from_secs(30)));
+    assert_eq!(summary["ok"], true, "{summary:#}");
+    let frames = published["tracks"]["video"]["frames"].as_f64().unwrap();
+    let sent =
+        value(&scrape(ops), "moq_relay_frames_sent_total", &[("broadcast", "spill/bbb"), ("track_type", "video")]);
+    assert_eq!(sent, Some(N as f64 * frames), "every viewer got every frame");
+    let busy = value(&scrape(ops), "moq_relay_worker_busy_ratio", &[("worker", "1")]).unwrap();
+    assert!((0.0..=1.0).contains(&busy), "busy ratio {busy}");
+    eprintln!("layout with spill threshold 0.0001: {layout:?}");
+}

@@ -42,8 +42,10 @@ pub struct Config {
     pub max_streams: u64,
     /// Sessions (including handshakes in progress) the relay admits at once; more are refused.
     pub max_sessions: usize,
-    /// Runtime worker threads: 0 = one per CPU, 1 = a single-threaded runtime.
+    /// Worker threads, each a single-threaded runtime: 0 = one per CPU.
     pub worker_threads: usize,
+    /// A new connection goes to the first worker busy less than this fraction of its time.
+    pub worker_spill_at: f64,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
     /// QUIC keep-alive interval.
@@ -148,6 +150,8 @@ const DEFAULT_MAX_SESSIONS: usize = 10_000;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(3);
 const DEFAULT_LOG_LEVEL: &str = "info";
+const DEFAULT_WORKER_SPILL_AT: f64 = 0.5;
+const MAX_WORKER_THREADS: usize = 1024;
 const DEFAULT_METRICS_MAX_BROADCASTS: usize = 200;
 const DEFAULT_METRICS_MAX_NAMESPACES: usize = 50;
 const DEFAULT_METRICS_LINGER: Duration = Duration::from_secs(300);
@@ -222,11 +226,16 @@ struct Settings {
     #[arg(long, env = "MOQ_MAX_SESSIONS", value_name = "COUNT")]
     max_sessions: Option<usize>,
 
-    /// Worker threads: 0 = one per CPU; 1 = a single-threaded runtime, which spends less CPU
-    /// per frame (no cross-thread wake-ups) but can use only one core; with it, prefer OTLP over
-    /// HTTP (the gRPC exporter needs a runtime thread of its own). [default: 0]
+    /// Worker threads, each running the connections placed on it: 0 = one per CPU. New
+    /// connections fill the first worker until it is busy --worker-spill-at of its time, so a
+    /// lightly loaded relay runs on one thread. [default: 0]
     #[arg(long, env = "MOQ_WORKER_THREADS", value_name = "COUNT")]
     worker_threads: Option<usize>,
+
+    /// Busy fraction (0 < f <= 1) above which a worker takes no new connection while another
+    /// is below it. [default: 0.5]
+    #[arg(long, env = "MOQ_WORKER_SPILL_AT", value_name = "FRACTION")]
+    worker_spill_at: Option<f64>,
 
     /// Close QUIC connections silent for this long. [default: 10s]
     #[arg(long, env = "MOQ_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -351,6 +360,7 @@ struct FileQuic {
     max_streams: Option<u64>,
     max_sessions: Option<usize>,
     worker_threads: Option<usize>,
+    worker_spill_at: Option<f64>,
     #[serde(default, with = "duration")]
     idle_timeout: Option<Duration>,
     #[serde(default, with = "duration")]
@@ -389,6 +399,7 @@ impl From<File> for Settings {
             max_streams: file.quic.max_streams,
             max_sessions: file.quic.max_sessions,
             worker_threads: file.quic.worker_threads,
+            worker_spill_at: file.quic.worker_spill_at,
             idle_timeout: file.quic.idle_timeout,
             keep_alive: file.quic.keep_alive,
             log_level: file.log_level,
@@ -421,6 +432,7 @@ impl Settings {
             max_streams: self.max_streams.or(lower.max_streams),
             max_sessions: self.max_sessions.or(lower.max_sessions),
             worker_threads: self.worker_threads.or(lower.worker_threads),
+            worker_spill_at: self.worker_spill_at.or(lower.worker_spill_at),
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             keep_alive: self.keep_alive.or(lower.keep_alive),
             log_level: self.log_level.or(lower.log_level),
@@ -465,6 +477,15 @@ impl Settings {
         let max_sessions = self.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
         ensure!(max_sessions > 0, "max sessions must be at least 1");
 
+        let worker_threads = self.worker_threads.unwrap_or(0);
+        // Also bounds the `worker` label of the relay's per-worker metrics.
+        ensure!(worker_threads <= MAX_WORKER_THREADS, "worker threads must be at most {MAX_WORKER_THREADS}");
+        let worker_spill_at = self.worker_spill_at.unwrap_or(DEFAULT_WORKER_SPILL_AT);
+        ensure!(
+            worker_spill_at > 0.0 && worker_spill_at <= 1.0,
+            "worker spill threshold must be above 0 and at most 1, got {worker_spill_at}"
+        );
+
         let idle_timeout = self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
         let keep_alive = self.keep_alive.unwrap_or(DEFAULT_KEEP_ALIVE);
         // Otherwise healthy but quiet sessions would be dropped as idle.
@@ -485,7 +506,8 @@ impl Settings {
             drain_timeout: self.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
             max_streams,
             max_sessions,
-            worker_threads: self.worker_threads.unwrap_or(0),
+            worker_threads,
+            worker_spill_at,
             idle_timeout,
             keep_alive,
             log_level: self.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()),
@@ -636,6 +658,7 @@ mod tests {
         assert_eq!(config.max_streams, 1_000);
         assert_eq!(config.max_sessions, 10_000);
         assert_eq!(config.worker_threads, 0);
+        assert_eq!(config.worker_spill_at, 0.5);
         assert_eq!(config.idle_timeout, Duration::from_secs(10));
         assert_eq!(config.keep_alive, Duration::from_secs(3));
         assert_eq!(config.log_level, "info");
@@ -798,6 +821,21 @@ mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains("super-secret"), "{debug}");
         assert!(debug.contains("****wxyz"), "{debug}");
+    }
+
+    #[test]
+    fn worker_settings_are_checked() {
+        let config = load(&["--tls-generate=h", "--worker-threads=3"], &[("MOQ_WORKER_SPILL_AT", "0.8")]).unwrap();
+        assert_eq!((config.worker_threads, config.worker_spill_at), (3, 0.8));
+        for (flag, needle) in [
+            ("--worker-spill-at=0", "spill threshold"),
+            ("--worker-spill-at=1.5", "spill threshold"),
+            ("--worker-spill-at=NaN", "spill threshold"),
+            ("--worker-threads=5000", "worker threads"),
+        ] {
+            let err = load(&["--tls-generate=h", flag], &[]).unwrap_err().to_string();
+            assert!(err.contains(needle), "{flag}: {err}");
+        }
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Context {
     pub max_streams: u64,
     pub sessions: Sessions,
     pub admission: Admission,
+    /// Which thread runs each new connection.
+    pub workers: Arc<crate::workers::Workers>,
 }
 
 /// The session cap: connection attempts hold a slot from before the handshake until the session
@@ -82,16 +84,21 @@ pub async fn accept_loop(server: Arc<Server>, ctx: Arc<Context>, mut stop: tokio
             continue;
         };
         let ctx = ctx.clone();
-        tasks.spawn(async move {
-            handle(incoming, ctx).await;
-            drop(slot);
-        });
+        // The handshake runs on the chosen worker, so quinn spawns the connection's driver there.
+        let (worker, placement) = ctx.workers.place();
+        tasks.spawn_on(
+            async move {
+                handle(incoming, ctx, placement.worker).await;
+                drop((slot, placement));
+            },
+            &worker,
+        );
     }
     // Sessions already running finish under the drain in main.
     tasks.detach_all();
 }
 
-async fn handle(incoming: Incoming, ctx: Arc<Context>) {
+async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
     let started = Instant::now();
     let remote = incoming.remote_address();
     let peer = ctx.peer_ip.show(remote).unwrap_or_default();
@@ -119,6 +126,7 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>) {
         moq.transport = %transport,
         url.path = %root,
         client.address = %peer,
+        moq.worker = worker,
         moq.close.reason = tracing::field::Empty,
     );
     if let Some(traceparent) = request.header("traceparent") {

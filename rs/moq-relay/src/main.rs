@@ -6,6 +6,7 @@ mod ops;
 mod telemetry;
 mod tls;
 mod web;
+mod workers;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -55,12 +56,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match config.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
-        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
-    };
-    match runtime {
+    // Worker 0: this thread. The others start in `run` (see workers.rs).
+    match workers::single_threaded() {
         Ok(runtime) => runtime.block_on(serve(config)),
         Err(e) => {
             eprintln!("moq-relay: starting the runtime: {e}");
@@ -132,8 +129,26 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         ..Default::default()
     };
     telemetry.started(env!("CARGO_PKG_VERSION"), tls.not_after, config.max_sessions);
+    let count = match config.worker_threads {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
+    let workers = Arc::new(
+        workers::Workers::start(tokio::runtime::Handle::current(), count, config.worker_spill_at)
+            .context("starting worker threads")?,
+    );
     let mut background = JoinSet::new();
     background.spawn(telemetry.clone().watch_streams(origin.clone()));
+    background.spawn({
+        let workers = workers.clone();
+        let telemetry = telemetry.clone();
+        async move {
+            loop {
+                tokio::time::sleep(workers::SAMPLE_EVERY).await;
+                telemetry.worker_loads(workers.sample());
+            }
+        }
+    });
     background.spawn({
         let telemetry = telemetry.clone();
         async move {
@@ -156,6 +171,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         max_streams: config.max_streams,
         sessions: sessions.clone(),
         admission: connection::Admission::new(config.max_sessions),
+        workers: workers.clone(),
     });
 
     let mut servers = Vec::new();
@@ -223,6 +239,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     }
     listeners.shutdown().await;
     background.shutdown().await;
+    workers.stop();
     tracing::info!("relay stopped");
     Ok(())
 }

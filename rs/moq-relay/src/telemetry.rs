@@ -3,7 +3,8 @@
 //! Like the transport's telemetry module: each event is a typed struct that logs and counts
 //! itself; gauges are computed from live state in [`Telemetry::refresh`] right before each scrape.
 //! Labels are bounded: transport (quic|webtransport), version (known ALPN tokens), reason (fixed
-//! sets below), namespace and broadcast (capped in `moq_lite::telemetry`).
+//! sets below), namespace and broadcast (capped in `moq_lite::telemetry`), worker (an index below
+//! `--worker-threads`, itself capped in config.rs).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,8 @@ pub const BUILD_INFO: &str = "moq_relay_build_info";
 pub const CERT_EXPIRY: &str = "moq_relay_certificate_expiry_timestamp_seconds";
 pub const MAX_SESSIONS: &str = "moq_relay_max_sessions";
 pub const AVAILABLE_CPUS: &str = "moq_relay_available_cpus";
+pub const WORKER_BUSY: &str = "moq_relay_worker_busy_ratio";
+pub const WORKER_CONNECTIONS: &str = "moq_relay_worker_connections";
 
 const HANDSHAKE_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 const DURATION_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0];
@@ -99,6 +102,11 @@ fn describe() {
     describe_gauge!(CERT_EXPIRY, "Unix time when the serving TLS certificate expires.");
     describe_gauge!(MAX_SESSIONS, "Sessions the relay admits at once (--max-sessions); more are refused.");
     describe_gauge!(AVAILABLE_CPUS, "CPUs available to the relay process (for CPU saturation ratios).");
+    describe_gauge!(
+        WORKER_BUSY,
+        "Fraction of the last 0.5 s each worker thread spent running tasks; new connections fill workers in order up to --worker-spill-at."
+    );
+    describe_gauge!(WORKER_CONNECTIONS, "Connections (handshakes included) running on each worker thread.");
 }
 
 #[derive(Default)]
@@ -110,6 +118,8 @@ struct State {
     connections: HashMap<(Transport, Version), i64>,
     /// Per open session: the last QUIC stats folded into the counters.
     quic: HashMap<u64, (Session, QuicSample)>,
+    /// Each worker thread's load at the last sample.
+    workers: Vec<crate::workers::WorkerLoad>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -183,6 +193,13 @@ impl Telemetry {
         text
     }
 
+    /// Keeps the workers' latest load for the next scrape.
+    pub fn worker_loads(&self, loads: Vec<crate::workers::WorkerLoad>) {
+        if self.handle.is_some() {
+            self.state().workers = loads;
+        }
+    }
+
     /// Ages out idle per-broadcast series; call every few seconds.
     pub fn upkeep(&self) {
         if let Some(handle) = &self.handle {
@@ -210,6 +227,11 @@ impl Telemetry {
         }
         for ((transport, version), n) in &s.connections {
             gauge!(ACTIVE_CONNECTIONS, "transport" => transport.as_str(), "version" => version.alpn()).set(*n as f64);
+        }
+        for load in &s.workers {
+            let worker = load.worker.to_string();
+            gauge!(WORKER_BUSY, "worker" => worker.clone()).set(load.busy_ratio);
+            gauge!(WORKER_CONNECTIONS, "worker" => worker).set(load.connections as f64);
         }
         let rtt = histogram!(QUIC_RTT);
         let mut quic = QuicDelta::default();
