@@ -5,17 +5,18 @@ For every profile (video-like track: bitrate, fps, GOP) and viewer count, each s
 fixed window on loopback and is measured the same way:
 
   ours       this relay with all instrumentation on: /metrics scraped every second, traces and
-             logs exported over OTLP/HTTP to a local sink, info logs
-  ours-1t    as `ours`, on a single-threaded runtime (--worker-threads 1)
+             logs exported over OTLP/HTTP to a local sink, info logs; one worker thread per CPU,
+             new connections filling worker 0 until it is half busy (--worker-spill-at)
+  ours-1t    as `ours`, with one worker thread (--worker-threads 1)
   ours-off   this relay with instrumentation off: no recorder (--ops-listen off), no OTLP, warn logs
   ours-off-1t  as `ours-off`, single-threaded
   reference  the reference moq-relay (cargo install moq-relay 0.17.10), same load tool over lite-04
   floor      a bare quinn sender (quinn-floor): one uni stream per group, the same frames, N
              connections, no relay logic, on a current-thread runtime (its cheapest); its CPU per
              frame is the floor
-  floor-mt   the same sender on the multi-threaded runtime the relay uses by default, its send
-             loop on a worker as the relay's fan-out is, so `ours / floor-mt` compares like with
-             like (the runtime's own cost cancels out)
+  floor-mt   the same sender on Tokio's work-stealing multi-threaded runtime (the relay's
+             runtime until the tenth round of docs/BENCHMARKS.md), its send loop on a worker: what
+             bare quinn pays for spreading one fan-out over two cores
   floor-mimalloc  `floor` built with mimalloc as its allocator, as the relay is: `ours /
              floor-mimalloc` shows what is left of the relay's cost once the allocator's gain,
              which bare quinn gets too, is taken out
@@ -131,12 +132,14 @@ def packet_counters(text):
     quinn counters `quinn-floor send` prints, so both sides' packets per frame compare."""
     want = {'moq_relay_quic_udp_datagrams_total{direction="tx"}': "udp_tx_datagrams",
             "moq_relay_quic_udp_transmits_total": "udp_tx_transmits"}
-    out = {"udp_tx_datagrams": 0.0, "udp_tx_transmits": 0.0, "frames_sent": 0.0}
+    out = {"udp_tx_datagrams": 0.0, "udp_tx_transmits": 0.0, "frames_sent": 0.0, "worker_connections": {}}
     for line in text.splitlines():
         if line.startswith("#") or " " not in line:
             continue
         series, value = line.rsplit(" ", 1)
-        if series in want:
+        if series.startswith('moq_relay_worker_connections{worker="'):
+            out["worker_connections"][int(series.split('"')[1])] = int(float(value))
+        elif series in want:
             out[want[series]] += float(value)
         elif series.startswith("moq_relay_frames_sent_total"):
             out["frames_sent"] += float(value)
@@ -212,6 +215,8 @@ def run_relay_point(kind, profile, viewers, warmup, window, sink):
         "cpu_s": cpu, "cpu_pct": 100 * cpu / window, "cpu_us_per_frame": 1e6 * cpu / frames if frames else None,
         "rss_mb": rss / 2**20, "scrapes": relay.scrapes, "errors": summary.get("errors", [])[:3],
         "ok": summary.get("exit_code") == 0, **packets_per_frame(first, last),
+        # Where the relay placed its connections (publisher included), read at the window's end.
+        "worker_connections": [c for _, c in sorted((last or {}).get("worker_connections", {}).items())],
     }
 
 
@@ -457,6 +462,7 @@ def summarize(results, idle, subjects, a):
             "datagrams_per_frame": median([r.get("datagrams_per_frame") for r in rs]),
             "transmits_per_frame": median([r.get("transmits_per_frame") for r in rs]),
             "pass": all(passes(r) for r in rs),
+            "worker_connections": [r["worker_connections"] for r in rs if r.get("worker_connections")],
         }
         points.append(pt)
         lines.append(f"| {profile} | {viewers} | {subject} | {fmt(pt['throughput_mbps'])} | {pt['lost']} | "
@@ -466,6 +472,13 @@ def summarize(results, idle, subjects, a):
                      f"{'yes' if pt['pass'] else 'no'} |")
     summary = {}
     lines.append("")
+    layouts = [f"{pt['subject']} {pt['profile']} × {pt['viewers']}: "
+               + ", ".join("/".join(map(str, w)) for w in pt["worker_connections"])
+               for pt in points if pt.get("worker_connections")]
+    if layouts:
+        lines.append("Connections per worker thread at the end of each window (publisher included; worker 0 "
+                     "first): " + "; ".join(layouts) + ".")
+        lines.append("")
     for profile in a.profiles.split(","):
         cap = {}
         for s in subjects:
