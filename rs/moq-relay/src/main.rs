@@ -130,7 +130,8 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     };
     telemetry.started(env!("CARGO_PKG_VERSION"), tls.not_after, config.max_sessions);
     let count = match config.worker_threads {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        // Capped like an explicit count, which also bounds the `worker` metric label.
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(config::MAX_WORKER_THREADS)),
         n => n,
     };
     let workers = Arc::new(
