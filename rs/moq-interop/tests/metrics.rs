@@ -382,16 +382,10 @@ fn worker_connections(ops: u16) -> Vec<f64> {
     (0..2).filter_map(|w| value(&samples, "moq_relay_worker_connections", &[("worker", &w.to_string())])).collect()
 }
 
-/// Waits until the relay's worker gauges count `total` connections.
+/// The worker layout once the relay's gauges count `total` connections (or after 10 s).
 fn wait_worker_connections(ops: u16, total: f64) -> Vec<f64> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let per_worker = worker_connections(ops);
-        if per_worker.iter().sum::<f64>() == total || std::time::Instant::now() > deadline {
-            return per_worker;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(Duration::from_secs(10), || worker_connections(ops).iter().sum::<f64>() == total);
+    worker_connections(ops)
 }
 
 /// New connections fill worker 0 while it is below `--worker-spill-at` and go to the next worker
