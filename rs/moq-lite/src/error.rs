@@ -1,6 +1,7 @@
 //! The one error type of the model and session layers, with the wire codes it maps to.
 
 use crate::coding::DecodeError;
+use crate::telemetry::Reason;
 
 /// Why a track, group, subscription or session ended abnormally.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,24 +73,29 @@ impl Error {
         }
     }
 
-    /// A bounded label for metrics and logs.
-    pub fn kind(&self) -> &'static str {
+    /// Why this ended, from the one bounded reason set (labels, log fields, span attributes).
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::Cancel => "cancel",
-            Self::NotFound => "not_found",
-            Self::Expired => "expired",
-            Self::TooSlow => "slow_subscriber",
-            Self::Duplicate(_) => "duplicate",
-            Self::TooManyTracks => "too_many_tracks",
-            Self::RemoteReset(_) => "reset",
-            Self::ProtocolViolation(_) | Self::Decode(_) => "protocol_violation",
-            Self::UnexpectedStream(_) => "unexpected_stream",
-            Self::Unauthorized => "auth_failed",
-            Self::Version => "version",
-            Self::GoingAway => "goaway",
-            Self::Closed(_) => "closed",
-            Self::Transport(_) => "transport",
+            Self::Cancel => Reason::Cancel,
+            Self::NotFound => Reason::NotFound,
+            Self::Expired => Reason::Expired,
+            Self::TooSlow => Reason::SlowSubscriber,
+            Self::Duplicate(_) => Reason::Duplicate,
+            Self::TooManyTracks => Reason::TooManyTracks,
+            Self::RemoteReset(_) => Reason::Reset,
+            Self::ProtocolViolation(_) | Self::Decode(_) => Reason::ProtocolViolation,
+            Self::UnexpectedStream(_) => Reason::UnexpectedStream,
+            Self::Unauthorized => Reason::AuthFailed,
+            Self::Version => Reason::Version,
+            Self::GoingAway => Reason::Goaway,
+            Self::Closed(_) => Reason::Closed,
+            Self::Transport(_) => Reason::Transport,
         }
+    }
+
+    /// [`Self::reason`] spelled as a label value.
+    pub fn kind(&self) -> &'static str {
+        self.reason().as_str()
     }
 
     /// Whether this error means the peer broke the protocol (close the whole session).

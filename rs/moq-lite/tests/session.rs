@@ -42,8 +42,13 @@ async fn relay_with(origin: Origin, quic: QuicOptions) -> SocketAddr {
                 let root = request.url().map(|u| moq_lite::path::normalize(u.path())).unwrap_or_default();
                 let (conn, version) = request.accept().await.unwrap();
                 let scope = Scope::new(origin, &root, vec![String::new()]);
-                let config =
-                    SessionConfig { publish: Some(scope.clone()), subscribe: Some(scope), hop_id: 7, max_streams };
+                let config = SessionConfig {
+                    publish: Some(scope.clone()),
+                    subscribe: Some(scope),
+                    hop_id: 7,
+                    max_streams,
+                    ..Default::default()
+                };
                 Session::new(conn, version, config).run().await;
             });
         }

@@ -1,6 +1,7 @@
 //! A group: an ordered run of frames (a GOP for video) with one producer and many consumers.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -52,16 +53,35 @@ struct State {
     sinks: Sinks,
 }
 
+/// Counts the payload bytes held by the groups attached to it, from their first frame until the
+/// last reference to the group goes (what a relay's cache holds in memory). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct ByteMeter(Arc<AtomicI64>);
+
+impl ByteMeter {
+    fn add(&self, delta: i64) {
+        self.0.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Bytes held right now.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     sequence: u64,
     created: Instant,
     state: Watch<State>,
+    meter: OnceLock<ByteMeter>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        crate::telemetry::cached_bytes(-(self.state.lock().bytes as i64));
+        if let Some(meter) = self.meter.get() {
+            meter.add(-(self.state.lock().bytes as i64));
+        }
     }
 }
 
@@ -77,12 +97,18 @@ impl GroupProducer {
             sequence,
             created: Instant::now(),
             state: Watch::new(State { frames: Vec::new(), bytes: 0, closed: None, sinks: Sinks::default() }),
+            meter: OnceLock::new(),
         });
         (Self { shared: shared.clone() }, GroupConsumer { shared, index: 0 })
     }
 
     pub fn sequence(&self) -> u64 {
         self.shared.sequence
+    }
+
+    /// Counts this group's bytes in `meter` from now on (set it before the first frame).
+    pub fn meter_into(&self, meter: &ByteMeter) {
+        let _ = self.shared.meter.set(meter.clone());
     }
 
     pub fn write_frame(&mut self, payload: Bytes) -> Result<(), Error> {
@@ -101,7 +127,9 @@ impl GroupProducer {
                 return Err(Error::ProtocolViolation("too many frames in one group".into()));
             }
             s.bytes += len as u64;
-            crate::telemetry::cached_bytes(len as i64);
+            if let Some(meter) = self.shared.meter.get() {
+                meter.add(len as i64);
+            }
             // Sinks are written outside the lock: readers of the group must not wait on them.
             let sinks = std::mem::take(&mut s.sinks.0);
             let offered = (!sinks.is_empty()).then(|| frame.clone());

@@ -7,6 +7,7 @@
 //!   [`Scope`], and subscribes upstream once per requested track.
 
 mod credit;
+mod fanout;
 mod publisher;
 mod stream;
 mod subscriber;
@@ -21,6 +22,7 @@ use tracing::Instrument;
 
 use crate::message::{BiStreamType, Goaway, UniStreamType};
 use crate::model::{BroadcastConsumer, Scope};
+use crate::telemetry::Telemetry;
 use crate::{Error, Version};
 use credit::StreamCredit;
 use stream::{Reader, Writer};
@@ -43,12 +45,31 @@ pub struct SessionConfig {
     /// [`crate::transport::QuicOptions::max_streams`]): the session raises the peer's credit up
     /// to this as the peer uses it.
     pub max_streams: u64,
+    /// Where the session's metrics go; disabled (records nothing) by default.
+    pub telemetry: Telemetry,
+    /// The session's id in logs and metrics bookkeeping, when the embedder minted it already
+    /// (with [`next_id`], so its own spans and logs carry the same id); `None` mints one.
+    pub id: Option<u64>,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { publish: None, subscribe: None, hop_id: 0, max_streams: crate::transport::DEFAULT_MAX_STREAMS }
+        Self {
+            publish: None,
+            subscribe: None,
+            hop_id: 0,
+            max_streams: crate::transport::DEFAULT_MAX_STREAMS,
+            telemetry: Telemetry::disabled(),
+            id: None,
+        }
     }
+}
+
+/// A process-unique session id, never 0 and never reused: one counter for every session of the
+/// process, so an id names one session in every log line, span and metric registry.
+pub fn next_id() -> u64 {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 /// One running moq-lite session. Cheap to clone.
@@ -76,10 +97,9 @@ struct Inner {
 impl Session {
     pub fn new(conn: Connection, version: Version, config: SessionConfig) -> Self {
         let (fatal, fatal_rx) = mpsc::channel(1);
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
             inner: Arc::new(Inner {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                id: config.id.unwrap_or_else(next_id),
                 conn,
                 version,
                 config,
@@ -129,10 +149,7 @@ impl Session {
             err = self.accept_uni() => err,
         };
         tasks.shutdown().await;
-        // A peer closing or cancelling is how sessions normally end, not an error.
-        if !matches!(err, Error::Closed(_) | Error::Cancel) {
-            crate::telemetry::ErrorOccurred { error: &err }.emit();
-        }
+        crate::telemetry::SessionFailed { error: &err }.emit(&self.inner.config.telemetry);
         if !matches!(err, Error::Closed(_)) {
             self.inner.conn.close(err.code(), err.to_string().as_bytes());
         }
@@ -157,7 +174,7 @@ impl Session {
             let session = tracing::Span::current();
             tasks.spawn(async move {
                 let mut reader = Reader::new(recv, inner.version);
-                let mut writer = Writer::new(send, inner.version);
+                let mut writer = inner.writer(send);
                 writer.set_priority(CONTROL_PRIORITY);
                 if let Err(e) = inner.clone().serve_bi(&mut reader, &mut writer, &session).await {
                     let _entered = session.enter();
@@ -203,7 +220,7 @@ impl Session {
             return Ok(());
         }
         let (send, recv) = self.inner.conn.open_bi().await.map_err(|e| Error::Closed(e.to_string()))?;
-        let mut writer = Writer::new(send, self.inner.version);
+        let mut writer = self.inner.writer(send);
         writer.set_priority(CONTROL_PRIORITY);
         writer.queue_raw(|b| BiStreamType::Goaway.encode(b));
         writer.encode(&Goaway::default()).await?;
@@ -234,6 +251,14 @@ impl Session {
 }
 
 impl Inner {
+    fn writer(&self, send: web_transport_quinn::SendStream) -> Writer {
+        Writer::new(send, self.version, &self.config.telemetry)
+    }
+
+    fn telemetry(&self) -> &Telemetry {
+        &self.config.telemetry
+    }
+
     fn fail(&self, err: Error) {
         let _ = self.fatal.try_send(err);
     }

@@ -5,6 +5,7 @@ use futures::FutureExt;
 use web_transport_quinn::{ReadError, RecvStream, SendStream, WriteError};
 
 use crate::coding::{decode_partial, Decode, DecodeError, Encode};
+use crate::telemetry::Telemetry;
 use crate::{Error, Version};
 
 /// Bytes requested from the transport per read.
@@ -142,11 +143,13 @@ pub(crate) struct Writer {
     buf: BytesMut,
     version: Version,
     closed: bool,
+    /// Where resets are counted.
+    telemetry: Telemetry,
 }
 
 impl Writer {
-    pub fn new(stream: SendStream, version: Version) -> Self {
-        Self { stream, buf: BytesMut::new(), version, closed: false }
+    pub fn new(stream: SendStream, version: Version, telemetry: &Telemetry) -> Self {
+        Self { stream, buf: BytesMut::new(), version, closed: false, telemetry: telemetry.clone() }
     }
 
     pub async fn encode<T: Encode>(&mut self, msg: &T) -> Result<(), Error> {
@@ -213,7 +216,7 @@ impl Writer {
     pub fn reset(&mut self, code: u32) {
         if !self.closed {
             self.closed = true;
-            crate::telemetry::StreamReset { sent: true, code }.emit();
+            crate::telemetry::StreamReset { sent: true, code }.emit(&self.telemetry);
             let _ = self.stream.reset(code);
         }
     }

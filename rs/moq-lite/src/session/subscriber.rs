@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::stream::{Reader, Writer};
+use super::stream::Reader;
 use super::{Inner, UniKind, CONTROL_PRIORITY};
 use crate::message::*;
 use crate::model::{BroadcastConsumer, BroadcastProducer, Publication, TrackProducer};
@@ -22,7 +22,7 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
         return Ok(());
     };
     let (send, recv) = inner.conn.open_bi().await.map_err(|e| Error::Closed(e.to_string()))?;
-    let mut writer = Writer::new(send, inner.version);
+    let mut writer = inner.writer(send);
     let mut reader = Reader::new(recv, inner.version);
     writer.set_priority(CONTROL_PRIORITY);
     writer.queue_raw(|b| BiStreamType::Announce.encode(b));
@@ -96,12 +96,12 @@ pub(super) fn direct(inner: Arc<Inner>, path: &str) -> BroadcastConsumer {
 /// `path` is the broadcast as the peer names it; `full` as this node names it (for labels).
 async fn serve_track_requests(inner: Arc<Inner>, broadcast: BroadcastProducer, path: String, full: String) {
     let broadcast = Arc::new(broadcast);
-    let labels = telemetry::BroadcastLabels::acquire(&full);
+    let labels = inner.telemetry().broadcast_labels(&full);
     let mut tasks = JoinSet::new();
     while let Some(request) = broadcast.requested_track().await {
         while tasks.try_join_next().is_some() {}
         let track = request.track;
-        let ingress = telemetry::Ingress::new(&labels, track.name());
+        let ingress = telemetry::Ingress::new(inner.telemetry(), &labels, track.name());
         // A child of this (publisher) session, linked to the subscriber that caused it: one trace
         // per side, joined by the link.
         let span = tracing::info_span!(
@@ -178,7 +178,7 @@ async fn subscribe_upstream(
     shared: &Arc<crate::model::TrackShared>,
 ) -> Result<(), Error> {
     let (send, recv) = inner.conn.open_bi().await.map_err(|e| Error::Closed(e.to_string()))?;
-    let mut writer = Writer::new(send, inner.version);
+    let mut writer = inner.writer(send);
     let mut reader = Reader::new(recv, inner.version);
     writer.set_priority(super::CONTROL_PRIORITY);
     writer.queue_raw(|b| BiStreamType::Subscribe.encode(b));
@@ -238,6 +238,9 @@ pub(super) async fn serve_uni(inner: &Arc<Inner>, reader: &mut Reader) -> Result
         Some(track) => track.create_group(header.sequence)?,
         None => return Err(Error::Cancel),
     };
+    if let Some(meter) = inner.telemetry().cache_meter() {
+        group.meter_into(meter);
+    }
     let counters = &upstream.ingress.counters;
     // A node that also publishes (a relay) may fan this group out: keep frames in wire form.
     let forwards = inner.config.publish.is_some();
@@ -259,7 +262,7 @@ pub(super) async fn serve_uni(inner: &Arc<Inner>, reader: &mut Reader) -> Result
             }
             Err(e) => {
                 if let Error::RemoteReset(code) = e {
-                    telemetry::StreamReset { sent: false, code }.emit();
+                    telemetry::StreamReset { sent: false, code }.emit(inner.telemetry());
                 }
                 group.abort(e.clone());
                 return Err(e);

@@ -1,37 +1,40 @@
 //! Everything the transport makes observable. Business code reports *what happened* with the
-//! typed events below; this module decides how each is counted, labelled and logged, through the
-//! `metrics` facade (the library never depends on an exporter; without a recorder installed every
-//! call is a no-op).
+//! typed events in [`events`]; this module decides how each is counted, labelled and logged,
+//! through the `metrics` facade (the library never depends on an exporter).
+//!
+//! All state lives in one [`Telemetry`] handle that the embedder creates and passes in with
+//! [`crate::session::SessionConfig`]: the metric prefix (the relay's `moq_relay`), the capped label
+//! pools, the viewer registry and the live counts behind the gauges. A session given
+//! [`Telemetry::disabled`] (the default: a client) records nothing at all.
 //!
 //! Hot-path rule: handles carrying broadcast labels are resolved once per (broadcast, track,
 //! direction) in [`TrackCounters`] and [`Egress`]; per frame there is no label lookup, only
-//! atomic adds. Gauges are live state: [`refresh_gauges`] sets them from atomics and registries
-//! right before each scrape.
+//! atomic adds. Gauges are live state: [`Telemetry::refresh_gauges`] sets them from atomics and
+//! registries right before each scrape.
 
+pub mod catalog;
+mod events;
 mod labels;
-pub mod names;
+mod linger;
+mod reason;
+mod viewers;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use metrics::{counter, histogram, Counter, Histogram};
+use metrics::{Counter, Histogram};
+use moq_metrics::{Catalog, Metric};
 
-pub use labels::{configure, limits, namespace_of, BroadcastLabels, LabelLimits, OVERFLOW};
+pub use catalog::CATALOG;
+pub use events::*;
+pub use labels::{namespace_of, LabelLimits, OVERFLOW};
+pub use linger::{Held, Lingering};
+pub use reason::{Reason, CODE_NAMES, DROP_REASONS, ERROR_TYPES};
 
-/// Expires lingering label slots and viewer entries; returns how many items were removed.
-pub fn sweep() -> usize {
-    let linger = limits().linger;
-    let mut v = viewers().lock().unwrap_or_else(|e| e.into_inner());
-    let before = v.by_broadcast.len();
-    v.by_broadcast.retain(|_, e| e.empty_since.is_none_or(|t| t.elapsed() < linger));
-    let viewers_expired = before - v.by_broadcast.len();
-    drop(v);
-    labels::sweep() + viewers_expired
-}
-
-use crate::Error;
+use crate::model::ByteMeter;
+use labels::{Acquired, Pool};
+use viewers::Viewers;
 
 /// The documented rule mapping track names to the `track_type` label: a name starting with
 /// `video` or `audio` (any case) is that type, one starting with `catalog` is `catalog`, the rest
@@ -65,6 +68,207 @@ impl Direction {
     }
 }
 
+/// The transport's telemetry state, shared by every session of a process that exports it.
+/// Cheap to clone; the default records nothing.
+#[derive(Clone, Default)]
+pub struct Telemetry {
+    shared: Option<Arc<Shared>>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.shared {
+            Some(s) => write!(f, "Telemetry({})", s.prefix),
+            None => f.write_str("Telemetry(disabled)"),
+        }
+    }
+}
+
+struct Shared {
+    prefix: String,
+    limits: LabelLimits,
+    broadcasts: Mutex<Pool>,
+    namespaces: Mutex<Pool>,
+    viewers: Mutex<Viewers>,
+    live: Live,
+}
+
+/// Counts behind the live gauges.
+#[derive(Default)]
+struct Live {
+    downstream: AtomicI64,
+    upstream: AtomicI64,
+    queued_groups: AtomicI64,
+    queued_bytes: AtomicI64,
+    cached: ByteMeter,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Telemetry {
+    /// Records nothing (what a session gets by default).
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// Records the transport's metrics named `{prefix}_{stem}` (see [`CATALOG`]), with the
+    /// per-broadcast labels capped by `limits`.
+    pub fn new(prefix: impl Into<String>, limits: LabelLimits) -> Self {
+        Self {
+            shared: Some(Arc::new(Shared {
+                prefix: prefix.into(),
+                limits,
+                broadcasts: Mutex::new(Pool::new(limits.broadcasts, limits.linger)),
+                namespaces: Mutex::new(Pool::new(limits.namespaces, limits.linger)),
+                viewers: Mutex::new(Viewers::new(limits.linger)),
+                live: Live::default(),
+            })),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The exported metrics (for HELP text, buckets, zeroed counters and listings).
+    pub fn catalog(&self) -> Option<Catalog<'_>> {
+        self.shared.as_ref().map(|s| Catalog::new(&s.prefix, CATALOG))
+    }
+
+    pub fn limits(&self) -> LabelLimits {
+        self.shared.as_ref().map_or_else(LabelLimits::default, |s| s.limits)
+    }
+
+    fn name(&self, metric: &Metric) -> Option<String> {
+        self.shared.as_ref().map(|s| moq_metrics::full_name(&s.prefix, metric))
+    }
+
+    /// A counter of `metric` with these label values, or a no-op when disabled.
+    fn counter(&self, metric: &Metric, labels: &[(&'static str, &'static str)]) -> Counter {
+        match self.name(metric) {
+            Some(name) => {
+                let labels: Vec<metrics::Label> =
+                    labels.iter().map(|(k, v)| metrics::Label::from_static_parts(k, v)).collect();
+                metrics::counter!(name, labels)
+            }
+            None => Counter::noop(),
+        }
+    }
+
+    fn histogram(&self, metric: &Metric) -> Histogram {
+        self.name(metric).map_or_else(Histogram::noop, |name| metrics::histogram!(name))
+    }
+
+    /// Reserves the label values of the broadcast at `path` (its own, or [`OVERFLOW`] past a cap)
+    /// while the returned handle lives.
+    pub fn broadcast_labels(&self, path: &str) -> BroadcastLabels {
+        let Some(shared) = &self.shared else {
+            return BroadcastLabels {
+                broadcast: Arc::from(path),
+                namespace: Arc::from(namespace_of(path)),
+                owner: None,
+            };
+        };
+        let now = Instant::now();
+        let namespace = self.acquire(&shared.namespaces, "namespace", namespace_of(path), now);
+        let broadcast = self.acquire(&shared.broadcasts, "broadcast", path, now);
+        BroadcastLabels { broadcast, namespace, owner: Some(shared.clone()) }
+    }
+
+    fn acquire(&self, pool: &Mutex<Pool>, label: &'static str, value: &str, now: Instant) -> Arc<str> {
+        match lock(pool).acquire(value, now) {
+            Acquired::Value(v) => v,
+            Acquired::Overflow => {
+                self.counter(&catalog::CARDINALITY_OVERFLOW, &[("label", label)]).increment(1);
+                Arc::from(OVERFLOW)
+            }
+        }
+    }
+
+    /// Expires lingering label slots and viewer entries; returns how many items were removed.
+    pub fn sweep(&self) -> usize {
+        let Some(shared) = &self.shared else { return 0 };
+        let now = Instant::now();
+        lock(&shared.broadcasts).expire(now) + lock(&shared.namespaces).expire(now) + lock(&shared.viewers).expire(now)
+    }
+
+    /// Sets every transport gauge from live state; call right before rendering a scrape. A
+    /// broadcast without viewers reports 0 for the linger window, then its series is no longer
+    /// refreshed and ages out of the exporter.
+    pub fn refresh_gauges(&self) {
+        let Some(shared) = &self.shared else { return };
+        let gauge = |metric: &Metric, labels: Vec<metrics::Label>, value: i64| {
+            metrics::gauge!(moq_metrics::full_name(&shared.prefix, metric), labels).set(value.max(0) as f64);
+        };
+        let live = &shared.live;
+        let side = |s: &'static str| vec![metrics::Label::from_static_parts("side", s)];
+        gauge(&catalog::ACTIVE_SUBSCRIPTIONS, side("downstream"), live.downstream.load(Ordering::Relaxed));
+        gauge(&catalog::ACTIVE_SUBSCRIPTIONS, side("upstream"), live.upstream.load(Ordering::Relaxed));
+        gauge(&catalog::QUEUED_GROUP_STREAMS, vec![], live.queued_groups.load(Ordering::Relaxed));
+        gauge(&catalog::QUEUED_BYTES, vec![], live.queued_bytes.load(Ordering::Relaxed));
+        gauge(&catalog::CACHED_BYTES, vec![], live.cached.get());
+        let mut viewers = lock(&shared.viewers);
+        viewers.expire(Instant::now());
+        for (broadcast, namespace, sessions) in viewers.counts() {
+            let labels = vec![
+                metrics::Label::new("namespace", namespace.to_string()),
+                metrics::Label::new("broadcast", broadcast.to_string()),
+            ];
+            gauge(&catalog::ACTIVE_SUBSCRIBERS, labels, sessions as i64);
+        }
+    }
+
+    /// Distinct viewer sessions of a broadcast label value right now (for tests and status pages).
+    pub fn viewer_count(&self, broadcast: &str) -> usize {
+        self.shared.as_ref().map_or(0, |s| lock(&s.viewers).count(broadcast))
+    }
+
+    /// What groups received by a session should count their held bytes into (the cache gauge).
+    pub fn cache_meter(&self) -> Option<&ByteMeter> {
+        self.shared.as_ref().map(|s| &s.live.cached)
+    }
+}
+
+/// A broadcast's label values, reserved while this handle lives.
+pub struct BroadcastLabels {
+    pub broadcast: Arc<str>,
+    pub namespace: Arc<str>,
+    owner: Option<Arc<Shared>>,
+}
+
+impl std::fmt::Debug for BroadcastLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BroadcastLabels")
+            .field("broadcast", &self.broadcast)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+impl Clone for BroadcastLabels {
+    fn clone(&self) -> Self {
+        if let Some(shared) = &self.owner {
+            let now = Instant::now();
+            // Values in use are always in their pools, so these never overflow.
+            let _ = lock(&shared.broadcasts).acquire(&self.broadcast, now);
+            let _ = lock(&shared.namespaces).acquire(&self.namespace, now);
+        }
+        Self { broadcast: self.broadcast.clone(), namespace: self.namespace.clone(), owner: self.owner.clone() }
+    }
+}
+
+impl Drop for BroadcastLabels {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.owner {
+            let now = Instant::now();
+            lock(&shared.broadcasts).release(&self.broadcast, now);
+            lock(&shared.namespaces).release(&self.namespace, now);
+        }
+    }
+}
+
 /// Byte, frame and group counters of one (broadcast, track, direction), resolved once.
 #[derive(Debug)]
 pub struct TrackCounters {
@@ -76,19 +280,23 @@ pub struct TrackCounters {
 
 impl TrackCounters {
     /// Counters for frames *sent* (`sent = true`) or *received*, toward `direction` peers.
-    pub fn new(labels: &BroadcastLabels, track: &str, direction: Direction, sent: bool) -> Self {
+    pub fn new(telemetry: &Telemetry, labels: &BroadcastLabels, track: &str, direction: Direction, sent: bool) -> Self {
         let labels = labels.clone();
-        let l = [
-            ("broadcast", labels.broadcast.to_string()),
-            ("track_type", track_type(track).to_string()),
-            ("direction", direction.as_str().to_string()),
-        ];
         let (bytes, frames, groups) = if sent {
-            (names::BYTES_SENT, names::FRAMES_SENT, names::GROUPS_SENT)
+            (&catalog::BYTES_SENT, &catalog::FRAMES_SENT, &catalog::GROUPS_SENT)
         } else {
-            (names::BYTES_RECEIVED, names::FRAMES_RECEIVED, names::GROUPS_RECEIVED)
+            (&catalog::BYTES_RECEIVED, &catalog::FRAMES_RECEIVED, &catalog::GROUPS_RECEIVED)
         };
-        Self { bytes: counter!(bytes, &l), frames: counter!(frames, &l), groups: counter!(groups, &l), _labels: labels }
+        let resolve = |metric: &Metric| match telemetry.name(metric) {
+            Some(name) => metrics::counter!(
+                name,
+                "broadcast" => labels.broadcast.to_string(),
+                "track_type" => track_type(track),
+                "direction" => direction.as_str()
+            ),
+            None => Counter::noop(),
+        };
+        Self { bytes: resolve(bytes), frames: resolve(frames), groups: resolve(groups), _labels: labels }
     }
 
     /// One frame's payload crossed the stream.
@@ -106,27 +314,30 @@ impl TrackCounters {
 }
 
 /// Metrics of one downstream subscription (relay → subscriber), resolved at SUBSCRIBE.
-#[derive(Debug)]
 pub struct Egress {
     pub counters: TrackCounters,
     forwarding_delay: Histogram,
     group_age: Histogram,
+    first_group: Histogram,
     started: Instant,
-    first_group: std::sync::atomic::AtomicBool,
+    first_group_seen: AtomicBool,
+    live: Option<Arc<Shared>>,
     _viewer: Viewer,
-    _active: Active,
+    _active: LiveCount,
 }
 
 impl Egress {
-    pub fn new(labels: &BroadcastLabels, track: &str, session: u64) -> Self {
+    pub fn new(telemetry: &Telemetry, labels: &BroadcastLabels, track: &str, session: u64) -> Self {
         Self {
-            counters: TrackCounters::new(labels, track, Direction::Subscribe, true),
-            forwarding_delay: histogram!(names::FORWARDING_DELAY),
-            group_age: histogram!(names::GROUP_AGE),
+            counters: TrackCounters::new(telemetry, labels, track, Direction::Subscribe, true),
+            forwarding_delay: telemetry.histogram(&catalog::FORWARDING_DELAY),
+            group_age: telemetry.histogram(&catalog::GROUP_AGE),
+            first_group: telemetry.histogram(&catalog::FIRST_GROUP),
             started: Instant::now(),
-            first_group: false.into(),
-            _viewer: Viewer::new(labels, session),
-            _active: Active::new(&ACTIVE_DOWNSTREAM),
+            first_group_seen: false.into(),
+            live: telemetry.shared.clone(),
+            _viewer: Viewer::new(telemetry, labels, session),
+            _active: LiveCount::new(telemetry.shared.clone(), Count::Downstream),
         }
     }
 
@@ -140,9 +351,30 @@ impl Egress {
     /// A group stream opened for this subscription; `created` is when the group began here.
     pub fn group_opened(&self, created: Instant) {
         self.group_age.record(created.elapsed().as_secs_f64());
-        if !self.first_group.swap(true, Ordering::Relaxed) {
-            histogram!(names::FIRST_GROUP).record(self.started.elapsed().as_secs_f64());
+        if !self.first_group_seen.swap(true, Ordering::Relaxed) {
+            self.first_group.record(self.started.elapsed().as_secs_f64());
         }
+    }
+
+    /// A group stream toward this subscriber is open while the returned guard lives.
+    pub fn group_queued(&self) -> LiveCount {
+        LiveCount::new(self.live.clone(), Count::QueuedGroups)
+    }
+
+    /// `len` payload bytes wait to be handed to QUIC while the returned guard lives.
+    #[inline]
+    pub fn bytes_queued(&self, len: usize) -> QueuedBytes<'_> {
+        let counter = self.live.as_deref().map(|s| &s.live.queued_bytes);
+        if let Some(c) = counter {
+            c.fetch_add(len as i64, Ordering::Relaxed);
+        }
+        QueuedBytes { counter, len: len as i64 }
+    }
+}
+
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Egress").field("counters", &self.counters).finish()
     }
 }
 
@@ -150,317 +382,101 @@ impl Egress {
 #[derive(Debug)]
 pub struct Ingress {
     pub counters: TrackCounters,
-    _active: Active,
+    _active: LiveCount,
 }
 
 impl Ingress {
-    pub fn new(labels: &BroadcastLabels, track: &str) -> Self {
+    pub fn new(telemetry: &Telemetry, labels: &BroadcastLabels, track: &str) -> Self {
         Self {
-            counters: TrackCounters::new(labels, track, Direction::Publish, false),
-            _active: Active::new(&ACTIVE_UPSTREAM),
+            counters: TrackCounters::new(telemetry, labels, track, Direction::Publish, false),
+            _active: LiveCount::new(telemetry.shared.clone(), Count::Upstream),
         }
     }
 }
 
-static ACTIVE_DOWNSTREAM: AtomicI64 = AtomicI64::new(0);
-static ACTIVE_UPSTREAM: AtomicI64 = AtomicI64::new(0);
-static QUEUED_GROUPS: AtomicI64 = AtomicI64::new(0);
-static QUEUED_BYTES: AtomicI64 = AtomicI64::new(0);
-static CACHED_BYTES: AtomicI64 = AtomicI64::new(0);
+#[derive(Debug, Clone, Copy)]
+enum Count {
+    Downstream,
+    Upstream,
+    QueuedGroups,
+}
 
 /// Counts itself in a live gauge while it exists.
-#[derive(Debug)]
-pub struct Active(&'static AtomicI64);
+pub struct LiveCount {
+    shared: Option<Arc<Shared>>,
+    count: Count,
+}
 
-impl Active {
-    fn new(gauge: &'static AtomicI64) -> Self {
-        gauge.fetch_add(1, Ordering::Relaxed);
-        Self(gauge)
+impl LiveCount {
+    fn new(shared: Option<Arc<Shared>>, count: Count) -> Self {
+        let this = Self { shared, count };
+        if let Some(c) = this.counter() {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        this
     }
 
-    /// A group stream toward a subscriber is open.
-    pub fn queued_group() -> Self {
-        Self::new(&QUEUED_GROUPS)
+    fn counter(&self) -> Option<&AtomicI64> {
+        let live = &self.shared.as_ref()?.live;
+        Some(match self.count {
+            Count::Downstream => &live.downstream,
+            Count::Upstream => &live.upstream,
+            Count::QueuedGroups => &live.queued_groups,
+        })
     }
 }
 
-impl Drop for Active {
+impl std::fmt::Debug for LiveCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LiveCount({:?})", self.count)
+    }
+}
+
+impl Drop for LiveCount {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(c) = self.counter() {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
 /// Payload bytes a group writer is waiting to hand to QUIC, counted while this lives.
-#[derive(Debug)]
-pub struct QueuedBytes(i64);
-
-impl QueuedBytes {
-    pub fn new(len: usize) -> Self {
-        QUEUED_BYTES.fetch_add(len as i64, Ordering::Relaxed);
-        Self(len as i64)
-    }
+pub struct QueuedBytes<'a> {
+    counter: Option<&'a AtomicI64>,
+    len: i64,
 }
 
-impl Drop for QueuedBytes {
+impl Drop for QueuedBytes<'_> {
     fn drop(&mut self) {
-        QUEUED_BYTES.fetch_sub(self.0, Ordering::Relaxed);
+        if let Some(c) = self.counter {
+            c.fetch_sub(self.len, Ordering::Relaxed);
+        }
     }
-}
-
-/// Payload bytes held by live groups; the model reports growth and release.
-pub(crate) fn cached_bytes(delta: i64) {
-    CACHED_BYTES.fetch_add(delta, Ordering::Relaxed);
-}
-
-/// Distinct viewer sessions per broadcast label value.
-#[derive(Default)]
-struct Viewers {
-    by_broadcast: HashMap<Arc<str>, ViewerEntry>,
-}
-
-struct ViewerEntry {
-    namespace: Arc<str>,
-    sessions: HashMap<u64, usize>,
-    empty_since: Option<Instant>,
-}
-
-fn viewers() -> &'static Mutex<Viewers> {
-    static VIEWERS: OnceLock<Mutex<Viewers>> = OnceLock::new();
-    VIEWERS.get_or_init(Default::default)
 }
 
 /// One session's subscription to a broadcast, for the distinct-viewer gauge.
-#[derive(Debug)]
 struct Viewer {
-    labels: BroadcastLabels,
+    shared: Option<Arc<Shared>>,
+    broadcast: Arc<str>,
     session: u64,
 }
 
 impl Viewer {
-    fn new(labels: &BroadcastLabels, session: u64) -> Self {
-        let labels = labels.clone();
-        let mut v = viewers().lock().unwrap_or_else(|e| e.into_inner());
-        let entry = v.by_broadcast.entry(labels.broadcast.clone()).or_insert_with(|| ViewerEntry {
-            namespace: labels.namespace.clone(),
-            sessions: HashMap::new(),
-            empty_since: None,
-        });
-        *entry.sessions.entry(session).or_default() += 1;
-        entry.empty_since = None;
-        drop(v);
-        Self { labels, session }
+    fn new(telemetry: &Telemetry, labels: &BroadcastLabels, session: u64) -> Self {
+        if let Some(shared) = &telemetry.shared {
+            lock(&shared.viewers).join(labels, session);
+        }
+        Self { shared: telemetry.shared.clone(), broadcast: labels.broadcast.clone(), session }
     }
 }
 
 impl Drop for Viewer {
     fn drop(&mut self) {
-        let mut v = viewers().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = v.by_broadcast.get_mut(&self.labels.broadcast) {
-            if let Some(n) = entry.sessions.get_mut(&self.session) {
-                *n -= 1;
-                if *n == 0 {
-                    entry.sessions.remove(&self.session);
-                }
-            }
-            if entry.sessions.is_empty() {
-                entry.empty_since = Some(Instant::now());
-            }
+        if let Some(shared) = &self.shared {
+            lock(&shared.viewers).leave(&self.broadcast, self.session, Instant::now());
         }
     }
-}
-
-/// Sets every transport gauge from live state; call right before rendering a scrape. A
-/// broadcast without viewers reports 0 for the linger window, then its series is no longer
-/// refreshed and ages out of the exporter.
-pub fn refresh_gauges() {
-    let linger = limits().linger;
-    metrics::gauge!(names::ACTIVE_SUBSCRIPTIONS, "side" => "downstream")
-        .set(ACTIVE_DOWNSTREAM.load(Ordering::Relaxed) as f64);
-    metrics::gauge!(names::ACTIVE_SUBSCRIPTIONS, "side" => "upstream")
-        .set(ACTIVE_UPSTREAM.load(Ordering::Relaxed) as f64);
-    metrics::gauge!(names::QUEUED_GROUP_STREAMS).set(QUEUED_GROUPS.load(Ordering::Relaxed) as f64);
-    metrics::gauge!(names::QUEUED_BYTES).set(QUEUED_BYTES.load(Ordering::Relaxed).max(0) as f64);
-    metrics::gauge!(names::CACHED_BYTES).set(CACHED_BYTES.load(Ordering::Relaxed).max(0) as f64);
-    let mut v = viewers().lock().unwrap_or_else(|e| e.into_inner());
-    v.by_broadcast.retain(|_, e| e.empty_since.is_none_or(|t| t.elapsed() < linger));
-    for (broadcast, entry) in &v.by_broadcast {
-        metrics::gauge!(
-            names::ACTIVE_SUBSCRIBERS,
-            "namespace" => entry.namespace.to_string(),
-            "broadcast" => broadcast.to_string()
-        )
-        .set(entry.sessions.len() as f64);
-    }
-}
-
-/// Distinct viewer sessions of a broadcast label value right now (for tests and status pages).
-pub fn viewer_count(broadcast: &str) -> usize {
-    let v = viewers().lock().unwrap_or_else(|e| e.into_inner());
-    v.by_broadcast.get(broadcast).map_or(0, |e| e.sessions.len())
-}
-
-/// A bounded name for a stream/session code received from a peer.
-pub fn code_name(code: u32) -> &'static str {
-    use crate::code::*;
-    match code {
-        CANCEL => "cancel",
-        OLD => "old",
-        TIMEOUT => "timeout",
-        UNAUTHORIZED => "unauthorized",
-        VERSION => "version",
-        UNEXPECTED_STREAM => "unexpected_stream",
-        NOT_FOUND => "not_found",
-        PROTOCOL_VIOLATION => "protocol_violation",
-        GOAWAY_TIMEOUT => "goaway_timeout",
-        TOO_SLOW => "slow_subscriber",
-        INTERNAL => "internal",
-        _ => "other",
-    }
-}
-
-// ---- Events ----
-
-/// A SUBSCRIBE was accepted and is being served.
-pub struct SubscribeAccepted<'a> {
-    pub broadcast: &'a str,
-    pub track: &'a str,
-    pub session: u64,
-}
-
-impl SubscribeAccepted<'_> {
-    pub fn emit(self) {
-        counter!(names::SUBSCRIBE_REQUESTS, "result" => "accepted", "reason" => "ok").increment(1);
-        tracing::info!(session = self.session, broadcast = self.broadcast, track = self.track, "subscribe accepted");
-    }
-}
-
-/// A SUBSCRIBE was refused (the stream is reset).
-pub struct SubscribeRejected<'a> {
-    pub broadcast: &'a str,
-    pub track: &'a str,
-    pub session: u64,
-    pub error: &'a Error,
-}
-
-impl SubscribeRejected<'_> {
-    pub fn emit(self) {
-        let reason = self.error.kind();
-        counter!(names::SUBSCRIBE_REQUESTS, "result" => "rejected", "reason" => reason).increment(1);
-        tracing::info!(
-            session = self.session,
-            broadcast = self.broadcast,
-            track = self.track,
-            reason,
-            "subscribe rejected"
-        );
-    }
-}
-
-/// An ANNOUNCE_REQUEST was answered (`error` = None) or refused.
-pub struct AnnounceServed<'a> {
-    pub prefix: &'a str,
-    pub session: u64,
-    pub error: Option<&'a Error>,
-}
-
-impl AnnounceServed<'_> {
-    pub fn emit(self) {
-        match self.error {
-            None => {
-                counter!(names::ANNOUNCE_REQUESTS, "result" => "accepted", "reason" => "ok").increment(1);
-                tracing::debug!(session = self.session, prefix = self.prefix, "announce request served");
-            }
-            Some(e) => {
-                counter!(names::ANNOUNCE_REQUESTS, "result" => "rejected", "reason" => e.kind()).increment(1);
-                tracing::info!(
-                    session = self.session,
-                    prefix = self.prefix,
-                    reason = e.kind(),
-                    "announce request rejected"
-                );
-            }
-        }
-    }
-}
-
-/// A group was not delivered in full to a subscriber.
-pub struct GroupDropped<'a> {
-    pub error: &'a Error,
-    /// Frames of the group never written.
-    pub frames_left: u64,
-}
-
-impl GroupDropped<'_> {
-    pub fn emit(self) {
-        let reason = match self.error {
-            Error::Expired => "expired",
-            Error::TooSlow => "slow_subscriber",
-            Error::Cancel => "cancelled",
-            _ => "reset",
-        };
-        counter!(names::GROUPS_DROPPED, "reason" => reason).increment(1);
-        if self.frames_left > 0 {
-            counter!(names::FRAMES_DROPPED, "reason" => reason).increment(self.frames_left);
-        }
-    }
-}
-
-/// The peer keeps many streams open: it may now open `limit` at once in that direction.
-pub struct StreamCreditRaised {
-    pub bidirectional: bool,
-    pub limit: u64,
-}
-
-impl StreamCreditRaised {
-    pub fn emit(self) {
-        let direction = if self.bidirectional { "bidi" } else { "uni" };
-        tracing::debug!(direction, limit = self.limit, "stream credit raised");
-    }
-}
-
-/// A stream was reset by us (`sent`) or by the peer.
-pub struct StreamReset {
-    pub sent: bool,
-    pub code: u32,
-}
-
-impl StreamReset {
-    pub fn emit(self) {
-        let side = if self.sent { "sent" } else { "received" };
-        counter!(names::STREAM_RESETS, "side" => side, "code" => code_name(self.code)).increment(1);
-    }
-}
-
-/// Any error worth counting by type (the session or caller logs it where it has context).
-pub struct ErrorOccurred<'a> {
-    pub error: &'a Error,
-}
-
-impl ErrorOccurred<'_> {
-    pub fn emit(self) {
-        counter!(names::ERRORS, "error_type" => self.error.kind()).increment(1);
-    }
-}
-
-/// Buckets for every transport histogram, for exporters that need them up front.
-pub fn histogram_buckets() -> Vec<(&'static str, &'static [f64])> {
-    vec![
-        (names::FORWARDING_DELAY, names::DELAY_BUCKETS),
-        (names::GROUP_AGE, names::DELAY_BUCKETS),
-        (names::FIRST_GROUP, names::DELAY_BUCKETS),
-    ]
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn track_types_follow_the_name_rule() {
-        assert_eq!(track_type("video"), "video");
-        assert_eq!(track_type("Video0"), "video");
-        assert_eq!(track_type("audio/en"), "audio");
-        assert_eq!(track_type("catalog.json"), "catalog");
-        assert_eq!(track_type("seconds"), "data");
-    }
-}
+mod tests;
