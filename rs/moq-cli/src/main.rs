@@ -1,5 +1,6 @@
 //! `moq`: publish, watch and load-test moq-lite broadcasts.
 
+mod catalog;
 mod connect;
 mod media;
 mod player;
@@ -23,6 +24,8 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Watch a broadcast, verify every frame and report quality statistics.
     Watch(watch::WatchArgs),
+    /// Print every metric `moq watch` exports (name, kind, unit, labels, help, buckets) as JSON.
+    Metrics,
 }
 
 #[tokio::main]
@@ -31,6 +34,13 @@ async fn main() -> ExitCode {
     let service = match cli.command {
         Command::Publish(_) => "moq-publish",
         Command::Watch(_) => "moq-watch",
+        Command::Metrics => {
+            // Quietly: a closed pipe (`| head`) is not an error worth a panic.
+            let json =
+                format!("{:#}\n", moq_metrics::to_json(&[catalog::catalog(), moq_telemetry::catalog::catalog()]));
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), json.as_bytes());
+            return ExitCode::SUCCESS;
+        }
     };
     // Logs go to stderr: stdout carries results (`--json`). Warnings only unless RUST_LOG says.
     let mut config = moq_telemetry::Config::from_env(service, env!("CARGO_PKG_VERSION"), "warn");
@@ -43,6 +53,7 @@ async fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
+        Command::Metrics => unreachable!("answered above"),
         Command::Publish(args) => match publish::run(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -51,11 +62,10 @@ async fn main() -> ExitCode {
             }
         },
         Command::Watch(args) => {
-            // Every client series carries the broadcast; the transport library's relay-side
-            // counters (`moq_relay_*`) are not this client's to export.
+            // Every client series carries the broadcast. The transport records nothing here: its
+            // sessions get no telemetry handle.
             let labels = [("broadcast".to_string(), watch::broadcast_label(&args))];
-            let installed = telemetry.install_metrics(args.metrics_listen, player::BUCKETS, &labels, &["moq_relay_"]);
-            match installed.map(|()| player::describe()) {
+            match telemetry.install_metrics(args.metrics_listen, &[catalog::catalog()], &labels) {
                 Err(e) => {
                     eprintln!("moq watch: metrics: {e:#}");
                     ExitCode::from(2)

@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
+
+use crate::catalog::{BUFFER, DROPPED, LATENCY, REBUFFERS, REBUFFER_DURATION, STARTUP};
 use serde::Serialize;
 
 /// A stall shorter than this is jitter, not a rebuffer.
@@ -18,39 +20,6 @@ pub const STALL_THRESHOLD: Duration = Duration::from_millis(200);
 pub const RESUME: Duration = Duration::from_millis(100);
 /// The clock may run this far past the last frame before it counts as waiting for the next.
 const FRAME_GRACE: Duration = Duration::from_millis(70);
-
-pub const STARTUP: &str = "moq_client_startup_time_seconds";
-pub const BUFFER: &str = "moq_client_buffer_length_seconds";
-pub const REBUFFERS: &str = "moq_client_rebuffer_count_total";
-pub const REBUFFER_DURATION: &str = "moq_client_rebuffer_duration_seconds";
-pub const LATENCY: &str = "moq_client_latency_seconds";
-pub const SWITCHES: &str = "moq_client_quality_switches_total";
-pub const FRAMES: &str = "moq_client_frames_received_total";
-pub const BYTES: &str = "moq_client_bytes_received_total";
-pub const DROPPED: &str = "moq_client_frames_dropped_total";
-pub const CONNECTIONS: &str = "moq_client_connections_total";
-pub const ACTIVE_VIEWERS: &str = "moq_client_active_viewers";
-
-pub const BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
-pub fn describe() {
-    use metrics::{describe_counter, describe_histogram, Unit};
-    describe_histogram!(STARTUP, Unit::Seconds, "Time from connect start to the first frame played.");
-    describe_histogram!(BUFFER, Unit::Seconds, "Media buffered ahead of playback, sampled every 100 ms.");
-    describe_counter!(REBUFFERS, "Playback stalls longer than 200 ms.");
-    describe_histogram!(REBUFFER_DURATION, Unit::Seconds, "Duration of each rebuffer.");
-    describe_histogram!(
-        LATENCY,
-        Unit::Seconds,
-        "Live-edge latency of each played frame: wall clock minus capture time."
-    );
-    describe_counter!(SWITCHES, "Adaptive rendition switches, by direction (up|down).");
-    describe_counter!(FRAMES, "Frames received, by rendition (0 = highest, audio).");
-    describe_counter!(BYTES, Unit::Bytes, "Frame payload bytes received, by rendition.");
-    describe_counter!(DROPPED, "Received video frames never played, by reason (late: behind the playback position).");
-    metrics::describe_gauge!(ACTIVE_VIEWERS, "Viewers in this process currently connected and watching.");
-    describe_counter!(CONNECTIONS, "Sessions established, by transport (quic|webtransport).");
-}
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct PlayerStats {
@@ -103,8 +72,8 @@ impl Player {
             last_played: None,
             stall_since: None,
             stats: PlayerStats::default(),
-            latency: histogram!(LATENCY),
-            buffer_length: histogram!(BUFFER),
+            latency: histogram!(LATENCY.name),
+            buffer_length: histogram!(BUFFER.name),
         }
     }
 
@@ -113,7 +82,7 @@ impl Player {
         self.first_arrival.get_or_insert(now);
         // A frame older than what already played cannot be shown any more.
         if self.last_played.is_some_and(|p| capture_us <= p) {
-            counter!(DROPPED, "reason" => "late").increment(1);
+            counter!(DROPPED.name, "reason" => "late").increment(1);
             self.stats.dropped += 1;
             return;
         }
@@ -142,7 +111,7 @@ impl Player {
             self.clock = Some(Clock { p0_us: p0, t0: now, paused: Duration::ZERO });
             let startup = now.duration_since(self.connect_start);
             self.stats.startup_ms = Some(startup.as_secs_f64() * 1000.0);
-            histogram!(STARTUP).record(startup.as_secs_f64());
+            histogram!(STARTUP.name).record(startup.as_secs_f64());
         }
         if let Some(since) = self.stall_since {
             if self.buffered(now) < RESUME {
@@ -156,8 +125,8 @@ impl Player {
             if stalled >= STALL_THRESHOLD {
                 self.stats.rebuffers += 1;
                 self.stats.rebuffer_ms += stalled.as_secs_f64() * 1000.0;
-                counter!(REBUFFERS).increment(1);
-                histogram!(REBUFFER_DURATION).record(stalled.as_secs_f64());
+                counter!(REBUFFERS.name).increment(1);
+                histogram!(REBUFFER_DURATION.name).record(stalled.as_secs_f64());
             }
         }
         let clock = self.clock.as_ref().expect("started above");

@@ -11,9 +11,10 @@ use moq_lite::session::{Session, SessionConfig};
 use serde::Serialize;
 use tracing::Instrument;
 
+use crate::catalog;
 use crate::connect::ConnectArgs;
 use crate::media::{self, Catalog};
-use crate::player::{self, Abr, Player};
+use crate::player::{Abr, Player};
 
 /// An inter-frame gap on a track longer than this counts as a stall.
 pub const STALL_THRESHOLD: Duration = Duration::from_millis(500);
@@ -277,7 +278,7 @@ struct Watching(metrics::Gauge);
 
 impl Watching {
     fn start() -> Self {
-        let gauge = metrics::gauge!(player::ACTIVE_VIEWERS);
+        let gauge = metrics::gauge!(catalog::ACTIVE_VIEWERS.name);
         gauge.increment(1.0);
         Self(gauge)
     }
@@ -305,7 +306,7 @@ async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Cl
     );
     let connected = args.connect.connect(&client, &span).instrument(span.clone()).await.map_err(fail(exit::CONNECT))?;
     span.in_scope(|| tracing::info!(transport = %connected.transport, version = %connected.version, "connected"));
-    metrics::counter!(player::CONNECTIONS, "transport" => connected.transport.as_str()).increment(1);
+    metrics::counter!(catalog::CONNECTIONS.name, "transport" => connected.transport.as_str()).increment(1);
     let _watching = Watching::start();
     let origin = Origin::new();
     let session = Session::new(
@@ -443,8 +444,8 @@ struct RenditionCounters {
 impl RenditionCounters {
     fn new(label: &str) -> Self {
         Self {
-            frames: metrics::counter!(player::FRAMES, "rendition" => label.to_string()),
-            bytes: metrics::counter!(player::BYTES, "rendition" => label.to_string()),
+            frames: metrics::counter!(catalog::FRAMES.name, "rendition" => label.to_string()),
+            bytes: metrics::counter!(catalog::BYTES.name, "rendition" => label.to_string()),
         }
     }
 }
@@ -623,7 +624,7 @@ async fn play_video(
             direction,
             "quality switch"
         );
-        metrics::counter!(player::SWITCHES, "direction" => direction).increment(1);
+        metrics::counter!(catalog::SWITCHES.name, "direction" => direction).increment(1);
         {
             let mut p = me.player.lock().unwrap();
             if next > current {

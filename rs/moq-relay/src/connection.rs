@@ -1,11 +1,12 @@
 //! One client connection: handshake, access decision, session run, teardown.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use moq_lite::model::{Origin, Scope};
 use moq_lite::session::{Session, SessionConfig};
+use moq_lite::telemetry::Reason;
 use moq_lite::transport::{Incoming, Server};
 use moq_lite::{path, Error};
 use tokio::task::JoinSet;
@@ -62,8 +63,6 @@ impl Drop for Slot {
     }
 }
 
-static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
-
 pub async fn accept_loop(server: Arc<Server>, ctx: Arc<Context>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tasks = JoinSet::new();
     loop {
@@ -76,10 +75,7 @@ pub async fn accept_loop(server: Arc<Server>, ctx: Arc<Context>, mut stop: tokio
         };
         while tasks.try_join_next().is_some() {}
         let Some(slot) = ctx.admission.try_admit() else {
-            SessionRejected { reason: "capacity" }.emit();
-            // Debug only: under a connection flood an info line per attempt would flood the logs
-            // too; the counter carries the rate.
-            tracing::debug!(max_sessions = ctx.admission.max, "connection refused: at capacity");
+            SessionRejected { max_sessions: Some(ctx.admission.max), ..SessionRejected::new(Reason::Capacity) }.emit();
             incoming.refuse();
             continue;
         };
@@ -105,14 +101,15 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
     let request = match incoming.handshake().await {
         Ok(r) => r,
         Err(e) => {
-            SessionRejected { reason: "handshake_failed" }.emit();
-            tracing::debug!(client.address = %peer, error = %e, "handshake failed");
+            let rejected = SessionRejected::new(Reason::HandshakeFailed);
+            SessionRejected { error: Some(&e), client: Some(&peer), ..rejected }.emit();
             return;
         }
     };
     let transport = request.transport();
     let root = request.url().map(|u| path::normalize(u.path())).unwrap_or_default();
-    let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+    // The one id of this session: its span, moq-lite's log lines and the QUIC stats all use it.
+    let id = moq_lite::session::next_id();
 
     // One span per session, named and attributed after OpenTelemetry semantic conventions. A
     // WebTransport client sends its trace context in the CONNECT's `traceparent` header; raw
@@ -146,11 +143,10 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
         if allowed {
             tracing::debug!(token = token.as_deref(), "anonymous access granted by allow-list");
         } else {
-            tracing::info!(reason = "auth_failed", token = token.as_deref(), "session rejected");
+            SessionRejected { token: token.as_deref(), ..SessionRejected::new(Reason::AuthFailed) }.emit();
         }
     }
     if !allowed {
-        SessionRejected { reason: "auth_failed" }.emit();
         request.reject(Error::Unauthorized).await;
         return;
     }
@@ -158,13 +154,11 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
     let (conn, version) = match request.accept().await {
         Ok(c) => c,
         Err(e) => {
-            SessionRejected { reason: e.kind() }.emit();
-            span.in_scope(|| tracing::info!(error = %e, reason = e.kind(), "session rejected"));
+            span.in_scope(|| SessionRejected { error: Some(&e), ..SessionRejected::new(e.reason()) }.emit());
             return;
         }
     };
     span.record("network.protocol.version", version.alpn());
-    span.in_scope(|| tracing::info!(handshake_ms = started.elapsed().as_millis() as u64, "session opened"));
 
     let session = Session::new(
         conn,
@@ -174,32 +168,16 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
             subscribe: Some(ingest),
             hop_id: ctx.hop_id,
             max_streams: ctx.max_streams,
+            telemetry: ctx.telemetry.transport().clone(),
+            id: Some(id),
         },
     );
-    let guard = SessionAccepted { session: session.clone(), transport, version, handshake: started.elapsed() }
-        .emit(&ctx.telemetry);
+    let handshake = started.elapsed();
+    let guard =
+        span.in_scope(|| SessionAccepted { session: &session, transport, version, handshake }.emit(&ctx.telemetry));
     ctx.sessions.insert(id, session.clone());
-    let opened = Instant::now();
     let err = session.run().instrument(span.clone()).await;
     ctx.sessions.remove(id);
-    let reason = if *ctx.draining.borrow() { "goaway" } else { close_reason(&err) };
-    guard.closed(reason);
-    span.record("moq.close.reason", reason);
-    let duration_s = opened.elapsed().as_secs_f64();
-    span.in_scope(|| {
-        if err.is_protocol_violation() {
-            tracing::warn!(reason, code = err.code(), error = %err, duration_s, "session closed");
-        } else {
-            tracing::info!(reason, error = %err, duration_s, "session closed");
-        }
-    });
-}
-
-fn close_reason(err: &Error) -> &'static str {
-    match err {
-        Error::Closed(msg) if msg.contains("timed out") => "idle_timeout",
-        Error::Closed(_) | Error::Cancel => "client_closed",
-        Error::GoingAway => "goaway",
-        e => e.kind(),
-    }
+    let reason = span.in_scope(|| guard.closed(&err, *ctx.draining.borrow()));
+    span.record("moq.close.reason", reason.as_str());
 }

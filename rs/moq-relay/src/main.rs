@@ -49,6 +49,13 @@ impl Sessions {
 }
 
 fn main() -> ExitCode {
+    // For tooling and operators: every metric this relay exports, as JSON, without starting it.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "--list-metrics") {
+        // Quietly: a closed pipe (`| head`) is not an error worth a panic.
+        let json = format!("{:#}\n", moq_metrics::to_json(&telemetry::catalog::all()));
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), json.as_bytes());
+        return ExitCode::SUCCESS;
+    }
     let config = match config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -159,7 +166,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             }
         }
     });
-    background.spawn(cleanup_sweeps());
+    background.spawn(cleanup_sweeps(telemetry.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(connection::Context {
         telemetry: telemetry.clone(),
@@ -268,11 +275,11 @@ async fn drain(sessions: &Sessions, window: Duration) {
 
 /// Expires state kept past its use (lingering metric labels, empty viewer entries) every 30 s,
 /// reporting at info only when something expired.
-async fn cleanup_sweeps() {
+async fn cleanup_sweeps(telemetry: telemetry::Telemetry) {
     loop {
         tokio::time::sleep(Duration::from_secs(30)).await;
         let started = std::time::Instant::now();
-        let expired = moq_lite::telemetry::sweep();
+        let expired = telemetry.sweep();
         let duration_us = started.elapsed().as_micros() as u64;
         if expired > 0 {
             tracing::info!(expired, duration_us, "cleanup sweep");

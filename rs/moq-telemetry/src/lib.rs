@@ -10,6 +10,7 @@
 //!
 //! Without the `otlp` feature only stdout logs remain, and spans carry no trace ids.
 
+pub mod catalog;
 mod json;
 #[cfg(feature = "otlp")]
 mod otlp;
@@ -142,23 +143,27 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Installs the global `metrics` recorder: OTLP metrics when an endpoint is configured, a
-    /// Prometheus endpoint on `prometheus` when given, both when both are. Histograms use
-    /// `buckets`; `labels` are added to every series on both paths; metrics whose name contains
-    /// one of `exclude` are dropped (a client drops the transport library's relay-side
-    /// counters). Without an exporter, metrics stay no-ops.
+    /// Installs the global `metrics` recorder for the metrics of `catalogs` (and this crate's
+    /// own): OTLP metrics when an endpoint is configured, a Prometheus endpoint on `prometheus`
+    /// when given, both when both are. Histograms get the buckets their definitions give;
+    /// `labels` are added to every series on both paths; HELP text is registered and counters
+    /// with known label sets start at 0. Without an exporter, metrics stay no-ops.
     pub fn install_metrics(
         &mut self,
         prometheus: Option<std::net::SocketAddr>,
-        buckets: &[f64],
+        catalogs: &[moq_metrics::Catalog<'_>],
         labels: &[(String, String)],
-        exclude: &[&str],
     ) -> anyhow::Result<()> {
-        use metrics_exporter_prometheus::PrometheusBuilder;
-        use metrics_util::layers::{FilterLayer, Layer};
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        let mut all = catalogs.to_vec();
+        all.push(catalog::catalog());
+        let buckets: Vec<(String, &'static [f64])> = all.iter().flat_map(|c| c.buckets()).collect();
         let local = match prometheus {
             Some(addr) => {
-                let mut builder = PrometheusBuilder::new().with_http_listener(addr).set_buckets(buckets)?;
+                let mut builder = PrometheusBuilder::new().with_http_listener(addr);
+                for (name, bounds) in &buckets {
+                    builder = builder.set_buckets_for_metric(Matcher::Full(name.clone()), bounds)?;
+                }
                 for (k, v) in labels {
                     builder = builder.add_global_label(k, v);
                 }
@@ -173,7 +178,7 @@ impl Guard {
             None => None,
         };
         #[cfg(feature = "otlp")]
-        let remote = otlp_metrics::recorder(&self.config, buckets, labels)?.map(|(recorder, provider)| {
+        let remote = otlp_metrics::recorder(&self.config, &buckets, labels)?.map(|(recorder, provider)| {
             self.meters = Some(provider);
             recorder
         });
@@ -190,8 +195,11 @@ impl Guard {
             any = true;
         }
         if any {
-            let filtered = FilterLayer::from_patterns(exclude.iter().copied()).layer(fanout.build());
-            metrics::set_global_recorder(filtered).map_err(|e| anyhow::anyhow!("{e}"))?;
+            metrics::set_global_recorder(fanout.build()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for c in &all {
+                c.describe();
+                c.zero_counters();
+            }
         }
         Ok(())
     }
@@ -305,21 +313,4 @@ pub fn add_link(span: &tracing::Span, traceparent: &str) {
 /// The trace id of `span` as 32 hex digits, if it has one.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     traceparent(span).and_then(|tp| tp.split('-').nth(1).map(str::to_string))
-}
-
-pub use metrics_names::*;
-
-mod metrics_names {
-    /// Spans or log records that never reached the collector, by signal and reason.
-    pub const DROPPED: &str = "moq_telemetry_dropped_total";
-    /// Spans or log records the collector accepted, by signal.
-    pub const EXPORTED: &str = "moq_telemetry_exported_total";
-
-    pub fn describe() {
-        metrics::describe_counter!(DROPPED, "Spans and log records not delivered to the OTLP collector, by signal (traces|logs) and reason (export_failed).");
-        metrics::describe_counter!(
-            EXPORTED,
-            "Spans and log records delivered to the OTLP collector, by signal (traces|logs)."
-        );
-    }
 }

@@ -16,7 +16,8 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanData, 
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{Config, DROPPED, EXPORTED};
+use crate::catalog::{DROPPED, EXPORTED};
+use crate::Config;
 
 /// Builds one signal's OTLP exporter for the configured protocol: gRPC at the base endpoint,
 /// HTTP/protobuf at the signal's path under it. (The builders are distinct types per signal.)
@@ -61,7 +62,6 @@ impl Providers {
         let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone()).with_sampler(sampler);
         let mut logger = None;
         if let Some(endpoint) = &config.otlp_endpoint {
-            crate::describe();
             let endpoint = endpoint.trim_end_matches('/');
             let spans = exporter!(opentelemetry_otlp::SpanExporter, config, endpoint, "/v1/traces");
             let logs = exporter!(opentelemetry_otlp::LogExporter, config, endpoint, "/v1/logs");
@@ -142,9 +142,9 @@ impl<E: LogExporter> LogExporter for Counted<E> {
 
 fn count(signal: &'static str, n: u64, ok: bool) {
     if ok {
-        counter!(EXPORTED, "signal" => signal).increment(n);
+        counter!(EXPORTED.name, "signal" => signal).increment(n);
     } else {
-        counter!(DROPPED, "signal" => signal, "reason" => "export_failed").increment(n);
+        counter!(DROPPED.name, "signal" => signal, "reason" => "export_failed").increment(n);
     }
 }
 

@@ -20,7 +20,8 @@ use crate::Config;
 
 pub struct OtlpRecorder {
     meter: Meter,
-    buckets: Vec<f64>,
+    /// Bucket boundaries by metric name, from the catalogs.
+    buckets: HashMap<String, Vec<f64>>,
     descriptions: Mutex<HashMap<String, String>>,
     counters: Mutex<HashMap<String, opentelemetry::metrics::Counter<u64>>>,
     gauges: Mutex<HashMap<String, opentelemetry::metrics::Gauge<f64>>>,
@@ -33,7 +34,7 @@ pub struct OtlpRecorder {
 /// interval comes from `OTEL_METRIC_EXPORT_INTERVAL` (default 60 s).
 pub fn recorder(
     config: &Config,
-    buckets: &[f64],
+    buckets: &[(String, &[f64])],
     labels: &[(String, String)],
 ) -> anyhow::Result<Option<(OtlpRecorder, SdkMeterProvider)>> {
     let Some(endpoint) = &config.otlp_endpoint else { return Ok(None) };
@@ -45,7 +46,7 @@ pub fn recorder(
         .build();
     let recorder = OtlpRecorder {
         meter: provider.meter("moq"),
-        buckets: buckets.to_vec(),
+        buckets: buckets.iter().map(|(name, b)| (name.clone(), b.to_vec())).collect(),
         descriptions: Default::default(),
         counters: Default::default(),
         gauges: Default::default(),
@@ -116,14 +117,19 @@ impl Recorder for OtlpRecorder {
     fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
         let name = key.name().to_string();
         let description = self.description(&name);
-        let buckets = self.buckets.clone();
+        // A histogram outside the catalogs keeps the SDK's default boundaries.
+        let buckets = self.buckets.get(&name).cloned();
         let instrument = self
             .histograms
             .lock()
             .unwrap()
             .entry(name.clone())
             .or_insert_with(|| {
-                self.meter.f64_histogram(name).with_description(description).with_boundaries(buckets).build()
+                let builder = self.meter.f64_histogram(name).with_description(description);
+                match buckets {
+                    Some(b) => builder.with_boundaries(b).build(),
+                    None => builder.build(),
+                }
             })
             .clone();
         Histogram::from_arc(Arc::new(OtelHistogram { instrument, attributes: self.attributes(key) }))

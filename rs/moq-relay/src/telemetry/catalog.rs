@@ -1,0 +1,229 @@
+//! Every metric the relay defines itself, once. The transport's metrics come from
+//! `moq_lite::telemetry::CATALOG` under the `moq_relay` prefix, the exporter's own from
+//! `moq_telemetry::catalog`; [`all`] lists the three as the relay exports them.
+
+use moq_lite::telemetry::Reason;
+use moq_metrics::{Catalog, Label, Metric, Unit};
+
+/// The prefix of the transport's metrics in the relay.
+pub const TRANSPORT_PREFIX: &str = "moq_relay";
+
+const HANDSHAKE_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const DURATION_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0];
+const RTT_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+const DIRECTION: &[Label] = &[Label::known("direction", &["tx", "rx"])];
+const WORKER: &[Label] = &[Label::bounded("worker", "--worker-threads, at most 1024 (config::MAX_WORKER_THREADS)")];
+
+/// How an accepted session ended: the peer left, it idled out, GOAWAY, or the error that ended it.
+pub const CLOSE_REASONS: &[&str] = &[
+    Reason::ClientClosed.as_str(),
+    Reason::IdleTimeout.as_str(),
+    Reason::Goaway.as_str(),
+    Reason::NotFound.as_str(),
+    Reason::Expired.as_str(),
+    Reason::SlowSubscriber.as_str(),
+    Reason::Duplicate.as_str(),
+    Reason::TooManyTracks.as_str(),
+    Reason::Reset.as_str(),
+    Reason::ProtocolViolation.as_str(),
+    Reason::UnexpectedStream.as_str(),
+    Reason::AuthFailed.as_str(),
+    Reason::Version.as_str(),
+    Reason::Transport.as_str(),
+];
+
+pub const ACTIVE_STREAMS: Metric = Metric::gauge(
+    "moq_relay_active_streams",
+    Unit::Count("broadcasts"),
+    "Broadcasts currently announced, by namespace (first path segment, capped).",
+)
+.labels(&[Label::bounded("namespace", "--metrics-max-namespaces (moq_lite::telemetry label pool)")]);
+pub const ACTIVE_CONNECTIONS: Metric = Metric::gauge(
+    "moq_relay_active_connections",
+    Unit::Count("sessions"),
+    "Sessions currently open, by transport (quic|webtransport) and version.",
+)
+.labels(&[
+    Label::known("transport", &["quic", "webtransport"]),
+    Label::known("version", &["moq-lite-04", "moq-lite-03"]),
+]);
+pub const SESSIONS: Metric = Metric::counter(
+    "moq_relay_sessions_total",
+    Unit::Count("sessions"),
+    "Session attempts by result (accepted|rejected|handshake_failed) and reason.",
+)
+.labels(&[
+    Label::known("result", &["accepted", "rejected", "handshake_failed"]),
+    Label::known(
+        "reason",
+        &[
+            Reason::Ok.as_str(),
+            Reason::HandshakeFailed.as_str(),
+            Reason::AuthFailed.as_str(),
+            Reason::Version.as_str(),
+            Reason::Transport.as_str(),
+            Reason::Capacity.as_str(),
+        ],
+    ),
+])
+.initial(&[
+    &["accepted", "ok"],
+    &["handshake_failed", "handshake_failed"],
+    &["rejected", "auth_failed"],
+    &["rejected", "version"],
+    &["rejected", "transport"],
+    &["rejected", "capacity"],
+]);
+pub const SESSION_CLOSES: Metric = Metric::counter(
+    "moq_relay_session_closes_total",
+    Unit::Count("sessions"),
+    "Sessions closed, by reason (client_closed, idle_timeout, goaway, protocol_violation, ...).",
+)
+.labels(&[Label::known("reason", CLOSE_REASONS)]);
+pub const HANDSHAKE: Metric = Metric::histogram(
+    "moq_relay_session_handshake_seconds",
+    Unit::Seconds,
+    HANDSHAKE_BUCKETS,
+    "Time from the first packet to an accepted session (QUIC, TLS and WebTransport CONNECT).",
+);
+pub const SESSION_DURATION: Metric = Metric::histogram(
+    "moq_relay_session_duration_seconds",
+    Unit::Seconds,
+    DURATION_BUCKETS,
+    "Lifetime of closed sessions.",
+);
+pub const QUIC_RTT: Metric = Metric::histogram(
+    "moq_relay_quic_rtt_seconds",
+    Unit::Seconds,
+    RTT_BUCKETS,
+    "Smoothed RTT of open QUIC connections, sampled at each scrape.",
+);
+pub const QUIC_LOST: Metric = Metric::counter(
+    "moq_relay_quic_lost_packets_total",
+    Unit::Count("packets"),
+    "Packets declared lost, summed over all QUIC connections.",
+);
+pub const QUIC_CONGESTION: Metric = Metric::counter(
+    "moq_relay_quic_congestion_events_total",
+    Unit::Count("events"),
+    "Congestion events, summed over all QUIC connections.",
+);
+pub const QUIC_UDP_BYTES: Metric = Metric::counter(
+    "moq_relay_quic_udp_bytes_total",
+    Unit::Bytes,
+    "UDP payload bytes on the wire, by direction (tx|rx), summed over connections.",
+)
+.labels(DIRECTION);
+pub const QUIC_UDP_DATAGRAMS: Metric = Metric::counter(
+    "moq_relay_quic_udp_datagrams_total",
+    Unit::Count("datagrams"),
+    "UDP datagrams, by direction (tx|rx), summed over connections.",
+)
+.labels(DIRECTION);
+pub const QUIC_UDP_TRANSMITS: Metric = Metric::counter(
+    "moq_relay_quic_udp_transmits_total",
+    Unit::Count("sends"),
+    "UDP sends (one system call each; with GSO one carries several datagrams), summed over connections.",
+);
+pub const BUILD_INFO: Metric =
+    Metric::gauge("moq_relay_build_info", Unit::Info, "Always 1; labels carry the relay version.")
+        .labels(&[Label::bounded("version", "the crate version: one value per process")]);
+pub const CERT_EXPIRY: Metric = Metric::gauge(
+    "moq_relay_certificate_expiry_timestamp_seconds",
+    Unit::Timestamp,
+    "Unix time when the serving TLS certificate expires.",
+);
+pub const MAX_SESSIONS: Metric = Metric::gauge(
+    "moq_relay_max_sessions",
+    Unit::Count("sessions"),
+    "Sessions the relay admits at once (--max-sessions); more are refused.",
+);
+pub const AVAILABLE_CPUS: Metric = Metric::gauge(
+    "moq_relay_available_cpus",
+    Unit::Count("CPUs"),
+    "CPUs available to the relay process (for CPU saturation ratios).",
+);
+pub const WORKER_BUSY: Metric = Metric::gauge(
+    "moq_relay_worker_busy_ratio",
+    Unit::Ratio,
+    "Fraction of the last 0.5 s each worker thread spent running tasks; new connections fill workers in order up to --worker-spill-at.",
+)
+.labels(WORKER);
+pub const WORKER_CONNECTIONS: Metric = Metric::gauge(
+    "moq_relay_worker_connections",
+    Unit::Count("connections"),
+    "Connections (handshakes included) running on each worker thread.",
+)
+.labels(WORKER);
+
+/// The relay's own metrics, recorded through the `metrics` facade.
+pub const RELAY: &[Metric] = &[
+    ACTIVE_STREAMS,
+    ACTIVE_CONNECTIONS,
+    SESSIONS,
+    SESSION_CLOSES,
+    HANDSHAKE,
+    SESSION_DURATION,
+    QUIC_RTT,
+    QUIC_LOST,
+    QUIC_CONGESTION,
+    QUIC_UDP_BYTES,
+    QUIC_UDP_DATAGRAMS,
+    QUIC_UDP_TRANSMITS,
+    BUILD_INFO,
+    CERT_EXPIRY,
+    MAX_SESSIONS,
+    AVAILABLE_CPUS,
+    WORKER_BUSY,
+    WORKER_CONNECTIONS,
+];
+
+pub const PROCESS_CPU: Metric =
+    Metric::counter("process_cpu_seconds_total", Unit::Seconds, "User and system CPU time of the relay process.");
+pub const PROCESS_MEMORY: Metric =
+    Metric::gauge("process_resident_memory_bytes", Unit::Bytes, "Resident memory of the relay process.");
+pub const PROCESS_FDS: Metric =
+    Metric::gauge("process_open_fds", Unit::Count("descriptors"), "Open file descriptors of the relay process.");
+pub const PROCESS_START: Metric =
+    Metric::gauge("process_start_time_seconds", Unit::Timestamp, "Unix time the relay process started.");
+
+/// Process metrics, rendered as text at each scrape (CPU seconds are fractional, the facade's
+/// counters are integers), so never registered with the recorder.
+pub const PROCESS: &[Metric] = &[PROCESS_CPU, PROCESS_MEMORY, PROCESS_FDS, PROCESS_START];
+
+/// Every metric the relay exports, under the names it exports them with.
+pub fn all() -> Vec<Catalog<'static>> {
+    vec![
+        Catalog::new(TRANSPORT_PREFIX, moq_lite::telemetry::CATALOG),
+        Catalog::new("", RELAY),
+        Catalog::new("", PROCESS),
+        moq_telemetry::catalog::catalog(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moq_lite::telemetry::ERROR_TYPES;
+
+    #[test]
+    fn the_catalogs_are_well_formed_and_disjoint() {
+        assert_eq!(moq_metrics::lint(&all()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn known_versions_are_the_versions_the_relay_speaks() {
+        let moq_metrics::Values::Known(versions) = ACTIVE_CONNECTIONS.labels[1].values else { panic!() };
+        let spoken: Vec<&str> = moq_lite::Version::ALL.iter().map(|v| v.alpn()).collect();
+        assert_eq!(versions, spoken.as_slice());
+    }
+
+    #[test]
+    fn close_reasons_cover_every_error_but_the_normal_ends() {
+        for e in ERROR_TYPES {
+            let normal = [Reason::Cancel.as_str(), Reason::Closed.as_str()];
+            assert!(normal.contains(e) || CLOSE_REASONS.contains(e), "{e}");
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The relay's live state behind its gauges: announced broadcasts per namespace, open sessions
+//! per transport and version, the workers' load, the QUIC stats of open sessions, and the
+//! one-off facts (version, certificate, capacity). Set into the gauges right before each scrape.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use metrics::gauge;
+use moq_lite::telemetry::{BroadcastLabels, Lingering};
+use moq_lite::transport::Transport;
+use moq_lite::Version;
+
+use super::catalog;
+use super::quic::QuicStats;
+use crate::workers::WorkerLoad;
+
+pub(super) struct Live {
+    /// Announced broadcasts and their reserved labels.
+    streams: HashMap<String, BroadcastLabels>,
+    /// Held once per announced broadcast of the namespace; an emptied namespace reads 0 for the
+    /// linger window, then ages out.
+    namespaces: Lingering<Arc<str>>,
+    pub connections: HashMap<(Transport, Version), i64>,
+    pub quic: QuicStats,
+    /// Each worker thread's load at the last sample.
+    pub workers: Vec<WorkerLoad>,
+    pub info: Option<BuildInfo>,
+}
+
+/// Relay version, certificate expiry and session capacity, re-reported at each scrape (so they
+/// never age out).
+#[derive(Clone)]
+pub(super) struct BuildInfo {
+    pub version: String,
+    pub cert_not_after: Option<SystemTime>,
+    pub max_sessions: usize,
+    /// Read once: on Linux it reads cgroup files, which a scrape need not repeat.
+    pub available_cpus: usize,
+}
+
+impl Live {
+    pub fn new(linger: std::time::Duration) -> Self {
+        Self {
+            streams: HashMap::new(),
+            namespaces: Lingering::new(linger),
+            connections: HashMap::new(),
+            quic: QuicStats::default(),
+            workers: Vec::new(),
+            info: None,
+        }
+    }
+
+    pub fn announced(&mut self, path: String, labels: BroadcastLabels) {
+        self.namespaces.acquire(labels.namespace.clone(), || ());
+        if let Some(old) = self.streams.insert(path, labels) {
+            self.namespaces.release(&old.namespace, Instant::now());
+        }
+    }
+
+    pub fn ended(&mut self, path: &str) {
+        if let Some(old) = self.streams.remove(path) {
+            self.namespaces.release(&old.namespace, Instant::now());
+        }
+    }
+
+    /// Sets every relay gauge from this state.
+    pub fn refresh(&mut self) {
+        self.namespaces.expire(Instant::now());
+        for (namespace, held) in self.namespaces.iter() {
+            gauge!(catalog::ACTIVE_STREAMS.name, "namespace" => namespace.to_string()).set(held.refs() as f64);
+        }
+        for ((transport, version), n) in &self.connections {
+            gauge!(catalog::ACTIVE_CONNECTIONS.name, "transport" => transport.as_str(), "version" => version.alpn())
+                .set(*n as f64);
+        }
+        for load in &self.workers {
+            let worker = load.worker.to_string();
+            gauge!(catalog::WORKER_BUSY.name, "worker" => worker.clone()).set(load.busy_ratio);
+            gauge!(catalog::WORKER_CONNECTIONS.name, "worker" => worker).set(load.connections as f64);
+        }
+        self.quic.sample();
+        if let Some(info) = &self.info {
+            gauge!(catalog::BUILD_INFO.name, "version" => info.version.clone()).set(1.0);
+            if let Some(t) = info.cert_not_after {
+                gauge!(catalog::CERT_EXPIRY.name).set(super::unix(t));
+            }
+            gauge!(catalog::MAX_SESSIONS.name).set(info.max_sessions as f64);
+            gauge!(catalog::AVAILABLE_CPUS.name).set(info.available_cpus as f64);
+        }
+    }
+}
