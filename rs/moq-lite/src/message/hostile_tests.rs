@@ -1,143 +1,18 @@
 //! Hostile-input tests: malformed, truncated, oversized and random byte strings thrown at every
 //! decoder in every version. None of them may panic; each must fail with the documented error.
 
-use std::fmt::Debug;
+use bytes::BytesMut;
 
-use bytes::{Buf, BytesMut};
-
+use super::properties::{canonical, check, Kind, KINDS, VERSIONS};
 use super::*;
-use crate::coding::{decode_partial, varint, Decode, DecodeError, Encode, MAX_MESSAGE_SIZE, MAX_STRING_SIZE};
+use crate::coding::{decode_partial, varint, DecodeError, Encode, MAX_MESSAGE_SIZE, MAX_STRING_SIZE};
 
-const VERSIONS: [Version; 2] = [Version::Lite03, Version::Lite04];
-
-// ---------------------------------------------------------------------------------------------
-// Dispatch over every decoder
-// ---------------------------------------------------------------------------------------------
-
-/// Every decodable thing on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    AnnounceRequest,
-    Announce,
-    Subscribe,
-    SubscribeUpdate,
-    SubscribeResponse,
-    GroupHeader,
-    FrameHeader,
-    Probe,
-    Goaway,
-    BiStream,
-    UniStream,
-}
-
-const KINDS: [Kind; 11] = [
-    Kind::AnnounceRequest,
-    Kind::Announce,
-    Kind::Subscribe,
-    Kind::SubscribeUpdate,
-    Kind::SubscribeResponse,
-    Kind::GroupHeader,
-    Kind::FrameHeader,
-    Kind::Probe,
-    Kind::Goaway,
-    Kind::BiStream,
-    Kind::UniStream,
-];
-
-/// Decodes `input` as `T` with a plain slice, with [`decode_partial`] and with a two-chunk buffer,
-/// checks that they agree, that errors consume nothing (partial) and that a success re-encodes to
-/// at most the bytes it consumed and decodes back to an equal value. Returns the bytes consumed.
-fn check<T: Decode + Encode + PartialEq + Debug>(version: Version, input: &[u8]) -> Result<usize, DecodeError> {
-    let mut slice = input;
-    let result = T::decode(&mut slice, version);
-    let used = input.len() - slice.len();
-
-    let mut partial = BytesMut::from(input);
-    let partial_result = decode_partial::<T>(&mut partial, version);
-
-    let split = input.len() / 2;
-    let mut chained = (&input[..split]).chain(&input[split..]);
-    let chained_result = T::decode(&mut chained, version);
-
-    assert_eq!(result, partial_result, "{version}: slice vs decode_partial on {input:02x?}");
-    assert_eq!(result, chained_result, "{version}: slice vs chained buffer on {input:02x?}");
-
-    match result {
-        Ok(value) => {
-            assert_eq!(partial.len(), slice.len(), "{version}: decode_partial consumed a different amount");
-            assert_eq!(chained.remaining(), slice.len(), "{version}: chained buffer consumed a different amount");
-            let mut re = Vec::new();
-            value.encode(&mut re, version);
-            assert!(re.len() <= used, "{version}: re-encoding {re:02x?} is longer than the input {input:02x?}");
-            let mut again = &re[..];
-            assert_eq!(T::decode(&mut again, version).as_ref(), Ok(&value), "{version}: re-decode of {re:02x?}");
-            assert!(again.is_empty());
-            Ok(used)
-        }
-        Err(e) => {
-            assert_eq!(&partial[..], input, "{version}: decode_partial consumed input on error {e:?}");
-            Err(e)
-        }
-    }
-}
-
-fn check_bi(input: &[u8]) -> Result<usize, DecodeError> {
-    let mut slice = input;
-    let result = BiStreamType::decode(&mut slice);
-    if let Ok(kind) = result {
-        let used = input.len() - slice.len();
-        match kind {
-            Ok(kind) => {
-                let mut re = Vec::new();
-                kind.encode(&mut re);
-                assert!(re.len() <= used);
-                assert_eq!(BiStreamType::decode(&mut &re[..]), Ok(Ok(kind)));
-            }
-            Err(code) => assert!(code <= varint::MAX),
-        }
-        return Ok(used);
-    }
-    result.map(|_| 0)
-}
-
-fn check_uni(input: &[u8]) -> Result<usize, DecodeError> {
-    let mut slice = input;
-    let result = UniStreamType::decode(&mut slice);
-    if let Ok(kind) = result {
-        let used = input.len() - slice.len();
-        match kind {
-            Ok(kind) => {
-                let mut re = Vec::new();
-                kind.encode(&mut re);
-                assert!(re.len() <= used);
-                assert_eq!(UniStreamType::decode(&mut &re[..]), Ok(Ok(kind)));
-            }
-            Err(code) => assert_ne!(code, 0),
-        }
-        return Ok(used);
-    }
-    result.map(|_| 0)
-}
-
-fn run(kind: Kind, version: Version, input: &[u8]) -> Result<usize, DecodeError> {
-    match kind {
-        Kind::AnnounceRequest => check::<AnnounceRequest>(version, input),
-        Kind::Announce => check::<Announce>(version, input),
-        Kind::Subscribe => check::<Subscribe>(version, input),
-        Kind::SubscribeUpdate => check::<SubscribeUpdate>(version, input),
-        Kind::SubscribeResponse => check::<SubscribeResponse>(version, input),
-        Kind::GroupHeader => check::<GroupHeader>(version, input),
-        Kind::FrameHeader => check::<FrameHeader>(version, input),
-        Kind::Probe => check::<Probe>(version, input),
-        Kind::Goaway => check::<Goaway>(version, input),
-        Kind::BiStream => check_bi(input),
-        Kind::UniStream => check_uni(input),
-    }
-}
+// Every input below goes through `properties::check`, which runs the decoder several ways and
+// panics on any violated decoder property; these tests pin the results on hostile inputs.
 
 #[track_caller]
 fn expect_err(kind: Kind, version: Version, input: &[u8], expected: DecodeError) {
-    assert_eq!(run(kind, version, input), Err(expected), "{kind:?} {version} on {input:02x?}");
+    assert_eq!(check(kind, version, input), Err(expected), "{kind:?} {version} on {input:02x?}");
 }
 
 fn varint_bytes(value: u64) -> Vec<u8> {
@@ -252,7 +127,7 @@ fn with_length(prefix: &[u8], declared: usize, body: &[u8]) -> Vec<u8> {
 #[test]
 fn samples_are_valid() {
     for (kind, version, wire, _) in sized_samples() {
-        assert_eq!(run(kind, version, &wire), Ok(wire.len()), "{kind:?} {version}");
+        assert_eq!(check(kind, version, &wire), Ok(wire.len()), "{kind:?} {version}");
     }
 }
 
@@ -328,18 +203,7 @@ fn truncated_input_is_short() {
             // Decoding straight out of a BytesMut (itself a Buf) behaves the same.
             if !matches!(kind, Kind::BiStream | Kind::UniStream) {
                 let mut buf = BytesMut::from(&wire[..cut]);
-                let result = match kind {
-                    Kind::AnnounceRequest => AnnounceRequest::decode(&mut buf, version).map(drop),
-                    Kind::Announce => Announce::decode(&mut buf, version).map(drop),
-                    Kind::Subscribe => Subscribe::decode(&mut buf, version).map(drop),
-                    Kind::SubscribeUpdate => SubscribeUpdate::decode(&mut buf, version).map(drop),
-                    Kind::SubscribeResponse => SubscribeResponse::decode(&mut buf, version).map(drop),
-                    Kind::GroupHeader => GroupHeader::decode(&mut buf, version).map(drop),
-                    Kind::FrameHeader => FrameHeader::decode(&mut buf, version).map(drop),
-                    Kind::Probe => Probe::decode(&mut buf, version).map(drop),
-                    Kind::Goaway => Goaway::decode(&mut buf, version).map(drop),
-                    Kind::BiStream | Kind::UniStream => unreachable!(),
-                };
+                let result = canonical(kind, version, &mut buf).map(drop);
                 assert_eq!(result, Err(DecodeError::Short), "{kind:?} {version} cut at {cut}");
             }
         }
@@ -432,7 +296,7 @@ fn string_too_large() {
 fn frame_too_large() {
     let max = MAX_FRAME_SIZE;
     for version in VERSIONS {
-        assert_eq!(run(Kind::FrameHeader, version, &varint_bytes(max)), Ok(4));
+        assert_eq!(check(Kind::FrameHeader, version, &varint_bytes(max)), Ok(4));
         for size in [max + 1, 1 << 40, varint::MAX] {
             let expected = DecodeError::TooLarge { what: "frame", size, limit: max };
             expect_err(Kind::FrameHeader, version, &varint_bytes(size), expected);
@@ -484,7 +348,7 @@ fn hop_chain_too_long() {
     for id in 1..=32 {
         body.extend(varint_bytes(id * 1000));
     }
-    assert!(run(Kind::Announce, Version::Lite04, &sized(&body)).is_ok());
+    assert!(check(Kind::Announce, Version::Lite04, &sized(&body)).is_ok());
 
     // A huge count is rejected before anything is allocated or read.
     for version in VERSIONS {
@@ -495,7 +359,7 @@ fn hop_chain_too_long() {
     let body = [&[0x00][..], &string(b"a"), &[33]].concat();
     expect_err(Kind::Announce, Version::Lite03, &sized(&body), too_long(33));
     let body = [&[0x00][..], &string(b"a"), &[32]].concat();
-    assert!(run(Kind::Announce, Version::Lite03, &sized(&body)).is_ok());
+    assert!(check(Kind::Announce, Version::Lite03, &sized(&body)).is_ok());
 }
 
 #[test]
@@ -513,7 +377,7 @@ fn repeated_hop_is_a_loop() {
     // The same message encoded for lite-03 carries no ids, so it cannot loop.
     let mut out = Vec::new();
     Announce { active: true, suffix: "a".into(), hops: vec![1, 2, 1] }.encode(&mut out, Version::Lite03);
-    assert!(run(Kind::Announce, Version::Lite03, &out).is_ok());
+    assert!(check(Kind::Announce, Version::Lite03, &out).is_ok());
 }
 
 #[test]
@@ -762,27 +626,8 @@ fn random_inputs_never_panic_and_round_trip() {
             // A valid message: must decode as its own kind to exactly the same bytes.
             1 => {
                 let (kind, wire) = rng.valid_message(version);
-                assert_eq!(run(kind, version, &wire), Ok(wire.len()), "{kind:?} {version} on {wire:02x?}");
-                let mut slice = &wire[..];
-                let mut re = Vec::new();
-                match kind {
-                    Kind::AnnounceRequest => {
-                        AnnounceRequest::decode(&mut slice, version).unwrap().encode(&mut re, version)
-                    }
-                    Kind::Announce => Announce::decode(&mut slice, version).unwrap().encode(&mut re, version),
-                    Kind::Subscribe => Subscribe::decode(&mut slice, version).unwrap().encode(&mut re, version),
-                    Kind::SubscribeUpdate => {
-                        SubscribeUpdate::decode(&mut slice, version).unwrap().encode(&mut re, version)
-                    }
-                    Kind::SubscribeResponse => {
-                        SubscribeResponse::decode(&mut slice, version).unwrap().encode(&mut re, version)
-                    }
-                    Kind::GroupHeader => GroupHeader::decode(&mut slice, version).unwrap().encode(&mut re, version),
-                    Kind::FrameHeader => FrameHeader::decode(&mut slice, version).unwrap().encode(&mut re, version),
-                    Kind::Probe => Probe::decode(&mut slice, version).unwrap().encode(&mut re, version),
-                    Kind::Goaway => Goaway::decode(&mut slice, version).unwrap().encode(&mut re, version),
-                    Kind::BiStream | Kind::UniStream => re = wire.clone(),
-                }
+                assert_eq!(check(kind, version, &wire), Ok(wire.len()), "{kind:?} {version} on {wire:02x?}");
+                let re = canonical(kind, version, &mut &wire[..]).unwrap();
                 assert_eq!(re, wire, "{kind:?} {version}: canonical bytes must re-encode identically");
                 exact += 1;
                 wire
@@ -799,7 +644,7 @@ fn random_inputs_never_panic_and_round_trip() {
         };
 
         for kind in KINDS {
-            if run(kind, version, &input).is_ok() {
+            if check(kind, version, &input).is_ok() {
                 decoded += 1;
             }
         }

@@ -15,6 +15,8 @@ mod subscribe;
 mod golden_tests;
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod properties;
 
 pub use announce::*;
 pub use goaway::*;

@@ -1,0 +1,163 @@
+//! The TOML file layer. Keys are the flag names, grouped into sections (`[tls]`, `[auth]`,
+//! `[quic]`, `[ops]`, `[metrics]`, `[telemetry]`); durations are humantime strings.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use super::cli::Settings;
+use super::ops::{MaybeAddr, Secret};
+
+/// Reads the file at `path` as a configuration layer.
+pub(super) fn read(path: &Path) -> anyhow::Result<Settings> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
+    let file: File = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+    Ok(file.into())
+}
+
+/// The TOML file layout. Unknown keys are rejected so typos don't go unnoticed.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<Vec<SocketAddr>>,
+    http: Option<bool>,
+    log_level: Option<String>,
+    #[serde(default, with = "duration")]
+    drain_timeout: Option<Duration>,
+    #[serde(default)]
+    tls: FileTls,
+    #[serde(default)]
+    auth: FileAuth,
+    #[serde(default)]
+    quic: FileQuic,
+    #[serde(default)]
+    ops: FileOps,
+    #[serde(default)]
+    metrics: FileMetrics,
+    #[serde(default)]
+    telemetry: FileTelemetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileTelemetry {
+    otlp_endpoint: Option<String>,
+    otlp_protocol: Option<String>,
+    sample_ratio: Option<f64>,
+    peer_ip: Option<String>,
+    environment: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    max_broadcasts: Option<usize>,
+    max_namespaces: Option<usize>,
+    #[serde(default, with = "duration")]
+    linger: Option<Duration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    generate: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    publish: Option<Vec<String>>,
+    subscribe: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileQuic {
+    max_streams: Option<u64>,
+    max_sessions: Option<usize>,
+    worker_threads: Option<usize>,
+    worker_spill_at: Option<f64>,
+    #[serde(default, with = "duration")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, with = "duration")]
+    keep_alive: Option<Duration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileOps {
+    listen: Option<MaybeAddr>,
+    token: Option<Secret>,
+}
+
+/// Durations in TOML are humantime strings such as "5s" or "500ms".
+mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<File> for Settings {
+    fn from(file: File) -> Self {
+        Self {
+            listen: file.listen,
+            tls_cert: file.tls.cert,
+            tls_key: file.tls.key,
+            tls_generate: file.tls.generate,
+            http: file.http,
+            publish_allow: file.auth.publish,
+            subscribe_allow: file.auth.subscribe,
+            drain_timeout: file.drain_timeout,
+            max_streams: file.quic.max_streams,
+            max_sessions: file.quic.max_sessions,
+            worker_threads: file.quic.worker_threads,
+            worker_spill_at: file.quic.worker_spill_at,
+            idle_timeout: file.quic.idle_timeout,
+            keep_alive: file.quic.keep_alive,
+            log_level: file.log_level,
+            ops_listen: file.ops.listen,
+            ops_token: file.ops.token,
+            metrics_max_broadcasts: file.metrics.max_broadcasts,
+            metrics_max_namespaces: file.metrics.max_namespaces,
+            metrics_linger: file.metrics.linger,
+            otlp_endpoint: file.telemetry.otlp_endpoint,
+            otlp_protocol: file.telemetry.otlp_protocol,
+            trace_sample_ratio: file.telemetry.sample_ratio,
+            peer_ip: file.telemetry.peer_ip.and_then(|p| p.parse().ok()),
+            environment: file.telemetry.environment,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::{load, TempToml};
+
+    #[test]
+    fn file_errors() {
+        let file = TempToml::new("unknown", "listen = [\"[::]:1\"]\nlisten_typo = 1\n");
+        let err = load(&[file.path(), "--tls-generate=localhost"], &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+
+        let file = TempToml::new("nested", "[quic]\nmax_stream = 1\n");
+        assert!(load(&[file.path(), "--tls-generate=localhost"], &[]).is_err());
+
+        let file = TempToml::new("duration", "drain_timeout = \"soon\"\n");
+        assert!(load(&[file.path(), "--tls-generate=localhost"], &[]).is_err());
+
+        let err = load(&["--config=/nonexistent/moq.toml"], &[]).unwrap_err();
+        assert!(err.to_string().contains("failed to read"), "{err}");
+    }
+}

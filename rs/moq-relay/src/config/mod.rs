@@ -1,0 +1,355 @@
+//! Relay configuration.
+//!
+//! Settings are layered, highest priority first:
+//! command-line flags > `MOQ_*` environment variables > TOML file > defaults.
+//!
+//! Every layer is parsed into the same all-optional [`Settings`] shape so that
+//! "unset" can be told apart from "set to the default", then the layers are
+//! merged field by field and validated into a [`Config`].
+//!
+//! - [`cli`]: the flags and `MOQ_*` variables (one clap definition, two layers);
+//! - [`file`]: the TOML file;
+//! - one module per concern applies its defaults and checks its values: [`listen`]
+//!   (addresses, TLS, HTTP, publish/subscribe prefixes), [`quic`] (streams, sessions,
+//!   workers, timeouts), [`ops`] (operator listener and metric labels) and [`telemetry`]
+//!   (logs, traces, peer addresses). Defaults the library already has are taken from it
+//!   ([`moq_lite::transport::QuicOptions`], [`moq_lite::telemetry::LabelLimits`]).
+
+mod cli;
+mod file;
+mod listen;
+mod ops;
+mod quic;
+mod telemetry;
+
+use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
+
+use cli::{Cli, Settings};
+
+pub use listen::TlsSource;
+pub use ops::Secret;
+pub use quic::MAX_WORKER_THREADS;
+
+/// The fully resolved relay configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The TOML file the settings were read from, if any.
+    pub file: Option<PathBuf>,
+    /// UDP addresses for QUIC and WebTransport; the HTTP listener binds the same TCP addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Where the TLS certificate comes from.
+    pub tls: TlsSource,
+    /// Whether to serve the HTTP endpoints on TCP beside QUIC.
+    pub http: bool,
+    /// Broadcast path prefixes anyone may publish under ("" = everything).
+    pub publish_allow: Vec<String>,
+    /// Broadcast path prefixes anyone may subscribe to ("" = everything).
+    pub subscribe_allow: Vec<String>,
+    /// How long sessions may take to leave after GOAWAY before they are closed.
+    pub drain_timeout: Duration,
+    /// Maximum concurrent QUIC streams per direction and type.
+    pub max_streams: u64,
+    /// Sessions (including handshakes in progress) the relay admits at once; more are refused.
+    pub max_sessions: usize,
+    /// Worker threads, each a single-threaded runtime: 0 = one per CPU.
+    pub worker_threads: usize,
+    /// A new connection goes to the first worker busy less than this fraction of its time.
+    pub worker_spill_at: f64,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// QUIC keep-alive interval.
+    pub keep_alive: Duration,
+    /// Default log filter (RUST_LOG, when set, takes precedence in the logger).
+    pub log_level: String,
+    /// Address of the operator HTTP listener; `None` disables it.
+    pub ops_listen: Option<SocketAddr>,
+    /// Bearer token required by the operator listener.
+    pub ops_token: Option<Secret>,
+    /// Broadcasts with their own metric series; the rest share `broadcast="_other"`.
+    pub metrics_max_broadcasts: usize,
+    /// Namespaces with their own metric series; the rest share `namespace="_other"`.
+    pub metrics_max_namespaces: usize,
+    /// How long series of ended broadcasts remain before they disappear.
+    pub metrics_linger: Duration,
+    /// OTLP collector endpoint; `None` falls back to `OTEL_EXPORTER_OTLP_ENDPOINT`, else off.
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`; `None` falls back to `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub otlp_protocol: Option<String>,
+    /// Head sampling ratio for root traces; `None` falls back to `OTEL_TRACES_SAMPLER_ARG`, else 1.
+    pub trace_sample_ratio: Option<f64>,
+    /// How peer IP addresses appear in logs and spans: full, truncated or omitted.
+    pub peer_ip: moq_telemetry::redact::PeerIp,
+    /// `deployment.environment` resource attribute; `None` falls back to `OTEL_RESOURCE_ATTRIBUTES`.
+    pub environment: Option<String>,
+}
+
+/// Load the configuration from the process arguments and environment.
+///
+/// `--help`, `--version` and usage errors print and exit, like any CLI.
+pub fn load() -> anyhow::Result<Config> {
+    load_from(std::env::args_os(), |name| std::env::var_os(name)).map_err(|err| match err.downcast::<clap::Error>() {
+        Ok(err) => err.exit(),
+        Err(err) => err,
+    })
+}
+
+/// Load the configuration from `args` (including the program name) and the
+/// environment variables visible through `env`.
+///
+/// Usage errors and `--help` are returned as a [`clap::Error`] inside the `anyhow::Error`.
+pub fn load_from<I, T, E>(args: I, env: E) -> anyhow::Result<Config>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+    E: Fn(&str) -> Option<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let flags = Cli::flags(&args)?;
+    let program = args.first().cloned().unwrap_or_else(|| "moq-relay".into());
+    let vars = Cli::vars(program, env)?;
+
+    let path = flags.file.or(flags.config).or(vars.config);
+    let file = match &path {
+        Some(path) => file::read(path)?,
+        None => Settings::default(),
+    };
+
+    flags.settings.or(vars.settings).or(file).resolve(path)
+}
+
+impl Settings {
+    /// Fill every unset field of `self` from `lower`.
+    fn or(self, lower: Self) -> Self {
+        Self {
+            listen: self.listen.or(lower.listen),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            tls_generate: self.tls_generate.or(lower.tls_generate),
+            http: self.http.or(lower.http),
+            publish_allow: self.publish_allow.or(lower.publish_allow),
+            subscribe_allow: self.subscribe_allow.or(lower.subscribe_allow),
+            drain_timeout: self.drain_timeout.or(lower.drain_timeout),
+            max_streams: self.max_streams.or(lower.max_streams),
+            max_sessions: self.max_sessions.or(lower.max_sessions),
+            worker_threads: self.worker_threads.or(lower.worker_threads),
+            worker_spill_at: self.worker_spill_at.or(lower.worker_spill_at),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            keep_alive: self.keep_alive.or(lower.keep_alive),
+            log_level: self.log_level.or(lower.log_level),
+            ops_listen: self.ops_listen.or(lower.ops_listen),
+            ops_token: self.ops_token.or(lower.ops_token),
+            metrics_max_broadcasts: self.metrics_max_broadcasts.or(lower.metrics_max_broadcasts),
+            metrics_max_namespaces: self.metrics_max_namespaces.or(lower.metrics_max_namespaces),
+            metrics_linger: self.metrics_linger.or(lower.metrics_linger),
+            otlp_endpoint: self.otlp_endpoint.or(lower.otlp_endpoint),
+            otlp_protocol: self.otlp_protocol.or(lower.otlp_protocol),
+            trace_sample_ratio: self.trace_sample_ratio.or(lower.trace_sample_ratio),
+            peer_ip: self.peer_ip.or(lower.peer_ip),
+            environment: self.environment.or(lower.environment),
+        }
+    }
+
+    /// Apply defaults and check the result, section by section (in this order, so the first
+    /// error reported is the same whatever else is wrong).
+    fn resolve(self, file: Option<PathBuf>) -> anyhow::Result<Config> {
+        let listen = listen::Listen::resolve(&self)?;
+        let quic = quic::Quic::resolve(&self)?;
+        let ops = ops::Ops::resolve(&self);
+        let telemetry = telemetry::Telemetry::resolve(&self);
+
+        Ok(Config {
+            file,
+            listen: listen.addrs,
+            tls: listen.tls,
+            http: listen.http,
+            publish_allow: listen.publish_allow,
+            subscribe_allow: listen.subscribe_allow,
+            drain_timeout: quic.drain_timeout,
+            max_streams: quic.max_streams,
+            max_sessions: quic.max_sessions,
+            worker_threads: quic.worker_threads,
+            worker_spill_at: quic.worker_spill_at,
+            idle_timeout: quic.idle_timeout,
+            keep_alive: quic.keep_alive,
+            log_level: telemetry.log_level,
+            ops_listen: ops.listen,
+            ops_token: ops.token,
+            metrics_max_broadcasts: ops.metrics_max_broadcasts,
+            metrics_max_namespaces: ops.metrics_max_namespaces,
+            metrics_linger: ops.metrics_linger,
+            otlp_endpoint: telemetry.otlp_endpoint,
+            otlp_protocol: telemetry.otlp_protocol,
+            trace_sample_ratio: telemetry.trace_sample_ratio,
+            peer_ip: telemetry.peer_ip,
+            environment: telemetry.environment,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Loads with `args` after the program name and only the variables in `env`.
+    pub(super) fn load(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let env: HashMap<String, OsString> = env.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect();
+        let args = std::iter::once("moq-relay").chain(args.iter().copied());
+        load_from(args, |name| env.get(name).cloned())
+    }
+
+    /// A TOML file in the temp dir, removed on drop.
+    pub(super) struct TempToml(pub(super) PathBuf);
+
+    impl TempToml {
+        pub(super) fn new(name: &str, text: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("moq-relay-config-{}-{name}.toml", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+
+        pub(super) fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempToml {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = load(&["--tls-generate", "localhost,127.0.0.1,::1"], &[]).unwrap();
+        assert_eq!(config.listen, vec!["[::]:4443".parse().unwrap()]);
+        assert_eq!(config.tls, TlsSource::Generate(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]));
+        assert!(config.http);
+        assert_eq!(config.publish_allow, vec![String::new()]);
+        assert_eq!(config.subscribe_allow, vec![String::new()]);
+        assert_eq!(config.drain_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_streams, 1_000);
+        assert_eq!(config.max_sessions, 10_000);
+        assert_eq!(config.worker_threads, 0);
+        assert_eq!(config.worker_spill_at, 0.5);
+        assert_eq!(config.idle_timeout, Duration::from_secs(10));
+        assert_eq!(config.keep_alive, Duration::from_secs(3));
+        assert_eq!(config.log_level, "info");
+        assert_eq!(config.ops_listen, Some("127.0.0.1:9101".parse().unwrap()));
+        assert_eq!(config.ops_token, None);
+        assert_eq!(config.file, None);
+    }
+
+    #[test]
+    fn layering() {
+        let file = TempToml::new(
+            "layering",
+            r#"
+                listen = ["127.0.0.1:1001"]
+                log_level = "debug"
+                drain_timeout = "1s"
+
+                [tls]
+                generate = ["file.example"]
+
+                [quic]
+                max_streams = 11
+                max_sessions = 33
+                idle_timeout = "20s"
+
+                [ops]
+                listen = "off"
+                token = "from-file-token"
+            "#,
+        );
+        let env = [
+            ("MOQ_CONFIG", file.path()),
+            ("MOQ_LISTEN", "127.0.0.1:2001,127.0.0.1:2002"),
+            ("MOQ_DRAIN_TIMEOUT", "2s"),
+            ("MOQ_MAX_STREAMS", "22"),
+            ("MOQ_MAX_SESSIONS", "44"),
+            ("MOQ_OPS_TOKEN", "from-env-token"),
+        ];
+
+        // File over defaults, env over file, flags over env.
+        let config = load(&["--drain-timeout", "500ms", "--listen=127.0.0.1:3001"], &env).unwrap();
+        assert_eq!(config.file.as_deref(), Some(file.0.as_path()));
+        assert_eq!(config.listen, vec!["127.0.0.1:3001".parse().unwrap()]);
+        assert_eq!(config.drain_timeout, Duration::from_millis(500));
+        assert_eq!(config.max_streams, 22);
+        assert_eq!(config.max_sessions, 44);
+        assert_eq!(config.ops_token, Some(Secret::new("from-env-token")));
+        assert_eq!(config.log_level, "debug");
+        assert_eq!(config.idle_timeout, Duration::from_secs(20));
+        assert_eq!(config.ops_listen, None);
+        assert_eq!(config.tls, TlsSource::Generate(vec!["file.example".into()]));
+        assert_eq!(config.keep_alive, Duration::from_secs(3));
+
+        // Env over file only.
+        let config = load(&[], &env).unwrap();
+        assert_eq!(config.listen.len(), 2);
+        assert_eq!(config.drain_timeout, Duration::from_secs(2));
+
+        // File over defaults only, named by the positional argument.
+        let config = load(&[file.path()], &[]).unwrap();
+        assert_eq!(config.listen, vec!["127.0.0.1:1001".parse().unwrap()]);
+        assert_eq!(config.drain_timeout, Duration::from_secs(1));
+        assert_eq!(config.max_streams, 11);
+        assert_eq!(config.max_sessions, 33);
+        assert_eq!(config.ops_token, Some(Secret::new("from-file-token")));
+    }
+
+    #[test]
+    fn flags() {
+        let config = load(
+            &[
+                "--tls-cert=cert.pem",
+                "--tls-key=key.pem",
+                "--listen=127.0.0.1:1",
+                "--listen=[::1]:2",
+                "--http=false",
+                "--publish-allow=/live/,demo",
+                "--subscribe-allow=",
+                "--ops-listen=[::1]:9",
+                "--keep-alive=1s",
+                "--idle-timeout=2s",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.tls, TlsSource::Files { cert: "cert.pem".into(), key: "key.pem".into() });
+        assert_eq!(config.listen.len(), 2);
+        assert!(!config.http);
+        assert_eq!(config.publish_allow, vec!["live", "demo"]);
+        assert_eq!(config.subscribe_allow, vec![""]);
+        assert_eq!(config.ops_listen, Some("[::1]:9".parse().unwrap()));
+
+        let config = load(&["--tls-generate=localhost", "--http"], &[]).unwrap();
+        assert!(config.http);
+    }
+
+    #[test]
+    fn other_errors() {
+        let err = load(&["--tls-generate=h"], &[("MOQ_MAX_STREAMS", "lots")]).unwrap_err();
+        assert!(err.to_string().contains("MOQ_MAX_STREAMS=\"lots\""), "{err}");
+        // Not a usage error of the command line.
+        assert!(err.downcast_ref::<clap::Error>().is_none());
+
+        let err = load(&["--tls-generate=h", "--keep-alive=10s"], &[]).unwrap_err();
+        assert!(err.to_string().contains("keep alive"), "{err}");
+
+        let err = load(&["--tls-generate=h", "--bogus"], &[]).unwrap_err();
+        assert!(err.downcast_ref::<clap::Error>().is_some());
+    }
+
+    #[test]
+    fn help_lists_env_and_defaults() {
+        let err = load(&["--help"], &[]).unwrap_err();
+        let err = err.downcast::<clap::Error>().unwrap();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        let help = err.to_string();
+        for needle in ["MOQ_LISTEN", "MOQ_OPS_TOKEN", "MOQ_CONFIG", "[default: [::]:4443]", "[default: 5s]"] {
+            assert!(help.contains(needle), "help lacks {needle}:\n{help}");
+        }
+    }
+}
