@@ -24,10 +24,10 @@ for All, empty or multi-value). `label_values(metric{...}, label)` evaluates `me
 Grafana-only variable functions are skipped.
   --require-data   an empty result is a failure
   --known-metrics  an expr naming a metric (moq_*, process_*, up) Prometheus has never seen is a failure,
-                   unless the metric is declared in the source or docs (--declared-metrics, default: the
-                   repository's rs/ and docs/): rare-event counters (drops, errors, rejects) have no series
-                   until the first event, and the dashboards cover them with `or vector(0)`. Such exprs
-                   pass with a note; `--declared-metrics none` makes the check strict.
+                   unless a metric catalog given with --catalog defines it (the JSON `moq-relay
+                   --list-metrics` and `moq metrics` print): a per-broadcast series appears only with
+                   its broadcast's traffic. Such exprs pass with a note. A name no catalog defines is
+                   always a failure when catalogs are given.
 
 Output: one line per checked expr (`ok   <dashboard>/<panel>: N series`) or problem (`FAIL ...`), then
 `N exprs checked, M failed`. Exit status: 0 all passed, 1 any failure, 2 usage error.
@@ -427,39 +427,28 @@ def known_metric_problems(expr, names):
 
 
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-DECLARED_RE = re.compile(r"(?<![A-Za-z0-9_])((?:moq|process)_[a-z0-9_]*[a-z0-9])(?![A-Za-z0-9_])")
 
 
-def declared_metrics(paths):
-    """Metric-like names (moq_*, process_*) written anywhere in the .rs/.md files under paths."""
-    names = set()
-    for root in paths:
-        files = []
-        if os.path.isfile(root):
-            files.append(root)
-        else:
-            for dirpath, dirnames, filenames in os.walk(root):
-                dirnames[:] = [d for d in dirnames if d not in ("target", ".git", "node_modules")]
-                files.extend(os.path.join(dirpath, f) for f in filenames if f.endswith((".rs", ".md")))
-        for path in files:
-            try:
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    names.update(DECLARED_RE.findall(f.read()))
-            except OSError:
-                pass
-    return names
+def catalog_metrics(paths):
+    """{name: kind} of every metric the catalog JSON files define."""
+    defined = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for metric in json.load(f):
+                defined[metric["name"]] = metric["kind"]
+    return defined
 
 
-def split_known(unknown, declared):
-    """Splits metrics Prometheus has not seen into (declared in source/docs, unknown everywhere)."""
+def split_known(unknown, defined):
+    """Splits metrics Prometheus has not seen into (defined by a catalog, defined nowhere); a
+    histogram's _bucket/_sum/_count series are defined through their base."""
     ok, bad = [], []
     for m in unknown:
-        base = m
+        known = m in defined
         for suffix in HISTOGRAM_SUFFIXES:
-            if m.endswith(suffix):
-                base = m[: -len(suffix)]
-                break
-        (ok if m in declared or base in declared else bad).append(m)
+            if m.endswith(suffix) and defined.get(m[: -len(suffix)]) == "histogram":
+                known = True
+        (ok if known else bad).append(m)
     return ok, bad
 
 
@@ -472,10 +461,9 @@ def main(argv=None):
                     help="fail when an expr names a metric Prometheus has never seen (needs --prom)")
     ap.add_argument("--datasource-uids", default="prometheus,loki,tempo", metavar="UIDS",
                     help="comma-separated datasource uids panels may use (default: %(default)s)")
-    ap.add_argument("--declared-metrics", action="append", metavar="PATH",
-                    help="file or directory (.rs/.md scanned) whose moq_*/process_* names count as known for "
-                         "--known-metrics even before Prometheus has seen them; repeatable; 'none' disables "
-                         "(default: the repository's rs/ and docs/)")
+    ap.add_argument("--catalog", action="append", default=[], metavar="JSON",
+                    help="metric catalog as `moq-relay --list-metrics` or `moq metrics` print it; its metrics "
+                         "count as known for --known-metrics before Prometheus has seen them; repeatable")
     ap.add_argument("--timeout", type=float, default=15.0, help="seconds per Prometheus request")
     ap.add_argument("files", nargs="+", metavar="FILES")
     args = ap.parse_args(argv)
@@ -507,17 +495,10 @@ def main(argv=None):
                 report.fail(d.path, f"dashboard title {d.title!r} also used by {titles[d.title]}")
             titles.setdefault(d.title, d.path)
 
-    declared = set()
-    if args.known_metrics:
-        paths = args.declared_metrics
-        if paths is None:
-            repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            paths = [p for p in (os.path.join(repo, "rs"), os.path.join(repo, "docs")) if os.path.isdir(p)]
-        paths = [p for p in paths if p and p.lower() != "none"]
-        bad_paths = [p for p in paths if not os.path.exists(p)]
-        if bad_paths:
-            ap.error(f"--declared-metrics: no such path: {', '.join(bad_paths)}")
-        declared = declared_metrics(paths)
+    bad_paths = [p for p in args.catalog if not os.path.isfile(p)]
+    if bad_paths:
+        ap.error(f"--catalog: no such file: {', '.join(bad_paths)}")
+    declared = catalog_metrics(args.catalog)
 
     prom = Prometheus(args.prom, args.timeout) if args.prom else None
     names = None
@@ -540,13 +521,19 @@ def main(argv=None):
                 report.fail(where, f"{e}\n     expr: {q}")
                 continue
             note = ""
+            if declared:
+                named = [m for m in known_metric_problems(q, set()) if m != "up"]
+                _, undefined = split_known(named, declared)
+                if undefined:
+                    report.fail(where, f"metric(s) no catalog defines: {', '.join(undefined)}\n     expr: {q}")
+                    continue
             if names is not None:
                 unseen, unknown = split_known(known_metric_problems(q, names), declared)
                 if unknown:
                     report.fail(where, f"unknown metric(s) {', '.join(unknown)}\n     expr: {q}")
                     continue
                 if unseen:
-                    note = f" (not yet seen by Prometheus, declared in source/docs: {', '.join(unseen)})"
+                    note = f" (not yet seen by Prometheus, defined by a catalog: {', '.join(unseen)})"
             if n == 0 and args.require_data:
                 report.fail(where, f"empty result{note}\n     expr: {q}")
                 continue

@@ -3,6 +3,7 @@
 mod config;
 mod connection;
 mod ops;
+mod serve;
 mod telemetry;
 mod tls;
 mod web;
@@ -14,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use moq_lite::code;
 use moq_lite::model::Origin;
 use moq_lite::session::Session;
-use moq_lite::transport::{QuicOptions, Server};
-use moq_lite::{code, Version};
+use moq_lite::transport::QuicOptions;
 use tokio::task::JoinSet;
 
 // Less CPU per forwarded frame than glibc malloc, for a little more memory per idle session; the
@@ -145,33 +146,12 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         workers::Workers::start(tokio::runtime::Handle::current(), count, config.worker_spill_at)
             .context("starting worker threads")?,
     );
-    let mut background = JoinSet::new();
-    background.spawn(telemetry.clone().watch_streams(origin.clone()));
-    background.spawn({
-        let workers = workers.clone();
-        let telemetry = telemetry.clone();
-        async move {
-            loop {
-                tokio::time::sleep(workers::SAMPLE_EVERY).await;
-                telemetry.worker_loads(workers.sample());
-            }
-        }
-    });
-    background.spawn({
-        let telemetry = telemetry.clone();
-        async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                telemetry.upkeep();
-            }
-        }
-    });
-    background.spawn(cleanup_sweeps(telemetry.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = serve::Stopping(stop_rx.clone());
     let ctx = Arc::new(connection::Context {
         telemetry: telemetry.clone(),
         peer_ip: config.peer_ip,
-        draining: stop_rx.clone(),
+        draining: stop_rx,
         origin: origin.clone(),
         publish_allow: config.publish_allow.clone(),
         subscribe_allow: config.subscribe_allow.clone(),
@@ -182,56 +162,28 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         workers: workers.clone(),
     });
 
+    let mut background = JoinSet::new();
+    background
+        .spawn(serve::Upkeep { telemetry: telemetry.clone(), workers: workers.clone(), origin: origin.clone() }.run());
     let mut servers = Vec::new();
     let mut listeners = JoinSet::new();
     let server_tls = tls::server_config(&tls)?;
     for addr in &config.listen {
-        let server = Arc::new(
-            Server::bind(*addr, server_tls.clone(), Version::ALL.to_vec(), &quic)
-                .with_context(|| format!("listening on UDP {addr}"))?,
-        );
-        tracing::info!(addr = %server.local_addr()?, versions = ?Version::ALL.map(|v| v.alpn()), "QUIC/WebTransport listening");
-        servers.push(server.clone());
-        listeners.spawn(connection::accept_loop(server, ctx.clone(), stop_rx.clone()));
-
+        let quic = serve::QuicListener::bind(*addr, server_tls.clone(), &quic, ctx.clone())?;
+        servers.push(quic.server());
+        listeners.spawn(quic.run(stopping.clone()));
         if config.http {
-            let listener =
-                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on TCP {addr}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "HTTP listening (/certificate.sha256, /health, /announced)");
-            let scope_origin = origin.clone();
-            let allow = config.subscribe_allow.clone();
-            let state = web::WebState {
-                fingerprint: tls.fingerprint.clone(),
-                announced: Arc::new(move |prefix: &str| {
-                    moq_lite::model::Scope::new(scope_origin.clone(), "", allow.clone())
-                        .list(&moq_lite::path::normalize(prefix))
-                }),
-            };
-            let mut stop = stop_rx.clone();
-            listeners.spawn(async move {
-                let shutdown = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                if let Err(e) = web::serve(listener, web::router(state), shutdown).await {
-                    tracing::error!(error = %e, "HTTP listener failed");
-                }
-            });
+            let http =
+                serve::HttpListener::bind(*addr, web::router(web_state(&origin, &config, &tls)), "public").await?;
+            tracing::info!(addr = %http.local_addr()?, "HTTP listening (/certificate.sha256, /health, /announced)");
+            listeners.spawn(http.run(stopping.clone()));
         }
     }
     if let Some(addr) = config.ops_listen {
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on TCP {addr} (ops)"))?;
-        tracing::info!(addr = %listener.local_addr()?, auth = config.ops_token.is_some(), "ops listening (/metrics, /health)");
         let router = ops::router(telemetry.clone(), config.ops_token.clone());
-        let mut stop = stop_rx.clone();
-        listeners.spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = web::serve(listener, router, shutdown).await {
-                tracing::error!(error = %e, "ops listener failed");
-            }
-        });
+        let ops = serve::HttpListener::bind(addr, router, "ops").await?;
+        tracing::info!(addr = %ops.local_addr()?, auth = config.ops_token.is_some(), "ops listening (/metrics, /health)");
+        listeners.spawn(ops.run(stopping.clone()));
     }
     tracing::info!(fingerprint = %tls.fingerprint, hop_id, "relay ready");
 
@@ -273,19 +225,15 @@ async fn drain(sessions: &Sessions, window: Duration) {
     }
 }
 
-/// Expires state kept past its use (lingering metric labels, empty viewer entries) every 30 s,
-/// reporting at info only when something expired.
-async fn cleanup_sweeps(telemetry: telemetry::Telemetry) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        let started = std::time::Instant::now();
-        let expired = telemetry.sweep();
-        let duration_us = started.elapsed().as_micros() as u64;
-        if expired > 0 {
-            tracing::info!(expired, duration_us, "cleanup sweep");
-        } else {
-            tracing::debug!(expired, duration_us, "cleanup sweep");
-        }
+/// The public HTTP endpoints' view of the relay: the certificate to pin, and the broadcasts anyone
+/// may subscribe to.
+fn web_state(origin: &Origin, config: &config::Config, tls: &tls::Tls) -> web::WebState {
+    let (origin, allow) = (origin.clone(), config.subscribe_allow.clone());
+    web::WebState {
+        fingerprint: tls.fingerprint.clone(),
+        announced: Arc::new(move |prefix: &str| {
+            moq_lite::model::Scope::new(origin.clone(), "", allow.clone()).list(&moq_lite::path::normalize(prefix))
+        }),
     }
 }
 

@@ -144,7 +144,7 @@ pub struct Guard {
 
 impl Guard {
     /// Installs the global `metrics` recorder for the metrics of `catalogs` (and this crate's
-    /// own): OTLP metrics when an endpoint is configured, a Prometheus endpoint on `prometheus`
+    /// own, when it exports over OTLP): OTLP metrics when an endpoint is configured, a Prometheus endpoint on `prometheus`
     /// when given, both when both are. Histograms get the buckets their definitions give;
     /// `labels` are added to every series on both paths; HELP text is registered and counters
     /// with known label sets start at 0. Without an exporter, metrics stay no-ops.
@@ -156,7 +156,10 @@ impl Guard {
     ) -> anyhow::Result<()> {
         use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
         let mut all = catalogs.to_vec();
-        all.push(catalog::catalog());
+        // The exporter's own counters mean something only when it exports.
+        if self.config.otlp_endpoint.is_some() {
+            all.push(catalog::catalog());
+        }
         let buckets: Vec<(String, &'static [f64])> = all.iter().flat_map(|c| c.buckets()).collect();
         let local = match prometheus {
             Some(addr) => {

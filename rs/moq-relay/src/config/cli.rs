@@ -22,6 +22,11 @@ pub(super) struct Cli {
     #[arg(long, env = "MOQ_CONFIG", value_name = "FILE", conflicts_with = "file")]
     pub(super) config: Option<PathBuf>,
 
+    /// Print every metric the relay exports (name, kind, unit, labels, help, buckets) as JSON
+    /// and exit; must come first (main.rs answers it before reading any configuration).
+    #[arg(long)]
+    pub(super) list_metrics: bool,
+
     #[command(flatten)]
     pub(super) settings: Settings,
 }
