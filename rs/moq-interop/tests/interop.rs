@@ -25,9 +25,8 @@ fn is_clock_line(line: &str) -> bool {
 /// Reference clock publisher → this relay → reference clock subscriber, printing live seconds.
 fn clock_through_our_relay(url_for: impl Fn(u16) -> String, flags: &[&str], version: &str) {
     let _serial = serial();
-    let port = free_port();
-    let mut relay = start_relay(port, &[]);
-    let url = url_for(port);
+    let mut relay = Relay::start();
+    let url = url_for(relay.port);
     let clock = reference(CLOCK.0, CLOCK.1);
     let _publisher = Proc::spawn(
         "moq-clock publish",
@@ -94,12 +93,7 @@ fn moq_cli_through_reference_relay() {
     let url = format!("http://127.0.0.1:{port}/");
     let mut ready = false;
     for _ in 0..100 {
-        let out = run(
-            "curl",
-            Command::new("curl").args(["-sf", &format!("{url}certificate.sha256")]),
-            Duration::from_secs(5),
-        );
-        if out.status.success() {
+        if http::get(&format!("{url}certificate.sha256")).is_ok_and(|r| r.is_success()) {
             ready = true;
             break;
         }
@@ -107,17 +101,9 @@ fn moq_cli_through_reference_relay() {
     }
     assert!(ready, "reference relay never served its fingerprint: {:?}", relay.drain());
 
-    let viewer = Background::spawn(
-        "moq watch",
-        Command::new(bin("moq"))
-            .args(["watch", "--url", &url, "--broadcast", "ref/bbb", "--json", "--stats-interval", "0s"])
-            .args(["--groups", "3", "--timeout", "20s"]),
-    );
+    let viewer = Viewer::new(&url, "ref/bbb").summary().groups(3).args(["--timeout", "20s"]).background();
     std::thread::sleep(Duration::from_millis(1000));
-    let _publisher = Proc::spawn(
-        "moq publish",
-        Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", "ref/bbb", "--groups", "3"]),
-    );
+    let _publisher = Publisher::new(&url, "ref/bbb").groups(3).spawn();
     let out = viewer.finish(Duration::from_secs(40));
     let summary = watch_summary(&out);
     assert_eq!(summary["ok"], true, "{summary:#}\nrelay: {:?}", relay.drain());

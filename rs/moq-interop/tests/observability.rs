@@ -73,11 +73,6 @@ fn dashboards() -> Vec<String> {
     files
 }
 
-fn get(url: &str) -> String {
-    let out = run("curl", Command::new("curl").args(["-sf", "--max-time", "5", url]), Duration::from_secs(10));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A scratch directory removed at the end of the test.
 struct Scratch(PathBuf);
 
@@ -141,15 +136,16 @@ fn alertmanager_config(shipped: &Path, sink: u16) -> String {
 }
 
 /// The relay's gauges of announced broadcasts, sessions and subscriptions, for failure messages.
-fn live_state(ops: u16) -> String {
-    let text = get(&format!("http://127.0.0.1:{ops}/metrics"));
+fn live_state(relay: &Relay) -> String {
+    let scrape = Scrape::parse(&http::text(&relay.ops_url("metrics")));
     let prefixes = ["moq_relay_active_", "moq_relay_session_closes_total", "moq_relay_queued_"];
-    text.lines().filter(|l| prefixes.iter().any(|p| l.starts_with(p))).collect::<Vec<_>>().join("; ")
+    let live = scrape.samples.iter().filter(|s| prefixes.iter().any(|p| s.name.starts_with(p)));
+    live.map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// Notifications the sink received: (receiver path, status, alertname, labels).
 fn notifications(sink: u16) -> Vec<(String, String, String, serde_json::Value)> {
-    let body = get(&format!("http://127.0.0.1:{sink}/"));
+    let body = http::text(&format!("http://127.0.0.1:{sink}/"));
     let payloads: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
     let mut out = Vec::new();
     for p in payloads {
@@ -172,7 +168,7 @@ fn received(sink: u16, receiver: &str, status: &str, alert: &str) -> bool {
 
 /// Alerts Prometheus holds in the firing state right now.
 fn firing(prom: u16) -> Vec<String> {
-    let body = get(&format!("http://127.0.0.1:{prom}/api/v1/alerts"));
+    let body = http::text(&format!("http://127.0.0.1:{prom}/api/v1/alerts"));
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     v["data"]["alerts"]
         .as_array()
@@ -183,24 +179,6 @@ fn firing(prom: u16) -> Vec<String> {
         .collect()
 }
 
-fn publisher(url: &str, broadcast: &str, extra: &[&str]) -> Proc {
-    Proc::spawn(
-        "moq publish",
-        Command::new(bin("moq")).args(["publish", "--url", url, "--broadcast", broadcast]).args(extra),
-    )
-}
-
-fn viewer(url: &str, broadcast: &str, metrics: u16, extra: &[&str]) -> Proc {
-    Proc::spawn(
-        "moq watch",
-        Command::new(bin("moq"))
-            .args(["watch", "--url", url, "--broadcast", broadcast, "--stats-interval", "0s"])
-            .args(["--timeout", "60s", "--duration", "600s"])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-            .args(extra),
-    )
-}
-
 #[test]
 fn live_prometheus_and_alertmanager_see_the_relay_and_deliver_alerts() {
     let _serial = serial();
@@ -209,15 +187,21 @@ fn live_prometheus_and_alertmanager_see_the_relay_and_deliver_alerts() {
 
     // The relay and clients: a 3-rendition ladder watched by one viewer, and a 1 Mbit/s stream
     // watched by a viewer throttled to 400 kbit/s (it falls further behind every second).
-    let port = free_port();
-    let ops = free_port();
-    let mut relay = start_relay(port, &["--ops-listen", &format!("127.0.0.1:{ops}"), "--metrics-linger", "20s"]);
-    let url = format!("http://127.0.0.1:{port}/demo");
-    let mut cam = publisher(&url, "cam", &["--renditions", "3", "--video-bitrate", "1600000"]);
-    let mut slow = publisher(&url, "slow", &["--video-bitrate", "1000000"]);
+    let mut relay = Relay::builder().ops().args(["--metrics-linger", "20s"]).start();
+    let ops = relay.ops.unwrap();
+    let url = relay.url("demo");
+    let mut cam = Publisher::new(&url, "cam").args(["--renditions", "3", "--video-bitrate", "1600000"]).spawn();
+    let mut slow = Publisher::new(&url, "slow").args(["--video-bitrate", "1000000"]).spawn();
     let (m1, m2) = (free_port(), free_port());
-    let _viewer = viewer(&url, "cam", m1, &[]);
-    let _throttled = viewer(&url, "slow", m2, &["--throttle-kbps", "400"]);
+    // Viewers that keep watching (up to 10 minutes) and serve their player metrics.
+    let watching = |broadcast: &str, metrics: u16| {
+        Viewer::new(&url, broadcast)
+            .stats_interval("0s")
+            .args(["--timeout", "60s", "--duration", "600s"])
+            .metrics_listen(metrics)
+    };
+    let _viewer = watching("cam", m1).spawn();
+    let _throttled = watching("slow", m2).args(["--throttle-kbps", "400"]).spawn();
 
     // The shipped webhook receiver, Alertmanager and Prometheus.
     let sink = free_port();
@@ -273,19 +257,20 @@ fn live_prometheus_and_alertmanager_see_the_relay_and_deliver_alerts() {
             .arg("--rules.alert.resend-delay=1s"),
     );
     assert!(
-        eventually(Duration::from_secs(30), || get(&format!("http://127.0.0.1:{prom}/-/ready")).contains("Ready")),
+        eventually(Duration::from_secs(30), || http::text(&format!("http://127.0.0.1:{prom}/-/ready"))
+            .contains("Ready")),
         "prometheus not ready"
     );
 
     // Every target up, then enough samples for rates over a minute.
     let targets_up = || {
-        let body = get(&format!("http://127.0.0.1:{prom}/api/v1/targets"));
+        let body = http::text(&format!("http://127.0.0.1:{prom}/api/v1/targets"));
         body.matches("\"health\":\"up\"").count() == 3
     };
     assert!(
         eventually(Duration::from_secs(30), targets_up),
         "{}",
-        get(&format!("http://127.0.0.1:{prom}/api/v1/targets"))
+        http::text(&format!("http://127.0.0.1:{prom}/api/v1/targets"))
     );
     std::thread::sleep(Duration::from_secs(20));
 
@@ -319,9 +304,9 @@ fn live_prometheus_and_alertmanager_see_the_relay_and_deliver_alerts() {
         eventually(Duration::from_secs(60), || received(sink, "warning", "firing", "NoActiveStreams")),
         "no NoActiveStreams notification; firing: {:?}; the relay's live-state series: {}",
         firing(prom),
-        live_state(ops)
+        live_state(&relay)
     );
-    let _cam_again = publisher(&url, "cam", &[]);
+    let _cam_again = Publisher::new(&url, "cam").spawn();
     assert!(
         eventually(Duration::from_secs(60), || received(sink, "warning", "resolved", "NoActiveStreams")),
         "NoActiveStreams never resolved; firing: {:?}",

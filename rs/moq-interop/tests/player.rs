@@ -2,77 +2,53 @@
 //! sub-second latency; a throttled one rebuffers, switches down and shows the latency; the
 //! Prometheus metrics it serves match what it printed.
 
-use std::process::Command;
 use std::time::Duration;
 
 use moq_interop::*;
 
 struct Played {
     summary: serde_json::Value,
-    metrics: String,
+    /// The viewer's final /metrics.
+    metrics: Scrape,
 }
 
 /// Publishes a 3-rendition ladder (1.6 Mbit/s, 800 kbit/s, 400 kbit/s) and plays it.
 fn play(broadcast: &str, groups: u64, extra: &[&str]) -> Played {
-    let port = free_port();
     let metrics_port = free_port();
-    let _relay = start_relay(port, &[]);
-    let url = format!("http://127.0.0.1:{port}/");
-    let mut viewer = Proc::spawn(
-        "moq watch",
-        Command::new(bin("moq"))
-            .args(["watch", "--url", &url, "--broadcast", broadcast, "--json", "--stats-interval", "0s"])
-            .args(["--groups", &groups.to_string(), "--linger", "5s"])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
-            .args(extra),
-    );
+    let relay = Relay::start();
+    let url = relay.url("");
+    let mut viewer = Viewer::new(&url, broadcast)
+        .summary()
+        .groups(groups)
+        .args(["--linger", "5s"])
+        .metrics_listen(metrics_port)
+        .args(extra)
+        .spawn();
     std::thread::sleep(Duration::from_millis(800));
-    let _publisher = Proc::spawn(
-        "moq publish",
-        Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", broadcast]).args([
-            "--renditions",
-            "3",
-            "--video-bitrate",
-            "1600000",
-            "--groups",
-            &(groups + 4).to_string(),
-        ]),
-    );
+    let _publisher = Publisher::new(&url, broadcast)
+        .args(["--renditions", "3", "--video-bitrate", "1600000"])
+        .groups(groups + 4)
+        .spawn();
     let line = viewer.wait_line(Duration::from_secs(60), |l| l.starts_with('{'));
     let summary: serde_json::Value = serde_json::from_str(&line).unwrap();
     // The viewer lingers with its metrics endpoint up: read the final values.
-    let out = run(
-        "curl",
-        Command::new("curl").args(["-s", &format!("http://127.0.0.1:{metrics_port}/metrics")]),
-        Duration::from_secs(5),
-    );
-    Played { summary, metrics: String::from_utf8_lossy(&out.stdout).into_owned() }
+    let reply = http::get(&format!("http://127.0.0.1:{metrics_port}/metrics")).unwrap();
+    Played { summary, metrics: Scrape::parse(&reply.body) }
 }
 
-/// The value of one series, e.g. `moq_client_rebuffer_count_total` or `name{label="x"}`, written
-/// without the `broadcast` label every client series carries (checked here: it must be present and
-/// equal to `broadcast`).
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).find_map(|line| {
-        let (head, value) = line.rsplit_once(' ')?;
-        let (name, labels) = head.split_once('{').map_or((head, ""), |(n, l)| (n, l.trim_end_matches('}')));
-        let labels: Vec<&str> = labels.split(',').filter(|l| !l.is_empty() && !l.starts_with("broadcast=")).collect();
-        let canonical = if labels.is_empty() { name.to_string() } else { format!("{name}{{{}}}", labels.join(",")) };
-        (canonical == series).then(|| value.parse().ok())?
-    })
-}
-
-/// Every client series names the broadcast it measures; the transport's relay-side counters are
-/// not exported by a client.
-fn assert_client_series_carry(metrics: &str, broadcast: &str) {
-    let samples: Vec<&str> = metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
-    assert!(!samples.is_empty());
-    for line in &samples {
-        assert!(line.starts_with("moq_client_"), "a client exported {line:?}");
-        assert!(line.contains(&format!("broadcast=\"{broadcast}\"")), "no broadcast label: {line:?}");
+/// Every client series names the broadcast it measures (checked here, so the comparisons below
+/// leave that label out: `series` is the scrape without it); the transport's relay-side counters
+/// are not exported by a client.
+fn assert_client_series_carry(metrics: &Scrape, broadcast: &str) -> Scrape {
+    assert!(!metrics.samples.is_empty());
+    for sample in &metrics.samples {
+        assert!(sample.name.starts_with("moq_client_"), "a client exported {sample}");
+        assert_eq!(sample.label("broadcast"), Some(broadcast), "no broadcast label: {sample}");
     }
+    let series = metrics.without_label("broadcast");
     // The viewer has stopped watching (it lingers only to be scraped): back to 0.
-    assert_eq!(sample(metrics, "moq_client_active_viewers"), Some(0.0), "{metrics}");
+    assert_eq!(series.exact("moq_client_active_viewers", &[]), Some(0.0), "{}", metrics.text);
+    series
 }
 
 #[test]
@@ -87,13 +63,13 @@ fn an_unthrottled_viewer_plays_without_stalls_or_switches_below_a_second() {
     assert!(p["latency_ms_p99"].as_f64().unwrap() < 1000.0, "{p:#}");
     assert!(p["played"].as_u64().unwrap() > 100, "{p:#}");
     // What it printed is what it exported.
-    let m = &played.metrics;
-    assert_client_series_carry(m, "player/clean");
-    assert_eq!(sample(m, "moq_client_rebuffer_count_total").unwrap_or(0.0), 0.0);
-    assert!(sample(m, "moq_client_quality_switches_total{direction=\"down\"}").is_none());
-    assert_eq!(sample(m, "moq_client_latency_seconds_count"), p["played"].as_f64(), "{m}");
-    assert_eq!(sample(m, "moq_client_startup_time_seconds_count"), Some(1.0));
-    assert_eq!(sample(m, "moq_client_connections_total{transport=\"webtransport\"}"), Some(1.0));
+    let m = &played.metrics.text;
+    let series = assert_client_series_carry(&played.metrics, "player/clean");
+    assert_eq!(series.exact("moq_client_rebuffer_count_total", &[]).unwrap_or(0.0), 0.0);
+    assert!(series.exact("moq_client_quality_switches_total", &[("direction", "down")]).is_none());
+    assert_eq!(series.exact("moq_client_latency_seconds_count", &[]), p["played"].as_f64(), "{m}");
+    assert_eq!(series.exact("moq_client_startup_time_seconds_count", &[]), Some(1.0));
+    assert_eq!(series.exact("moq_client_connections_total", &[("transport", "webtransport")]), Some(1.0));
     eprintln!("unthrottled: {p}");
 }
 
@@ -106,13 +82,14 @@ fn a_throttled_viewer_rebuffers_switches_down_and_its_latency_shows_it() {
     assert!(p["rebuffers"].as_u64().unwrap() >= 1, "{p:#}");
     assert!(p["switches_down"].as_u64().unwrap() >= 1, "{p:#}");
     assert!(p["latency_ms_p99"].as_f64().unwrap() > 1000.0, "{p:#}");
-    let m = &played.metrics;
-    assert_client_series_carry(m, "player/throttled");
-    assert_eq!(sample(m, "moq_client_rebuffer_count_total"), p["rebuffers"].as_f64(), "{m}");
-    assert_eq!(sample(m, "moq_client_quality_switches_total{direction=\"down\"}"), p["switches_down"].as_f64(), "{m}");
-    assert_eq!(sample(m, "moq_client_latency_seconds_count"), p["played"].as_f64(), "{m}");
+    let m = &played.metrics.text;
+    let series = assert_client_series_carry(&played.metrics, "player/throttled");
+    assert_eq!(series.exact("moq_client_rebuffer_count_total", &[]), p["rebuffers"].as_f64(), "{m}");
+    let down = series.exact("moq_client_quality_switches_total", &[("direction", "down")]);
+    assert_eq!(down, p["switches_down"].as_f64(), "{m}");
+    assert_eq!(series.exact("moq_client_latency_seconds_count", &[]), p["played"].as_f64(), "{m}");
     // The latency histogram holds frames played more than a second behind the live edge.
-    let within_1s = sample(m, "moq_client_latency_seconds_bucket{le=\"1\"}").unwrap();
+    let within_1s = series.exact("moq_client_latency_seconds_bucket", &[("le", "1")]).unwrap();
     assert!(within_1s < p["played"].as_f64().unwrap(), "{m}");
     eprintln!("throttled: {p}");
 }

@@ -1,27 +1,9 @@
 //! This relay with the `moq` CLI: end-to-end delivery, fan-out, transports, replacement, GOAWAY
 //! and hostile peers.
 
-use std::process::Command;
 use std::time::Duration;
 
 use moq_interop::*;
-
-fn publish(url: &str, broadcast: &str, groups: u64) -> Proc {
-    let mut cmd = Command::new(bin("moq"));
-    cmd.args(["publish", "--url", url, "--broadcast", broadcast, "--groups", &groups.to_string()]);
-    Proc::spawn("moq publish", &mut cmd)
-}
-
-fn watch(url: &str, broadcast: &str, viewers: usize, groups: u64) -> Command {
-    let mut cmd = Command::new(bin("moq"));
-    cmd.args(["watch", "--url", url, "--broadcast", broadcast, "--json", "--stats-interval", "0s"]).args([
-        "--viewers",
-        &viewers.to_string(),
-        "--groups",
-        &groups.to_string(),
-    ]);
-    cmd
-}
 
 /// Every frame of every group reached every viewer intact, from the first group on.
 fn assert_complete(summary: &serde_json::Value, viewers: u64, groups: u64) {
@@ -43,13 +25,12 @@ fn assert_complete(summary: &serde_json::Value, viewers: u64, groups: u64) {
 #[test]
 fn webtransport_publish_to_fifty_viewers_every_frame_intact() {
     let _serial = serial();
-    let port = free_port();
-    let _relay = start_relay(port, &[]);
-    let url = format!("http://localhost:{port}/");
+    let relay = Relay::start();
+    let url = format!("http://localhost:{}/", relay.port);
     // Viewers first, so each one receives the broadcast from its first group.
-    let viewers = Background::spawn("moq watch", &mut watch(&url, "demo/fanout", 50, 4));
+    let viewers = Viewer::new(&url, "demo/fanout").summary().viewers(50).groups(4).background();
     std::thread::sleep(Duration::from_millis(1500));
-    let mut publisher = publish(&url, "demo/fanout", 4);
+    let mut publisher = Publisher::new(&url, "demo/fanout").groups(4).spawn();
     let out = viewers.finish_in_time(Duration::from_secs(60));
     assert_complete(&watch_summary(&out), 50, 4);
     assert_eq!(publisher.wait_exit(Duration::from_secs(20)).map(|s| s.success()), Some(true));
@@ -58,59 +39,42 @@ fn webtransport_publish_to_fifty_viewers_every_frame_intact() {
 #[test]
 fn raw_quic_and_scoped_paths() {
     let _serial = serial();
-    let port = free_port();
-    let _relay = start_relay(port, &[]);
+    let relay = Relay::start();
+    let port = relay.port;
     // Publish over WebTransport under the session root "room"; watch over raw QUIC (lite-04
     // raw QUIC carries no path: the root scope, where the broadcast is "room/cam").
-    let viewer = Background::spawn(
-        "moq watch",
-        watch(&format!("moqt://localhost:{port}"), "room/cam", 1, 2).args(["--tls-insecure"]),
-    );
+    let viewer = Viewer::new(&format!("moqt://localhost:{port}"), "room/cam")
+        .summary()
+        .viewers(1)
+        .groups(2)
+        .arg("--tls-insecure")
+        .background();
     std::thread::sleep(Duration::from_millis(1000));
-    let _publisher = publish(&format!("http://localhost:{port}/room"), "cam", 2);
+    let _publisher = Publisher::new(&format!("http://localhost:{port}/room"), "cam").groups(2).spawn();
     assert_complete(&watch_summary(&viewer.finish_in_time(Duration::from_secs(30))), 1, 2);
-    let listing = run(
-        "curl",
-        Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/announced/room")]),
-        Duration::from_secs(5),
-    );
+    let listing = http::get(&relay.url("announced/room"));
     let _ = listing; // the publisher may already be gone; /announced is covered below
 }
 
 #[test]
 fn announced_and_fingerprint_endpoints_answer_browsers() {
     let _serial = serial();
-    let port = free_port();
-    let _relay = start_relay(port, &[]);
-    let mut publisher = publish(&format!("http://localhost:{port}/"), "demo/listed", 20);
+    let relay = Relay::start();
+    let port = relay.port;
+    let mut publisher = Publisher::new(&format!("http://localhost:{port}/"), "demo/listed").groups(20).spawn();
     publisher.wait_line(Duration::from_secs(10), |l| l.contains("moq publish:"));
-    let mut listed = String::new();
-    for _ in 0..50 {
-        let out = run(
-            "curl",
-            Command::new("curl").args([
-                "-s",
-                "-i",
-                "-H",
-                "Origin: https://example.org",
-                &format!("http://127.0.0.1:{port}/announced/demo"),
-            ]),
-            Duration::from_secs(5),
-        );
-        listed = String::from_utf8_lossy(&out.stdout).into_owned();
-        if listed.contains("listed") {
+    let announced = http::Request::get(&relay.url("announced/demo")).header("Origin", "https://example.org");
+    let mut listed = announced.send().unwrap();
+    for _ in 1..50 {
+        if listed.body.contains("listed") {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
+        listed = announced.send().unwrap();
     }
-    assert!(listed.to_ascii_lowercase().contains("access-control-allow-origin: *"), "{listed}");
-    assert!(listed.ends_with("listed\n"), "{listed}");
-    let out = run(
-        "curl",
-        Command::new("curl").args(["-s", &format!("http://[::1]:{port}/certificate.sha256")]),
-        Duration::from_secs(5),
-    );
-    let fingerprint = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listed.header("access-control-allow-origin"), Some("*"), "{listed}");
+    assert!(listed.body.ends_with("listed\n"), "{listed}");
+    let fingerprint = http::get(&format!("http://[::1]:{port}/certificate.sha256")).unwrap().body;
     assert_eq!(fingerprint.len(), 64, "{fingerprint}");
     assert!(fingerprint.chars().all(|c| c.is_ascii_hexdigit()));
 }
@@ -118,13 +82,9 @@ fn announced_and_fingerprint_endpoints_answer_browsers() {
 #[test]
 fn sigterm_sends_goaway_and_drains() {
     let _serial = serial();
-    let port = free_port();
-    let mut relay = start_relay(port, &["--drain-timeout", "5s"]);
-    let url = format!("http://localhost:{port}/");
-    let mut publisher = Proc::spawn(
-        "moq publish",
-        Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", "demo/drain"]),
-    );
+    let mut relay = Relay::builder().args(["--drain-timeout", "5s"]).start();
+    let url = format!("http://localhost:{}/", relay.port);
+    let mut publisher = Publisher::new(&url, "demo/drain").spawn();
     publisher.wait_line(Duration::from_secs(10), |l| l.contains("moq publish:"));
     relay.wait_line(Duration::from_secs(10), |l| l.contains("session opened"));
 
@@ -146,18 +106,12 @@ fn sigterm_sends_goaway_and_drains() {
 #[test]
 fn renditions_share_group_boundaries_and_are_listed_in_the_catalog() {
     let _serial = serial();
-    let port = free_port();
-    let _relay = start_relay(port, &[]);
-    let url = format!("http://localhost:{port}/");
-    let viewer = Background::spawn("moq watch", watch(&url, "demo/abr", 1, 2).arg("--all-renditions"));
+    let relay = Relay::start();
+    let url = format!("http://localhost:{}/", relay.port);
+    let viewer = Viewer::new(&url, "demo/abr").summary().viewers(1).groups(2).arg("--all-renditions").background();
     std::thread::sleep(Duration::from_millis(1000));
     let _publisher =
-        Proc::spawn(
-            "moq publish",
-            Command::new(bin("moq"))
-                .args(["publish", "--url", &url, "--broadcast", "demo/abr", "--groups", "2"])
-                .args(["--renditions", "3", "--video-bitrate", "1600000"]),
-        );
+        Publisher::new(&url, "demo/abr").groups(2).args(["--renditions", "3", "--video-bitrate", "1600000"]).spawn();
     let summary = watch_summary(&viewer.finish_in_time(Duration::from_secs(30)));
     assert_eq!(summary["ok"], true, "{summary:#}");
     let bytes: Vec<f64> = (0..3)
@@ -181,13 +135,17 @@ fn renditions_share_group_boundaries_and_are_listed_in_the_catalog() {
 #[test]
 fn viewers_sharing_sockets_are_still_separate_sessions() {
     let _serial = serial();
-    let port = free_port();
-    let mut relay = start_relay(port, &[]);
-    let url = format!("http://localhost:{port}/");
+    let mut relay = Relay::start();
+    let url = format!("http://localhost:{}/", relay.port);
     // 12 viewers on 3 sockets (5 + 5 + 2): the load-generator mode of `moq watch`.
-    let viewers = Background::spawn("moq watch", watch(&url, "demo/shared", 12, 2).args(["--viewers-per-socket", "5"]));
+    let viewers = Viewer::new(&url, "demo/shared")
+        .summary()
+        .viewers(12)
+        .groups(2)
+        .args(["--viewers-per-socket", "5"])
+        .background();
     std::thread::sleep(Duration::from_millis(1500));
-    let _publisher = publish(&url, "demo/shared", 2);
+    let _publisher = Publisher::new(&url, "demo/shared").groups(2).spawn();
     let out = viewers.finish_in_time(Duration::from_secs(60));
     assert_complete(&watch_summary(&out), 12, 2);
     let opened = relay.drain().iter().filter(|l| l.contains("session opened")).count();

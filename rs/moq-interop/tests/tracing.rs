@@ -4,7 +4,6 @@
 //! shutdown, and a relay that keeps streaming (and counts the loss) when the collector is down.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -231,23 +230,17 @@ fn tokio_stream(
 
 const TOKEN: &str = "tok-SECRET-9f3c1a77e2";
 
-fn relay_cmd(port: u16, ops: Option<u16>, otlp: &str) -> Command {
-    let mut cmd = Command::new(bin("moq-relay"));
-    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--tls-generate", "localhost,127.0.0.1"])
-        .args(["--ops-listen", &ops.map_or("off".to_string(), |p| format!("127.0.0.1:{p}"))])
+/// The relay exporting to `otlp` over gRPC and logging JSON lines.
+fn traced_relay(otlp: &str) -> RelayBuilder {
+    Relay::builder()
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        .env("RUST_LOG", "info")
-        .env("LOG_FORMAT", "json");
-    cmd
+        .env("LOG_FORMAT", "json")
 }
 
-fn cli(otlp_http: &str) -> Command {
-    let mut cmd = Command::new(bin("moq"));
-    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_http)
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        .env("RUST_LOG", "info");
-    cmd
+/// The environment that makes a `moq` client export to `otlp_http` over HTTP/protobuf.
+fn cli_otlp(otlp_http: &str) -> [(&'static str, &str); 3] {
+    [("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_http), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"), ("RUST_LOG", "info")]
 }
 
 #[test]
@@ -255,33 +248,13 @@ fn one_trace_from_viewer_through_relay_with_logs_links_and_no_token() {
     let _serial = serial();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (store, grpc, http) = rt.block_on(receiver());
-    let port = free_port();
-    let mut relay = Proc::spawn("moq-relay", &mut relay_cmd(port, None, &format!("http://{grpc}")));
-    relay.wait_line(Duration::from_secs(20), |l| l.contains("relay ready"));
-    let url = format!("http://127.0.0.1:{port}/?jwt={TOKEN}");
+    let mut relay = traced_relay(&format!("http://{grpc}")).start();
+    let url = relay.url(&format!("?jwt={TOKEN}"));
     let otlp_http = format!("http://{http}");
 
-    let viewer = Background::spawn(
-        "moq watch",
-        cli(&otlp_http).args([
-            "watch",
-            "--url",
-            &url,
-            "--broadcast",
-            "trace/cam",
-            "--groups",
-            "2",
-            "--json",
-            "--stats-interval",
-            "0s",
-        ]),
-    );
+    let viewer = Viewer::new(&url, "trace/cam").groups(2).summary().envs(cli_otlp(&otlp_http)).background();
     std::thread::sleep(Duration::from_millis(1000));
-    let publisher = run(
-        "moq publish",
-        cli(&otlp_http).args(["publish", "--url", &url, "--broadcast", "trace/cam", "--groups", "2"]),
-        Duration::from_secs(30),
-    );
+    let publisher = Publisher::new(&url, "trace/cam").groups(2).envs(cli_otlp(&otlp_http)).run(Duration::from_secs(30));
     let watched = viewer.finish(Duration::from_secs(30));
     assert_eq!(watch_summary(&watched)["ok"], true);
 
@@ -361,47 +334,19 @@ fn relay_keeps_streaming_when_the_collector_is_down_and_counts_the_loss() {
     let _serial = serial();
     // A port nobody listens on.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let port = free_port();
-    let ops = free_port();
-    let mut cmd = relay_cmd(port, Some(ops), &format!("http://{dead}"));
-    cmd.env("OTEL_BSP_SCHEDULE_DELAY", "200").env("OTEL_BLRP_SCHEDULE_DELAY", "200").env_remove("LOG_FORMAT");
-    let mut relay = Proc::spawn("moq-relay", &mut cmd);
-    relay.wait_line(Duration::from_secs(20), |l| l.contains("relay ready"));
-    let url = format!("http://127.0.0.1:{port}/");
-    let viewer = Background::spawn(
-        "moq watch",
-        Command::new(bin("moq")).args([
-            "watch",
-            "--url",
-            &url,
-            "--broadcast",
-            "down/cam",
-            "--groups",
-            "3",
-            "--json",
-            "--stats-interval",
-            "0s",
-        ]),
-    );
+    let relay = traced_relay(&format!("http://{dead}"))
+        .ops()
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
+        .env_remove("LOG_FORMAT")
+        .start();
+    let url = relay.url("");
+    let viewer = Viewer::new(&url, "down/cam").groups(3).summary().background();
     std::thread::sleep(Duration::from_millis(1000));
-    let _publisher = Proc::spawn(
-        "moq publish",
-        Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", "down/cam", "--groups", "3"]),
-    );
+    let _publisher = Publisher::new(&url, "down/cam").groups(3).spawn();
     let summary = watch_summary(&viewer.finish(Duration::from_secs(30)));
     assert_eq!(summary["ok"], true, "streaming is unaffected: {summary:#}");
-    let dropped = || {
-        let out = run(
-            "curl",
-            Command::new("curl").args(["-s", &format!("http://127.0.0.1:{ops}/metrics")]),
-            Duration::from_secs(5),
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with("moq_telemetry_dropped_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
+    let dropped = || relay.scrape().total("moq_telemetry_dropped_total", &[]);
     assert!(
         eventually(Duration::from_secs(10), || dropped() > 0.0),
         "timed out waiting for moq_telemetry_dropped_total to rise"
@@ -414,29 +359,16 @@ fn the_viewer_exports_its_player_metrics_over_otlp() {
     let _serial = serial();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (store, _grpc, http) = rt.block_on(receiver());
-    let port = free_port();
-    let _relay = start_relay(port, &[]);
-    let url = format!("http://127.0.0.1:{port}/");
-    let viewer = Background::spawn(
-        "moq watch",
-        cli(&format!("http://{http}")).env("OTEL_METRIC_EXPORT_INTERVAL", "500").args([
-            "watch",
-            "--url",
-            &url,
-            "--broadcast",
-            "otlp/cam",
-            "--groups",
-            "3",
-            "--json",
-            "--stats-interval",
-            "0s",
-        ]),
-    );
+    let relay = Relay::start();
+    let url = relay.url("");
+    let viewer = Viewer::new(&url, "otlp/cam")
+        .groups(3)
+        .summary()
+        .envs(cli_otlp(&format!("http://{http}")))
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
+        .background();
     std::thread::sleep(Duration::from_millis(800));
-    let _publisher = Proc::spawn(
-        "moq publish",
-        Command::new(bin("moq")).args(["publish", "--url", &url, "--broadcast", "otlp/cam", "--groups", "4"]),
-    );
+    let _publisher = Publisher::new(&url, "otlp/cam").groups(4).spawn();
     let summary = watch_summary(&viewer.finish_in_time(Duration::from_secs(40)));
     assert_eq!(summary["ok"], true, "{summary:#}");
     let played = summary["player"]["played"].as_f64().unwrap();

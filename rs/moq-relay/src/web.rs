@@ -90,43 +90,18 @@ async fn cors(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use moq_interop::http;
     use std::net::SocketAddr;
-    use tokio::{
-        io::{AsyncReadExt, AsyncWriteExt},
-        net::{TcpListener, TcpStream},
-        sync::oneshot,
-    };
+    use tokio::{net::TcpListener, sync::oneshot};
 
-    struct Reply {
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: String,
-    }
-
-    impl Reply {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    /// One HTTP/1.1 request on its own connection, sent by the test kit's blocking client off the
+    /// runtime's thread (the server under test runs on it).
+    async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> http::Response {
+        let mut request = http::Request::new(method, &format!("http://{addr}{path}"));
+        for (name, value) in headers {
+            request = request.header(name, value);
         }
-    }
-
-    /// One raw HTTP/1.1 request on its own connection.
-    async fn request(addr: SocketAddr, method: &str, path: &str, extra: &str) -> Reply {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let head = format!("{method} {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n{extra}\r\n");
-        stream.write_all(head.as_bytes()).await.unwrap();
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).await.unwrap();
-
-        let (head, body) = raw.split_once("\r\n\r\n").expect("complete response");
-        let mut lines = head.lines();
-        let status = lines.next().unwrap().split(' ').nth(1).unwrap();
-        let headers = lines
-            .map(|line| {
-                let (name, value) = line.split_once(':').unwrap();
-                (name.to_string(), value.trim().to_string())
-            })
-            .collect();
-        Reply { status: status.parse().unwrap(), headers, body: body.to_string() }
+        tokio::task::spawn_blocking(move || request.send().unwrap()).await.unwrap()
     }
 
     async fn start() -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
@@ -154,33 +129,33 @@ mod tests {
     async fn routes() {
         let (addr, stop, task) = start().await;
 
-        let reply = request(addr, "GET", "/certificate.sha256", "").await;
+        let reply = request(addr, "GET", "/certificate.sha256", &[]).await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.body, "ab".repeat(32));
         assert_eq!(reply.header("cache-control"), Some("no-store"));
         assert!(reply.header("content-type").unwrap().starts_with("text/plain"));
         assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
 
-        let reply = request(addr, "GET", "/health", "").await;
+        let reply = request(addr, "GET", "/health", &[]).await;
         assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
         assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
 
         for path in ["/announced", "/announced/"] {
-            let reply = request(addr, "GET", path, "").await;
+            let reply = request(addr, "GET", path, &[]).await;
             assert_eq!(reply.status, 200, "{path}");
             assert_eq!(reply.body, "demo/clock\nlive\n", "{path}");
             assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
         }
 
         for path in ["/announced/demo", "/announced/demo/"] {
-            let reply = request(addr, "GET", path, "").await;
+            let reply = request(addr, "GET", path, &[]).await;
             assert_eq!((reply.status, reply.body.as_str()), (200, "clock\n"), "{path}");
         }
 
-        let reply = request(addr, "GET", "/announced/nothing", "").await;
+        let reply = request(addr, "GET", "/announced/nothing", &[]).await;
         assert_eq!((reply.status, reply.body.as_str()), (200, ""));
 
-        let reply = request(addr, "GET", "/nope", "").await;
+        let reply = request(addr, "GET", "/nope", &[]).await;
         assert_eq!(reply.status, 404);
         assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
 
@@ -188,8 +163,11 @@ mod tests {
             addr,
             "OPTIONS",
             "/certificate.sha256",
-            "Origin: https://app.example\r\nAccess-Control-Request-Method: GET\r\n\
-             Access-Control-Request-Headers: x-custom\r\n",
+            &[
+                ("Origin", "https://app.example"),
+                ("Access-Control-Request-Method", "GET"),
+                ("Access-Control-Request-Headers", "x-custom"),
+            ],
         )
         .await;
         assert_eq!(reply.status, 204);

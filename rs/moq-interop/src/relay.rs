@@ -1,0 +1,100 @@
+//! This relay, started on free ports and ready to use.
+
+use std::ops::{Deref, DerefMut};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{bin, free_port, Configure, Proc, Scrape, Spec};
+
+/// A running `moq-relay`: QUIC/WebTransport (UDP) and HTTP (TCP) on `port` on both loopbacks,
+/// and the operator listener (/metrics) on `ops` when asked for. Killed on drop; derefs to its
+/// [`Proc`] (`wait_line`, `drain`, `signal`, `wait_exit`).
+pub struct Relay {
+    pub proc: Proc,
+    pub port: u16,
+    pub ops: Option<u16>,
+}
+
+/// Builds a [`Relay`]: `moq-relay --listen 127.0.0.1:PORT --listen [::1]:PORT --tls-generate
+/// localhost,127.0.0.1,::1 --ops-listen off|127.0.0.1:OPS [args]` with `RUST_LOG=info` and no
+/// `LOG_FORMAT` unless [`Configure::env`] says otherwise.
+#[derive(Default)]
+pub struct RelayBuilder {
+    ops: bool,
+    spec: Spec,
+}
+
+impl Configure for RelayBuilder {
+    fn spec(&mut self) -> &mut Spec {
+        &mut self.spec
+    }
+}
+
+impl RelayBuilder {
+    /// Starts the operator listener (/metrics, /health) on a free port of 127.0.0.1.
+    pub fn ops(mut self) -> Self {
+        self.ops = true;
+        self
+    }
+
+    /// Starts the relay and waits up to 20 s for its "relay ready" line.
+    pub fn start(self) -> Relay {
+        let port = free_port();
+        let ops = self.ops.then(|| std::iter::repeat_with(free_port).find(|&p| p != port).unwrap());
+        let mut cmd = Command::new(bin("moq-relay"));
+        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--listen", &format!("[::1]:{port}")])
+            .args(["--tls-generate", "localhost,127.0.0.1,::1"])
+            .env("RUST_LOG", "info")
+            .env_remove("LOG_FORMAT");
+        match ops {
+            Some(ops) => cmd.args(["--ops-listen", &format!("127.0.0.1:{ops}")]),
+            // No ops listener unless the test asks for one.
+            None if !self.spec.has_arg("--ops-listen") => cmd.args(["--ops-listen", "off"]),
+            None => &mut cmd,
+        };
+        let mut proc = Proc::spawn("moq-relay", self.spec.apply(&mut cmd));
+        proc.wait_line(Duration::from_secs(20), |l| l.contains("relay ready"));
+        Relay { proc, port, ops }
+    }
+}
+
+impl Relay {
+    pub fn builder() -> RelayBuilder {
+        RelayBuilder::default()
+    }
+
+    /// A relay with the defaults: no ops listener, no extra arguments.
+    pub fn start() -> Relay {
+        Self::builder().start()
+    }
+
+    /// `http://127.0.0.1:PORT/PATH` on the relay's HTTP (and WebTransport) port.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{}", self.port, path.trim_start_matches('/'))
+    }
+
+    /// `http://127.0.0.1:OPS/PATH` on the operator listener; panics without [`RelayBuilder::ops`].
+    pub fn ops_url(&self, path: &str) -> String {
+        let ops = self.ops.expect("the relay was started without RelayBuilder::ops");
+        format!("http://127.0.0.1:{ops}/{}", path.trim_start_matches('/'))
+    }
+
+    /// The relay's /metrics, which must answer 200.
+    pub fn scrape(&self) -> Scrape {
+        Scrape::fetch(&self.ops_url("metrics"))
+    }
+}
+
+impl Deref for Relay {
+    type Target = Proc;
+
+    fn deref(&self) -> &Proc {
+        &self.proc
+    }
+}
+
+impl DerefMut for Relay {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+}
