@@ -276,7 +276,19 @@ fn live_prometheus_and_alertmanager_see_the_relay_and_deliver_alerts() {
 
     // 1. Every PromQL expression of every dashboard returns data from the live scrape.
     let prom_url = format!("http://127.0.0.1:{prom}");
+    // The catalogs as the binaries list them: a query naming a metric none defines fails.
+    let relay_catalog = scratch.path("relay-metrics.json");
+    let client_catalog = scratch.path("client-metrics.json");
+    for (program, args, path) in
+        [("moq-relay", &["--list-metrics"][..], &relay_catalog), ("moq", &["metrics"][..], &client_catalog)]
+    {
+        let out = run(program, Command::new(bin(program)).args(args), Duration::from_secs(20));
+        assert!(out.status.success(), "{program} {args:?}");
+        std::fs::write(path, &out.stdout).unwrap();
+    }
+    let (relay_catalog, client_catalog) = (relay_catalog.display().to_string(), client_catalog.display().to_string());
     let mut args = vec!["scripts/check_dashboards.py", "--prom", &prom_url, "--require-data", "--known-metrics"];
+    args.extend(["--catalog", relay_catalog.as_str(), "--catalog", client_catalog.as_str()]);
     let files = dashboards();
     args.extend(files.iter().map(String::as_str));
     let out = check("check_dashboards.py (live)", "python3", &args);

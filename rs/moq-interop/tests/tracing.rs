@@ -388,5 +388,10 @@ fn the_viewer_exports_its_player_metrics_over_otlp() {
     assert_eq!(latest("moq_client_startup_time_seconds"), Some(1.0));
     let frames: f64 = summary["tracks"].as_object().unwrap().values().map(|t| t["frames"].as_f64().unwrap()).sum();
     assert_eq!(latest("moq_client_frames_received_total"), Some(frames), "frames received, all renditions");
+    // Counters start at zero over OTLP too: exported whether or not the event happened.
+    assert_eq!(latest("moq_client_rebuffer_count_total"), summary["player"]["rebuffers"].as_f64(), "rebuffers");
+    let switches =
+        summary["player"]["switches_down"].as_f64().unwrap() + summary["player"]["switches_up"].as_f64().unwrap();
+    assert_eq!(latest("moq_client_quality_switches_total"), Some(switches), "quality switches, both directions");
     eprintln!("OTLP metrics: {played} frames played, {frames} received");
 }
