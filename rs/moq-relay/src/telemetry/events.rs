@@ -143,4 +143,36 @@ mod tests {
         assert_eq!(close_reason(&errors[0]), Reason::IdleTimeout);
         assert_eq!(close_reason(&errors[1]), Reason::ClientClosed);
     }
+
+    #[test]
+    fn rejections_count_by_result_and_reason() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            SessionRejected { max_sessions: Some(2), ..SessionRejected::new(Reason::Capacity) }.emit();
+            SessionRejected { error: Some(&"tls alert"), ..SessionRejected::new(Reason::HandshakeFailed) }.emit();
+            SessionRejected { token: Some("sha256:abc"), ..SessionRejected::new(Reason::AuthFailed) }.emit();
+            SessionRejected::new(Reason::AuthFailed).emit();
+        });
+        let mut counts: Vec<(String, u64)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let DebugValue::Counter(n) = value else { panic!("a counter") };
+                let labels: Vec<String> = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+                (format!("{}{{{}}}", key.key().name(), labels.join(",")), n)
+            })
+            .collect();
+        counts.sort();
+        assert_eq!(
+            counts,
+            vec![
+                ("moq_relay_sessions_total{result=handshake_failed,reason=handshake_failed}".to_string(), 1),
+                ("moq_relay_sessions_total{result=rejected,reason=auth_failed}".to_string(), 2),
+                ("moq_relay_sessions_total{result=rejected,reason=capacity}".to_string(), 1),
+            ]
+        );
+    }
 }

@@ -90,3 +90,44 @@ impl Live {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use moq_lite::telemetry::{LabelLimits, Telemetry};
+    use std::time::Duration;
+
+    #[test]
+    fn a_namespace_counts_its_announced_broadcasts_and_reads_zero_while_it_lingers() {
+        let linger = Duration::from_millis(40);
+        let transport = Telemetry::new("t", LabelLimits { linger, ..LabelLimits::default() });
+        let mut live = Live::new(linger);
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let streams = |live: &mut Live| {
+            metrics::with_local_recorder(&recorder, || live.refresh());
+            snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .filter(|(k, ..)| k.key().name() == catalog::ACTIVE_STREAMS.name)
+                .map(|(k, _, _, v)| {
+                    let DebugValue::Gauge(v) = v else { panic!("a gauge") };
+                    (k.key().labels().next().unwrap().value().to_string(), v.into_inner())
+                })
+                .collect::<Vec<_>>()
+        };
+        live.announced("room/a".into(), transport.broadcast_labels("room/a"));
+        live.announced("room/b".into(), transport.broadcast_labels("room/b"));
+        // The same path announced again (a replacing publisher) is still one broadcast.
+        live.announced("room/b".into(), transport.broadcast_labels("room/b"));
+        assert_eq!(streams(&mut live), vec![("room".to_string(), 2.0)]);
+        live.ended("room/a");
+        live.ended("room/b");
+        assert_eq!(streams(&mut live), vec![("room".to_string(), 0.0)], "0 while it lingers");
+        std::thread::sleep(linger * 2);
+        metrics::with_local_recorder(&recorder, || live.refresh());
+        assert_eq!(live.namespaces.len(), 0, "gone after the window");
+    }
+}
