@@ -1,6 +1,7 @@
 //! Shared pieces of `quinn-floor`, the bare-QUIC cost floor for the relay benchmark: the frame
-//! header, a chunk-fed frame parser, per-group loss accounting, latency percentiles, process CPU
-//! time, UDP socket construction and the QUIC/TLS configuration both ends use.
+//! header, a chunk-fed frame parser, per-group loss accounting, process CPU time, UDP socket
+//! construction and the QUIC/TLS configuration both ends use. Latency percentiles come from
+//! [`moq_telemetry::stats::percentile`], the definition `moq watch` reports by too.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -229,48 +230,16 @@ pub fn summarize(groups: &BTreeMap<u64, GroupRecord>) -> LossSummary {
     s
 }
 
-/// Nearest-rank percentile (`p` in 0..=100) of an ascending slice; `None` when empty.
-pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    // The epsilon keeps float noise (0.99 * 1000 = 990.000…01) from bumping the rank.
-    let rank = (p * sorted.len() as f64 / 100.0 - 1e-9).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
 /// Microseconds since the UNIX epoch.
 pub fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_micros() as u64
 }
 
-/// User and system CPU seconds this process has used, from `/proc/self/stat` (utime, stime).
+/// User and system CPU seconds this process has used (utime, stime), by the kernel's real tick
+/// rate ([`moq_telemetry::process`]).
 pub fn cpu_times() -> anyhow::Result<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
-    parse_proc_stat(&stat, clock_ticks())
-}
-
-/// utime and stime in seconds from a `/proc/<pid>/stat` line. The command name (field 2) may
-/// hold spaces and parentheses, so fields are counted after its closing `)`.
-pub fn parse_proc_stat(stat: &str, ticks_per_second: f64) -> anyhow::Result<(f64, f64)> {
-    let rest = &stat[stat.rfind(')').context("no ')' in stat")? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
-    let field = |n: usize| -> anyhow::Result<f64> {
-        Ok(fields.get(n - 3).with_context(|| format!("stat field {n} missing"))?.parse::<u64>()? as f64)
-    };
-    Ok((field(14)? / ticks_per_second, field(15)? / ticks_per_second))
-}
-
-/// USER_HZ (100 on Linux), from `sysconf(_SC_CLK_TCK)`.
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 {
-        hz as f64
-    } else {
-        100.0
-    }
+    let stats = moq_telemetry::process::ProcessStats::of_self()?;
+    Ok((stats.user_seconds, stats.system_seconds))
 }
 
 /// Effective socket buffer sizes as `getsockopt` reports them (Linux doubles the request for
@@ -510,20 +479,14 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_use_nearest_rank() {
-        let v: Vec<u64> = (1..=1000).collect();
-        assert_eq!(percentile(&v, 50.0), Some(500));
-        assert_eq!(percentile(&v, 99.0), Some(990));
-        assert_eq!(percentile(&v, 99.9), Some(999));
-        assert_eq!(percentile(&v, 100.0), Some(1000));
-        assert_eq!(percentile(&v, 0.0), Some(1));
-        assert_eq!(percentile(&[], 50.0), None);
-    }
-
-    #[test]
-    fn proc_stat_fields_are_counted_after_the_command_name() {
-        let line = "1234 (quinn floor) x) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 1 0";
-        assert_eq!(parse_proc_stat(line, 100.0).unwrap(), (2.5, 0.75));
-        assert!(cpu_times().is_ok());
+    fn cpu_times_are_user_and_system_seconds_that_only_grow() {
+        let (user, system) = cpu_times().unwrap();
+        assert!(user >= 0.0 && system >= 0.0);
+        let mut x = 0u64;
+        for _ in 0..1_000_000 {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let (user2, system2) = cpu_times().unwrap();
+        assert!(user2 >= user && system2 >= system);
     }
 }

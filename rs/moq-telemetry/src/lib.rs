@@ -16,8 +16,10 @@ mod json;
 mod otlp;
 #[cfg(feature = "otlp")]
 mod otlp_metrics;
+pub mod process;
 pub mod prometheus;
 pub mod redact;
+pub mod stats;
 
 use std::time::Duration;
 

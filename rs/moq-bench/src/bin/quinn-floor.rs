@@ -39,8 +39,8 @@ use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use clap::{Parser, Subcommand, ValueEnum};
 use moq_bench::{
-    bind_udp, client_config, cpu_times, now_us, percentile, server_config, summarize, BufferSizes, FrameHeader,
-    FrameParser, GroupRecord, LossSummary, HEADER_LEN,
+    bind_udp, client_config, cpu_times, now_us, server_config, summarize, BufferSizes, FrameHeader, FrameParser,
+    GroupRecord, LossSummary, HEADER_LEN,
 };
 use serde_json::json;
 use tokio::time::MissedTickBehavior;
@@ -464,7 +464,7 @@ async fn recv(args: RecvArgs) -> anyhow::Result<()> {
     }
 
     latencies.sort_unstable();
-    let ms = |p: f64| percentile(&latencies, p).map(|us| us as f64 / 1000.0);
+    let ms = |p: f64| moq_telemetry::stats::percentile(&latencies, p).map(|us| us as f64 / 1000.0);
     let mbps = bytes as f64 * 8.0 / elapsed / 1e6;
     if args.json {
         println!(

@@ -1,0 +1,343 @@
+//! `moq watch`: discovers a broadcast, receives every track, verifies every frame byte for byte
+//! and reports frames, bitrate, latency to the live edge, gaps and stalls.
+//!
+//! - [`args`]: the command line and exit codes;
+//! - [`impairment`]: throttle, delay and the measured window applied to received frames;
+//! - [`verify`]: per-frame checks and per-track statistics;
+//! - [`report`]: the live line and the final summary;
+//! - here: the run loop, one task per viewer, and reading tracks (adaptively for video).
+
+mod args;
+mod impairment;
+mod report;
+mod verify;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moq_lite::model::{BroadcastConsumer, Origin, Scope, TrackConsumer};
+use moq_lite::session::{Session, SessionConfig};
+use tracing::Instrument;
+
+use crate::media::{self, Catalog};
+use crate::catalog;
+use crate::player::{Abr, Player};
+use impairment::Impairment;
+use verify::{Feed, RenditionCounters, Stats, TrackStats};
+
+pub use args::{broadcast_label, exit, Verify, WatchArgs};
+
+/// One viewer's state: per-track statistics and its player.
+#[derive(Clone)]
+struct Viewer {
+    stats: Stats,
+    player: Arc<Mutex<Player>>,
+}
+
+pub async fn run(args: WatchArgs) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    impairment::measure_from(started, args.warmup);
+    let mut viewers = tokio::task::JoinSet::new();
+    let all: Vec<Viewer> = (0..args.viewers.max(1))
+        .map(|_| Viewer {
+            stats: Stats::default(),
+            player: Arc::new(Mutex::new(Player::new(args.target_latency, Instant::now()))),
+        })
+        .collect();
+    let all_stats: Vec<Stats> = all.iter().map(|v| v.stats.clone()).collect();
+    // Each viewer has its own QUIC connection; `--viewers-per-socket` lets several share one UDP
+    // socket (and endpoint driver), which is how a load generator keeps its own CPU down.
+    let per_socket = args.viewers_per_socket.max(1);
+    let mut client = None;
+    for (i, v) in all.iter().enumerate() {
+        if i % per_socket == 0 {
+            client = Some(Arc::new(args.connect.client()?));
+        }
+        viewers.spawn(viewer(args.clone(), v.clone(), client.clone().expect("created above")));
+    }
+    let mut errors = Vec::new();
+    let mut code = 0u8;
+    let mut report = tokio::time::interval(if args.stats_interval.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        args.stats_interval
+    });
+    report.tick().await;
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    // One listener for the whole loop: a `ctrl_c()` made afresh each turn misses a SIGINT that
+    // arrives while the loop body runs (Tokio's listener only sees signals after it subscribes).
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        tokio::select! {
+            joined = viewers.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err((c, e)))) => { code = code.max(c); errors.push(format!("{e:#}")); }
+                Some(Err(e)) => { code = code.max(exit::CONNECT); errors.push(e.to_string()); }
+            },
+            _ = report.tick(), if !args.stats_interval.is_zero() => report::print_live(&all_stats, started),
+            _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => break,
+            _ = &mut interrupted => break,
+        }
+    }
+    viewers.shutdown().await;
+
+    let mut summary = report::summarize(&all_stats, &args, code, errors);
+    summary.player = report::summarize_players(&all);
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        eprintln!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    // Leaves the metrics endpoint up for a scraper to read the final values.
+    tokio::time::sleep(args.linger).await;
+    Ok(summary.exit_code)
+}
+
+type ViewerResult = Result<(), (u8, anyhow::Error)>;
+
+/// Counts this viewer in `moq_client_active_viewers` from connect until it stops, however it stops.
+struct Watching(metrics::Gauge);
+
+impl Watching {
+    fn start() -> Self {
+        let gauge = metrics::gauge!(catalog::ACTIVE_VIEWERS.name);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Client>) -> ViewerResult {
+    let fail = |code: u8| move |e: anyhow::Error| (code, e);
+    let span = tracing::info_span!(
+        "moq.watch",
+        moq.broadcast = %args.broadcast,
+        url.full = %args.connect.url_for_logs(),
+    );
+    let connected = args.connect.connect(&client, &span).instrument(span.clone()).await.map_err(fail(exit::CONNECT))?;
+    span.in_scope(|| tracing::info!(transport = %connected.transport, version = %connected.version, "connected"));
+    metrics::counter!(catalog::CONNECTIONS.name, "transport" => connected.transport.as_str()).increment(1);
+    let _watching = Watching::start();
+    let origin = Origin::new();
+    let session = Session::new(
+        connected.conn,
+        connected.version,
+        SessionConfig {
+            publish: None,
+            subscribe: Some(Scope::new(origin.clone(), "", vec![String::new()])),
+            ..Default::default()
+        },
+    );
+    let run = tokio::spawn({
+        let session = session.clone();
+        async move { session.run().await }
+    });
+    let path = moq_lite::path::normalize(&args.broadcast);
+    let result = async {
+        let broadcast = if args.direct {
+            session.subscribe_broadcast(&path)
+        } else {
+            let route = tokio::time::timeout(args.timeout, origin.wait_route(&path)).await.map_err(|_| {
+                (exit::NOT_FOUND, anyhow::anyhow!("broadcast {path:?} not announced within {:?}", args.timeout))
+            })?;
+            route.broadcast
+        };
+        // The player's clock runs beside the tracks feeding it (not when only verifying: at 100
+        // wake-ups a second per viewer it would cost a load test more than the frames do).
+        let clock = (!args.all_renditions).then(|| {
+            tokio::spawn({
+                let player = me.player.clone();
+                async move {
+                    let mut tick = tokio::time::interval(Duration::from_millis(10));
+                    for n in 0u64.. {
+                        tick.tick().await;
+                        let now = Instant::now();
+                        let mut p = player.lock().unwrap();
+                        p.tick(now);
+                        if n % 10 == 0 {
+                            p.sample_buffer(now);
+                        }
+                    }
+                }
+            })
+        });
+        let result = receive(&broadcast, &args, &me).await;
+        if let Some(clock) = clock {
+            clock.abort();
+        }
+        result
+    }
+    .await;
+    session.close(&moq_lite::Error::Cancel);
+    run.abort();
+    let _ = tokio::time::timeout(Duration::from_millis(500), client.wait_idle()).await;
+    result
+}
+
+async fn receive(broadcast: &BroadcastConsumer, args: &WatchArgs, me: &Viewer) -> ViewerResult {
+    let stats = me.stats.clone();
+    let mut catalog_track = broadcast
+        .subscribe_track(media::CATALOG_TRACK)
+        .map_err(|e| (exit::NOT_FOUND, anyhow::anyhow!("catalog: {e}")))?;
+    let catalog: Catalog = tokio::time::timeout(args.timeout, async {
+        let mut group = catalog_track.next_group().await?.ok_or(moq_lite::Error::NotFound)?;
+        let frame = group.read_frame().await?.ok_or(moq_lite::Error::NotFound)?;
+        Ok::<_, moq_lite::Error>(frame.payload)
+    })
+    .await
+    .map_err(|_| (exit::NOT_FOUND, anyhow::anyhow!("no catalog within {:?}", args.timeout)))?
+    .map_err(|e| (exit::NOT_FOUND, anyhow::anyhow!("catalog: {e}")))
+    .and_then(|p| serde_json::from_slice(&p).map_err(|e| (exit::CORRUPT, anyhow::anyhow!("catalog: {e}"))))?;
+    // Keep the catalog subscribed, as a player does, to follow updates.
+    let _catalog_track = catalog_track;
+
+    let impair = Arc::new(Impairment::new(args));
+    let mut tracks = tokio::task::JoinSet::new();
+    // The video renditions, highest bitrate first: played adaptively, one at a time.
+    let mut ladder: Vec<(String, u64)> =
+        catalog.tracks.iter().filter(|t| t.kind == "video").map(|t| (t.name.clone(), t.bitrate)).collect();
+    ladder.sort_by_key(|(_, bitrate)| std::cmp::Reverse(*bitrate));
+    let adaptive = !args.all_renditions && !ladder.is_empty();
+    for t in &catalog.tracks {
+        if adaptive && t.kind == "video" {
+            continue;
+        }
+        let consumer = broadcast
+            .subscribe_track(&t.name)
+            .map_err(|e| (exit::NOT_FOUND, anyhow::anyhow!("track {}: {e}", t.name)))?;
+        stats.lock().unwrap().insert(t.name.clone(), TrackStats::default());
+        let feed = (t.kind == "video").then(|| me.player.clone());
+        tracks.spawn(read_track(consumer, stats.clone(), args.groups, impair.clone(), t.kind.clone(), feed));
+    }
+    if adaptive {
+        stats.lock().unwrap().insert("video".to_string(), TrackStats::default());
+        tracks.spawn(play_video(
+            broadcast.clone(),
+            ladder,
+            me.clone(),
+            args.groups,
+            impair.clone(),
+            args.target_latency,
+        ));
+    }
+    while tracks.join_next().await.is_some() {}
+    let stats = stats.lock().unwrap();
+    if stats.values().any(|s| s.corrupt > 0) {
+        return Err((exit::CORRUPT, anyhow::anyhow!("corrupt frames received")));
+    }
+    if let Some(want) = args.groups {
+        if let Some((name, s)) = stats.iter().find(|(_, s)| s.groups_complete < want) {
+            let why = s.error.clone().unwrap_or_else(|| "track ended".into());
+            return Err((exit::INCOMPLETE, anyhow::anyhow!("{name}: {} of {want} groups ({why})", s.groups_complete)));
+        }
+    }
+    Ok(())
+}
+
+async fn read_track(
+    mut track: TrackConsumer,
+    stats: Stats,
+    want_groups: Option<u64>,
+    impair: Arc<Impairment>,
+    label: String,
+    player: Option<Arc<Mutex<Player>>>,
+) {
+    let feed = Feed {
+        stats,
+        name: track.name().to_string(),
+        counters: RenditionCounters::new(&label),
+        impair,
+        player,
+        want_groups,
+    };
+    loop {
+        match track.next_group().await {
+            Ok(Some(mut group)) => {
+                if feed.read_group(&mut group).await.3 {
+                    return;
+                }
+            }
+            Ok(None) => return feed.ended(Ok(())),
+            Err(e) => return feed.ended(Err(e)),
+        }
+    }
+}
+
+/// Plays the video ladder (highest bitrate first) adaptively: one rendition at a time, switching
+/// at group edges by the rule in [`Abr`]. Statistics are kept under `video` whatever the rendition.
+async fn play_video(
+    broadcast: BroadcastConsumer,
+    ladder: Vec<(String, u64)>,
+    me: Viewer,
+    want_groups: Option<u64>,
+    impair: Arc<Impairment>,
+    target: Duration,
+) {
+    let bitrates: Vec<u64> = ladder.iter().map(|(_, b)| *b).collect();
+    let mut feed = Feed {
+        stats: me.stats.clone(),
+        name: "video".into(),
+        counters: RenditionCounters::new("0"),
+        impair,
+        player: Some(me.player.clone()),
+        want_groups,
+    };
+    let mut current = 0;
+    let mut track = match broadcast.subscribe_track(&ladder[0].0) {
+        Ok(t) => t,
+        Err(e) => return feed.ended(Err(e)),
+    };
+    let mut abr = Abr::default();
+    let mut last_sequence: Option<u64> = None;
+    loop {
+        let mut group = match track.next_group().await {
+            Ok(Some(g)) => g,
+            Ok(None) => return feed.ended(Ok(())),
+            Err(e) => return feed.ended(Err(e)),
+        };
+        // After a switch the new rendition offers its cached group first: skip what already played.
+        if last_sequence.is_some_and(|l| group.sequence() <= l) {
+            continue;
+        }
+        last_sequence = Some(group.sequence());
+        let (_, bytes, took, done) = feed.read_group(&mut group).await;
+        if done {
+            return;
+        }
+        let throughput = bytes as f64 * 8.0 / took.as_secs_f64().max(0.001);
+        let buffered = me.player.lock().unwrap().buffered(Instant::now());
+        let next = abr.decide(&bitrates, current, throughput, buffered, target);
+        if next == current {
+            continue;
+        }
+        let Ok(switched) = broadcast.subscribe_track(&ladder[next].0) else { continue };
+        let direction = if next > current { "down" } else { "up" };
+        tracing::info!(
+            from = current,
+            to = next,
+            throughput,
+            buffered_ms = buffered.as_millis() as u64,
+            direction,
+            "quality switch"
+        );
+        metrics::counter!(catalog::SWITCHES.name, "direction" => direction).increment(1);
+        {
+            let mut p = me.player.lock().unwrap();
+            if next > current {
+                p.stats.switches_down += 1;
+            } else {
+                p.stats.switches_up += 1;
+            }
+            p.stats.rendition = next;
+        }
+        track = switched;
+        current = next;
+        feed.counters = RenditionCounters::new(&next.to_string());
+    }
+}
