@@ -19,8 +19,8 @@ use moq_lite::model::{BroadcastConsumer, Origin, Scope, TrackConsumer};
 use moq_lite::session::{Session, SessionConfig};
 use tracing::Instrument;
 
-use crate::media::{self, Catalog};
 use crate::catalog;
+use crate::media::{self, Catalog};
 use crate::player::{Abr, Player};
 use impairment::Impairment;
 use verify::{Feed, RenditionCounters, Stats, TrackStats};

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::impairment::Impairment;
 use super::Verify;
-use crate::media;
 use crate::catalog;
+use crate::media;
 use crate::player::Player;
 
 /// An inter-frame gap on a track longer than this counts as a stall.
