@@ -12,6 +12,7 @@ use moq_lite::{path, Error};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::serve::Stopping;
 use crate::telemetry::{SessionAccepted, SessionRejected, Telemetry};
 use crate::Sessions;
 
@@ -19,7 +20,7 @@ pub struct Context {
     pub telemetry: Telemetry,
     pub peer_ip: moq_telemetry::redact::PeerIp,
     /// True once shutdown began: sessions ending then left because of GOAWAY.
-    pub draining: tokio::sync::watch::Receiver<bool>,
+    pub draining: Stopping,
     pub origin: Origin,
     pub publish_allow: Vec<String>,
     pub subscribe_allow: Vec<String>,
@@ -63,7 +64,7 @@ impl Drop for Slot {
     }
 }
 
-pub async fn accept_loop(server: Arc<Server>, ctx: Arc<Context>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn accept_loop(server: Arc<Server>, ctx: Arc<Context>, mut stop: Stopping) {
     let mut tasks = JoinSet::new();
     loop {
         let incoming = tokio::select! {
@@ -71,7 +72,7 @@ pub async fn accept_loop(server: Arc<Server>, ctx: Arc<Context>, mut stop: tokio
                 Some(i) => i,
                 None => break,
             },
-            _ = stop.wait_for(|s| *s) => break,
+            _ = stop.wait() => break,
         };
         while tasks.try_join_next().is_some() {}
         let Some(slot) = ctx.admission.try_admit() else {
@@ -178,6 +179,6 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
     ctx.sessions.insert(id, session.clone());
     let err = session.run().instrument(span.clone()).await;
     ctx.sessions.remove(id);
-    let reason = span.in_scope(|| guard.closed(&err, *ctx.draining.borrow()));
+    let reason = span.in_scope(|| guard.closed(&err, ctx.draining.began()));
     span.record("moq.close.reason", reason.as_str());
 }

@@ -147,11 +147,11 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             .context("starting worker threads")?,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopping = serve::Stopping(stop_rx.clone());
+    let stopping = serve::Stopping(stop_rx);
     let ctx = Arc::new(connection::Context {
         telemetry: telemetry.clone(),
         peer_ip: config.peer_ip,
-        draining: stop_rx,
+        draining: stopping.clone(),
         origin: origin.clone(),
         publish_allow: config.publish_allow.clone(),
         subscribe_allow: config.subscribe_allow.clone(),

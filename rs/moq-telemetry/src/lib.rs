@@ -138,7 +138,6 @@ fn default_instance_id() -> String {
 pub struct Guard {
     #[cfg(feature = "otlp")]
     otlp: Option<otlp::Providers>,
-    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     config: Config,
     #[cfg(feature = "otlp")]
     meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,

@@ -18,4 +18,9 @@ impl Stopping {
     pub async fn wait(&mut self) {
         let _ = self.0.wait_for(|stopping| *stopping).await;
     }
+
+    /// Whether shutdown has begun.
+    pub fn began(&self) -> bool {
+        *self.0.borrow()
+    }
 }

@@ -36,6 +36,6 @@ impl QuicListener {
 
     /// Accepts until shutdown begins; sessions already running finish under the drain.
     pub async fn run(self, stop: Stopping) {
-        connection::accept_loop(self.server, self.ctx, stop.0).await
+        connection::accept_loop(self.server, self.ctx, stop).await
     }
 }
