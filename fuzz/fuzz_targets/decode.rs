@@ -1,12 +1,13 @@
 //! Feeds arbitrary bytes to every moq-lite decoder.
 //!
 //! The first input byte selects what to run; the rest is the wire input:
-//! - bit 7 picks the version (set: lite-04, clear: lite-03), an index into
+//! - bits 6–7 pick the version (lite-03, 04, 05, 06), an index into
 //!   `moq_lite::message::properties::VERSIONS`;
-//! - the low nibble picks the decoder, an index into `properties::KINDS` (0 AnnounceRequest,
+//! - the low five bits pick the decoder, an index into `properties::KINDS` (0 AnnounceRequest,
 //!   1 Announce, 2 Subscribe, 3 SubscribeUpdate, 4 SubscribeResponse, 5 GroupHeader,
-//!   6 FrameHeader, 7 Probe, 8 Goaway, 9 BiStream type, 10 UniStream type);
-//! - any other low nibble (11–15) runs every decoder, in every version, on the same bytes.
+//!   6 FrameHeader, 7 Probe, 8 Goaway, 9 Setup, 10 AnnounceOk, 11 AnnounceMessage (06),
+//!   12 TrackRequest, 13 TrackInfo, 14 BiStream type, 15 UniStream type);
+//! - any other value (16–31) runs every decoder, in every version, on the same bytes.
 //!
 //! Each run is `properties::check`, the same check the hostile-input unit tests use: the decoder
 //! runs several ways (slice, `BytesMut`, `decode_partial`, two-chunk buffer) and must agree;
@@ -23,8 +24,8 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, input)) = data.split_first() else {
         return;
     };
-    let version = VERSIONS[usize::from(selector >> 7)];
-    match KINDS.get(usize::from(selector & 0x0f)) {
+    let version = VERSIONS[usize::from(selector >> 6)];
+    match KINDS.get(usize::from(selector & 0x1f)) {
         Some(&kind) => {
             let _ = check(kind, version, input);
         }

@@ -57,9 +57,13 @@ async fn relay_with(origin: Origin, quic: QuicOptions) -> SocketAddr {
 }
 
 async fn connect(addr: SocketAddr, scheme: &str) -> Connected {
-    let client =
-        Client::new(ClientConfig { tls: ClientTls { insecure: true, ..Default::default() }, ..Default::default() })
-            .unwrap();
+    connect_with(addr, scheme, &Version::ALL).await
+}
+
+/// Connects offering only `versions`, most preferred first.
+async fn connect_with(addr: SocketAddr, scheme: &str, versions: &[Version]) -> Connected {
+    let tls = ClientTls { insecure: true, ..Default::default() };
+    let client = Client::new(ClientConfig { tls, versions: versions.to_vec(), ..Default::default() }).unwrap();
     let url = format!("{scheme}://localhost:{}/", addr.port()).parse().unwrap();
     let connected = client.connect(&url).await.unwrap();
     // The endpoint must outlive the connection; tests are short-lived processes.
@@ -81,8 +85,20 @@ fn start(connected: Connected, publish: Option<&Origin>, inbox: Option<&Origin>)
 }
 
 async fn viewer(addr: SocketAddr, scheme: &str, path: &str, track: &str) -> (Session, TrackConsumer) {
+    viewer_with(addr, scheme, &Version::ALL, path, track).await
+}
+
+async fn viewer_with(
+    addr: SocketAddr,
+    scheme: &str,
+    versions: &[Version],
+    path: &str,
+    track: &str,
+) -> (Session, TrackConsumer) {
     let inbox = Origin::new();
-    let session = start(connect(addr, scheme).await, None, Some(&inbox));
+    let connected = connect_with(addr, scheme, versions).await;
+    assert_eq!(connected.version, versions[0], "the relay picks the client's first choice");
+    let session = start(connected, None, Some(&inbox));
     let route = timeout(WAIT, inbox.wait_route(path)).await.expect("announced");
     (session, route.broadcast.subscribe_track(track).unwrap())
 }
@@ -96,11 +112,15 @@ struct Publisher {
 }
 
 async fn publisher(addr: SocketAddr, scheme: &str, path: &str, track: &str) -> Publisher {
+    publisher_with(addr, scheme, &Version::ALL, path, track).await
+}
+
+async fn publisher_with(addr: SocketAddr, scheme: &str, versions: &[Version], path: &str, track: &str) -> Publisher {
     let local = Origin::new();
     let broadcast = BroadcastProducer::new();
     let track = broadcast.create_track(track, 0);
     let announced = local.publish(path, broadcast.consume(), vec![]);
-    let session = start(connect(addr, scheme).await, Some(&local), None);
+    let session = start(connect_with(addr, scheme, versions).await, Some(&local), None);
     Publisher { track, _broadcast: broadcast, _announced: announced, _session: session }
 }
 
@@ -124,6 +144,43 @@ async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// Every pair of versions, over both bindings: a publisher on one version, viewers on another,
+/// frames intact, in order and with their timestamps carried across the 05+ wire (03/04 have
+/// none, so the relay stamps arrival time there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_version_pair_interoperates_through_the_relay() {
+    let addr = relay(Origin::new()).await;
+    for (i, publish_version) in Version::ALL.into_iter().enumerate() {
+        let path = format!("v{i}");
+        let scheme = if i % 2 == 0 { "moqt" } else { "https" };
+        let mut publisher = publisher_with(addr, scheme, &[publish_version], &path, "t").await;
+        let mut viewers = Vec::new();
+        for view_version in Version::ALL {
+            for scheme in ["moqt", "https"] {
+                viewers.push((view_version, viewer_with(addr, scheme, &[view_version], &path, "t").await));
+            }
+        }
+        assert!(eventually(|| publisher.track.consumers() == 1).await, "one upstream subscription");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut group = publisher.track.append_group();
+        for (n, ts) in [(b"key" as &[u8], 1_000u64), (b"p1", 1_033), (b"p0", 1_016)] {
+            group.write_frame_at(Bytes::from_static(n), ts).unwrap();
+        }
+        group.finish();
+        for (view_version, (_session, track)) in &mut viewers {
+            let mut group = timeout(WAIT, track.next_group()).await.unwrap().unwrap().unwrap();
+            for (payload, ts) in [("key", 1_000u64), ("p1", 1_033), ("p0", 1_016)] {
+                let frame = timeout(WAIT, group.read_frame()).await.unwrap().unwrap().unwrap();
+                assert_eq!(frame.payload, payload, "{publish_version} → {view_version}");
+                if publish_version.has_timestamps() && view_version.has_timestamps() {
+                    assert_eq!(frame.timestamp, ts, "{publish_version} → {view_version}: {payload}");
+                }
+            }
+            assert!(timeout(WAIT, group.read_frame()).await.unwrap().unwrap().is_none());
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +352,7 @@ async fn a_peer_gets_stream_credit_as_it_keeps_streams_open() {
     // A session starts with INITIAL_STREAMS of credit (64) so an idle one stays small; a peer
     // keeping more open gets more, up to max_streams (1 000 by default).
     let addr = relay(Origin::new()).await;
-    let peer = connect(addr, "moqt").await;
+    let peer = connect_with(addr, "moqt", &[Version::Lite04]).await;
     let mut open = Vec::new();
     for _ in 0..300 {
         open.push(timeout(WAIT, open_group_stream(&peer.conn)).await.expect("credit for 300 streams"));
@@ -306,7 +363,7 @@ async fn a_peer_gets_stream_credit_as_it_keeps_streams_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_credit_stops_at_max_streams() {
     let addr = relay_with(Origin::new(), QuicOptions { max_streams: 100, ..Default::default() }).await;
-    let peer = connect(addr, "moqt").await;
+    let peer = connect_with(addr, "moqt", &[Version::Lite04]).await;
     let mut open = Vec::new();
     for _ in 0..100 {
         open.push(timeout(WAIT, open_group_stream(&peer.conn)).await.expect("credit for 100 streams"));
@@ -327,7 +384,7 @@ async fn a_malformed_message_closes_only_that_session() {
     let (_v, mut healthy) = viewer(addr, "moqt", "b", "t").await;
 
     // SUBSCRIBE whose declared length (3) is shorter than its fields need.
-    let hostile = connect(addr, "moqt").await;
+    let hostile = connect_with(addr, "moqt", &[Version::Lite04]).await;
     let (mut send, _recv) = hostile.conn.open_bi().await.unwrap();
     send.write_all(&[0x02, 0x03, 0x00, 0x01, b'b']).await.unwrap();
     assert_eq!(close_code(&hostile.conn).await, Some(code::PROTOCOL_VIOLATION));
@@ -339,7 +396,7 @@ async fn a_malformed_message_closes_only_that_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_stream_type_resets_only_that_stream() {
     let addr = relay(Origin::new()).await;
-    let peer = connect(addr, "https").await;
+    let peer = connect_with(addr, "https", &[Version::Lite04]).await;
     let (mut send, mut recv) = peer.conn.open_bi().await.unwrap();
     send.write_all(&[0x3f]).await.unwrap();
     let mut buf = [0u8; 16];
@@ -362,7 +419,7 @@ async fn an_oversized_frame_is_a_protocol_violation() {
     let broadcast = BroadcastProducer::new();
     let track = broadcast.create_track("t", 0);
     let _announced = local.publish("b", broadcast.consume(), vec![]);
-    let peer = connect(addr, "moqt").await;
+    let peer = connect_with(addr, "moqt", &[Version::Lite04]).await;
     let conn = peer.conn.clone();
     let _session = start(peer, Some(&local), Some(&inbox));
     let (_v, _viewer_track) = viewer(addr, "moqt", "b", "t").await;
@@ -384,7 +441,7 @@ async fn a_group_older_than_max_latency_is_skipped_once_a_newer_one_exists() {
     let track = &mut publisher.track;
 
     // A raw subscriber asking for at most 100 ms of latency.
-    let raw = connect(addr, "moqt").await;
+    let raw = connect_with(addr, "moqt", &[Version::Lite04]).await;
     let (mut send, mut recv) = raw.conn.open_bi().await.unwrap();
     let mut request = Vec::new();
     BiStreamType::Subscribe.encode(&mut request);
@@ -397,6 +454,8 @@ async fn a_group_older_than_max_latency_is_skipped_once_a_newer_one_exists() {
         max_latency_ms: 100,
         start_group: None,
         end_group: None,
+        start_frame: 0,
+        end_frame: None,
     }
     .encode(&mut request, Version::Lite04);
     send.write_all(&request).await.unwrap();

@@ -18,7 +18,7 @@ const V04: Version = Version::Lite04;
 
 /// Asserts the full golden contract for one `(version, value, wire)` triple.
 #[track_caller]
-fn golden<T: Decode + Encode + PartialEq + Debug>(version: Version, value: &T, wire: &[u8]) {
+pub(super) fn golden<T: Decode + Encode + PartialEq + Debug>(version: Version, value: &T, wire: &[u8]) {
     // (a) encode produces exactly the hand-written bytes.
     let mut out = Vec::new();
     value.encode(&mut out, version);
@@ -192,6 +192,8 @@ fn subscribe_start_end_absent() {
         max_latency_ms: 0,
         start_group: None,
         end_group: None,
+        start_frame: 0,
+        end_frame: None,
     };
     // len=21 | id=7 | "demo/bbb"(8) | "video"(5) | prio=0xc8 | ordered=0 | latency=0 | start=0 | end=0
     #[rustfmt::skip]
@@ -220,6 +222,8 @@ fn subscribe_start_end_present() {
         max_latency_ms: 1500,
         start_group: Some(0),
         end_group: Some(16383),
+        start_frame: 0,
+        end_frame: None,
     };
     // len=15 | id=100 (40 64) | "a" | "b" | 0xff | 1 | 1500 (45 dc) | start 0+1=1 | end 16383+1=16384 (80 00 40 00)
     #[rustfmt::skip]
@@ -249,6 +253,8 @@ fn subscribe_plus_one_boundaries() {
         max_latency_ms: 16384,
         start_group: Some(62),
         end_group: Some(63),
+        start_frame: 0,
+        end_frame: None,
     };
     // len=12 | id=0 | ""(0) | ""(0) | prio=0 | ordered=0 | latency=16384 (80 00 40 00) | 3f | 40 40
     let wire = [0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x00, 0x40, 0x00, 0x3f, 0x40, 0x40];
@@ -261,8 +267,15 @@ fn subscribe_plus_one_boundaries() {
 
 #[test]
 fn subscribe_update() {
-    let value =
-        SubscribeUpdate { priority: 10, ordered: false, max_latency_ms: 64, start_group: Some(5), end_group: None };
+    let value = SubscribeUpdate {
+        priority: 10,
+        ordered: false,
+        max_latency_ms: 64,
+        start_group: Some(5),
+        end_group: None,
+        start_frame: 0,
+        end_frame: None,
+    };
     // len=6 | 0x0a | 0 | 64 (40 40) | 5+1=6 | 0
     golden_both(&value, &[0x06, 0x0a, 0x00, 0x40, 0x40, 0x06, 0x00]);
 
@@ -316,9 +329,12 @@ fn subscribe_drop() {
 #[test]
 fn group_header() {
     // len=2 | id=7 | seq=0
-    golden_both(&GroupHeader { subscribe_id: 7, sequence: 0 }, &[0x02, 0x07, 0x00]);
+    golden_both(&GroupHeader { subscribe_id: 7, sequence: 0, frame_start: 0 }, &[0x02, 0x07, 0x00]);
     // len=6 | id=64 (40 40) | seq=1_000_000 = 0x0f4240 (80 0f 42 40)
-    golden_both(&GroupHeader { subscribe_id: 64, sequence: 1_000_000 }, &[0x06, 0x40, 0x40, 0x80, 0x0f, 0x42, 0x40]);
+    golden_both(
+        &GroupHeader { subscribe_id: 64, sequence: 1_000_000, frame_start: 0 },
+        &[0x06, 0x40, 0x40, 0x80, 0x0f, 0x42, 0x40],
+    );
     // Largest varint in both fields: 8-byte c0.. forms, len=16.
     let max = (1u64 << 62) - 1;
     #[rustfmt::skip]
@@ -327,7 +343,7 @@ fn group_header() {
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
         0xc0, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
     ];
-    golden_both(&GroupHeader { subscribe_id: max, sequence: 1 << 32 }, &wire);
+    golden_both(&GroupHeader { subscribe_id: max, sequence: 1 << 32, frame_start: 0 }, &wire);
 }
 
 #[test]
@@ -335,7 +351,7 @@ fn group_stream_prefix() {
     // A whole group stream opening: type 0x0, then the header.
     let mut out = Vec::new();
     UniStreamType::Group.encode(&mut out);
-    GroupHeader { subscribe_id: 1, sequence: 2 }.encode(&mut out, V04);
+    GroupHeader { subscribe_id: 1, sequence: 2, frame_start: 0 }.encode(&mut out, V04);
     assert_eq!(out, [0x00, 0x02, 0x01, 0x02]);
 }
 
@@ -345,11 +361,11 @@ fn group_stream_prefix() {
 
 #[test]
 fn frame_header() {
-    golden_both(&FrameHeader { size: 0 }, &[0x00]);
-    golden_both(&FrameHeader { size: 5 }, &[0x05]);
-    golden_both(&FrameHeader { size: 1500 }, &[0x45, 0xdc]);
+    golden_both(&FrameHeader { size: 0, timestamp_delta: 0 }, &[0x00]);
+    golden_both(&FrameHeader { size: 5, timestamp_delta: 0 }, &[0x05]);
+    golden_both(&FrameHeader { size: 1500, timestamp_delta: 0 }, &[0x45, 0xdc]);
     // 16 MiB exactly = 0x0100_0000 (4-byte form), the largest accepted frame.
-    golden_both(&FrameHeader { size: 16 * 1024 * 1024 }, &[0x81, 0x00, 0x00, 0x00]);
+    golden_both(&FrameHeader { size: 16 * 1024 * 1024, timestamp_delta: 0 }, &[0x81, 0x00, 0x00, 0x00]);
 }
 
 // ---------------------------------------------------------------------------------------------

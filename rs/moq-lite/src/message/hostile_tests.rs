@@ -4,8 +4,13 @@
 use bytes::BytesMut;
 
 use super::properties::{canonical, check, Kind, KINDS, VERSIONS};
+
+/// The versions before SETUP, TRACK_INFO and frame timestamps.
+const LEGACY: [Version; 2] = [Version::Lite03, Version::Lite04];
+/// lite-05 and lite-06.
+const MODERN: [Version; 2] = [Version::Lite05, Version::Lite06];
 use super::*;
-use crate::coding::{decode_partial, varint, DecodeError, Encode, MAX_MESSAGE_SIZE, MAX_STRING_SIZE};
+use crate::coding::{decode_partial, varint, Decode, DecodeError, Encode, MAX_MESSAGE_SIZE, MAX_STRING_SIZE};
 
 // Every input below goes through `properties::check`, which runs the decoder several ways and
 // panics on any violated decoder property; these tests pin the results on hostile inputs.
@@ -80,25 +85,76 @@ fn sized_samples() -> Vec<(Kind, Version, Vec<u8>, usize)> {
                     broadcast: "demo/bbb".into(),
                     track: "video".into(),
                     priority: 7,
-                    ordered: true,
+                    ordered: version.has_ordered_byte(),
                     max_latency_ms: 1500,
                     start_group: Some(0),
                     end_group: Some(16383),
+                    start_frame: 0,
+                    end_frame: None,
                 },
             ),
             0,
         ));
         let params =
             SubscribeParams { priority: 1, ordered: false, max_latency_ms: 64, start_group: Some(5), end_group: None };
-        samples.push((Kind::SubscribeUpdate, version, encoded(version, &params), 0));
-        samples.push((Kind::SubscribeResponse, version, encoded(version, &SubscribeResponse::Ok(params)), 1));
+        let update = SubscribeUpdate {
+            priority: 1,
+            max_latency_ms: 64,
+            start_group: Some(5),
+            end_group: Some(9),
+            end_frame: version.has_frame_bounds().then_some(3),
+            ..Default::default()
+        };
+        samples.push((Kind::SubscribeUpdate, version, encoded(version, &update), 0));
+        if version.has_track_stream() {
+            samples.push((
+                Kind::SubscribeResponse,
+                version,
+                encoded(version, &SubscribeResponse::Start { group: 7 }),
+                1,
+            ));
+            samples.push((
+                Kind::SubscribeResponse,
+                version,
+                encoded(version, &SubscribeResponse::End { group: 70 }),
+                1,
+            ));
+            let setup = Setup {
+                probe: ProbeLevel::Report,
+                path: Some("demo?jwt=abc".into()),
+                role: Some(Role::Subscriber),
+                cost: Some(3),
+                hop: Some(16384),
+            };
+            samples.push((Kind::Setup, version, encoded(version, &setup), 0));
+            samples.push((Kind::AnnounceOk, version, encoded(version, &AnnounceOk { hop: 9, active: 2 }), 0));
+            let track = TrackRequest { broadcast: "demo/bbb".into(), track: "video".into() };
+            samples.push((Kind::TrackRequest, version, encoded(version, &track), 0));
+            let info = TrackInfo { priority: 3, max_age_ms: 5000, timescale: 90_000 };
+            samples.push((Kind::TrackInfo, version, encoded(version, &info), 0));
+        } else {
+            samples.push((Kind::SubscribeResponse, version, encoded(version, &SubscribeResponse::Ok(params)), 1));
+        }
+        if version.has_announce_ids() {
+            let cost = Cost { warm: 2, cold: 300 };
+            let start = AnnounceMessage::Start { suffix: "room/a".into(), hops: vec![4, 5], cost };
+            samples.push((Kind::AnnounceMessage, version, encoded(version, &start), 1));
+            samples.push((Kind::AnnounceMessage, version, encoded(version, &AnnounceMessage::End { id: 64 }), 1));
+            let update = AnnounceMessage::Update { id: 1, hops: vec![], cost };
+            samples.push((Kind::AnnounceMessage, version, encoded(version, &update), 1));
+        }
         samples.push((
             Kind::SubscribeResponse,
             version,
             encoded(version, &SubscribeResponse::Drop { start: 3, end: 70, error_code: 13 }),
             1,
         ));
-        samples.push((Kind::GroupHeader, version, encoded(version, &GroupHeader { subscribe_id: 64, sequence: 0 }), 0));
+        samples.push((
+            Kind::GroupHeader,
+            version,
+            encoded(version, &GroupHeader { subscribe_id: 64, sequence: 0, frame_start: 0 }),
+            0,
+        ));
         samples.push((Kind::Probe, version, encoded(version, &Probe { bitrate: 2_500_000, rtt_ms: 42 }), 0));
         samples.push((Kind::Goaway, version, encoded(version, &Goaway::default()), 0));
         samples.push((Kind::Goaway, version, encoded(version, &Goaway { uri: "https://r2/".into() }), 0));
@@ -296,11 +352,69 @@ fn string_too_large() {
 fn frame_too_large() {
     let max = MAX_FRAME_SIZE;
     for version in VERSIONS {
-        assert_eq!(check(Kind::FrameHeader, version, &varint_bytes(max)), Ok(4));
+        // 05+ frames start with the timestamp delta (here 0).
+        let delta: &[u8] = if version.has_timestamps() { &[0x00] } else { &[] };
+        let input = [delta, &varint_bytes(max)].concat();
+        assert_eq!(check(Kind::FrameHeader, version, &input), Ok(input.len()));
         for size in [max + 1, 1 << 40, varint::MAX] {
             let expected = DecodeError::TooLarge { what: "frame", size, limit: max };
-            expect_err(Kind::FrameHeader, version, &varint_bytes(size), expected);
+            expect_err(Kind::FrameHeader, version, &[delta, &varint_bytes(size)].concat(), expected);
         }
+    }
+}
+
+#[test]
+fn frame_timestamp_deltas_round_trip_signed() {
+    for version in MODERN {
+        for delta in [0i64, 1, -1, 33, -33, 1 << 40, -(1 << 40), (1 << 61) - 1, -(1 << 61)] {
+            let wire = encoded(version, &FrameHeader { timestamp_delta: delta, size: 9 });
+            let mut buf = &wire[..];
+            assert_eq!(FrameHeader::decode(&mut buf, version), Ok(FrameHeader { timestamp_delta: delta, size: 9 }));
+            assert_eq!(check(Kind::FrameHeader, version, &wire), Ok(wire.len()));
+        }
+    }
+}
+
+#[test]
+fn setup_rejects_duplicates_and_too_many_parameters_and_ignores_unknown_ones() {
+    for version in MODERN {
+        // Probe twice.
+        let dup = [0x02, 0x01, 0x01, 0x01, 0x01, 0x01, 0x02];
+        let expected = DecodeError::InvalidValue { what: "duplicate setup parameter", value: 1 };
+        expect_err(Kind::Setup, version, &sized(&dup), expected);
+        // 65 parameters.
+        let many = varint_bytes(MAX_SETUP_PARAMS + 1);
+        let limit = MAX_SETUP_PARAMS;
+        let expected = DecodeError::TooLarge { what: "setup parameters", size: limit + 1, limit };
+        expect_err(Kind::Setup, version, &sized(&many), expected);
+        // An unknown id (0x3f) with a 3-byte value, then Probe = 1: the unknown one is skipped.
+        let unknown = [0x02, 0x3f, 0x03, 0xaa, 0xbb, 0xcc, 0x01, 0x01, 0x01];
+        let mut buf = &sized(&unknown)[..];
+        assert_eq!(Setup::decode(&mut buf, version), Ok(Setup { probe: ProbeLevel::Report, ..Default::default() }));
+        // An integer parameter with a byte after its varint.
+        let long = [0x01, 0x04, 0x02, 0x01, 0x00];
+        expect_err(Kind::Setup, version, &sized(&long), DecodeError::LengthMismatch { declared: 2, used: 1 });
+        // A path longer than any string may be, and one that is not UTF-8.
+        let mut path = vec![0x01, 0x02];
+        path.extend(varint_bytes(MAX_STRING_SIZE as u64 + 1));
+        path.extend(vec![b'a'; MAX_STRING_SIZE + 1]);
+        let limit = MAX_STRING_SIZE as u64;
+        let expected = DecodeError::TooLarge { what: "setup path", size: limit + 1, limit };
+        expect_err(Kind::Setup, version, &sized(&path), expected);
+        expect_err(Kind::Setup, version, &sized(&[0x01, 0x02, 0x01, 0xff]), DecodeError::InvalidUtf8);
+    }
+}
+
+#[test]
+fn lite06_announce_unknown_types_are_skipped_and_timescale_zero_is_refused() {
+    let v = Version::Lite06;
+    let unknown = [varint_bytes(9), sized(&[1, 2, 3])].concat();
+    assert_eq!(check(Kind::AnnounceMessage, v, &unknown), Ok(unknown.len()));
+    let mut buf = &unknown[..];
+    assert_eq!(AnnounceMessage::decode(&mut buf, v), Ok(AnnounceMessage::Unknown(9)));
+    for version in MODERN {
+        let zero = sized(&[0x01, 0x00, 0x00, 0x00][usize::from(!version.has_ordered_byte())..]);
+        expect_err(Kind::TrackInfo, version, &zero, DecodeError::InvalidValue { what: "timescale", value: 0 });
     }
 }
 
@@ -382,7 +496,7 @@ fn repeated_hop_is_a_loop() {
 
 #[test]
 fn invalid_status_and_bool_bytes() {
-    for version in VERSIONS {
+    for version in LEGACY {
         for status in [2u8, 3, 0x80, 0xff] {
             let announce = [&[status][..], &string(b"a"), &[0x00]].concat();
             let expected = DecodeError::InvalidValue { what: "announce status", value: status.into() };
@@ -402,7 +516,9 @@ fn invalid_status_and_bool_bytes() {
 #[test]
 fn unknown_subscribe_response_type() {
     for version in VERSIONS {
-        for response_type in [2u64, 3, 63, 64, 16384, varint::MAX] {
+        // 05+ add SUBSCRIBE_END (1) and move SUBSCRIBE_DROP to 2.
+        let first = if version.has_track_stream() { 3u64 } else { 2 };
+        for response_type in [first, 3, 63, 64, 16384, varint::MAX] {
             let expected = DecodeError::InvalidValue { what: "subscribe response type", value: response_type };
             // Rejected from the type alone, whatever follows.
             expect_err(Kind::SubscribeResponse, version, &varint_bytes(response_type), expected.clone());
@@ -415,13 +531,13 @@ fn unknown_subscribe_response_type() {
 #[test]
 fn unknown_stream_types_are_per_stream_errors() {
     // Unknown codes decode to Err(code): the caller resets that stream, the session survives.
-    for code in [0x0u64, 0x6, 0x7, 0x3f, 0x40, 16384, varint::MAX] {
+    for code in [0x0u64, 0x7, 0x3f, 0x40, 16384, varint::MAX] {
         let wire = varint_bytes(code);
         let mut buf = &wire[..];
         assert_eq!(BiStreamType::decode(&mut buf), Ok(Err(code)));
         assert!(buf.is_empty());
     }
-    for code in [0x1u64, 0x2, 0x3f, 0x40, 16384, varint::MAX] {
+    for code in [0x2u64, 0x3, 0x3f, 0x40, 16384, varint::MAX] {
         let wire = varint_bytes(code);
         let mut buf = &wire[..];
         assert_eq!(UniStreamType::decode(&mut buf), Ok(Err(code)));
@@ -519,13 +635,14 @@ impl Rng {
         let kind = KINDS[self.below(KINDS.len() as u64) as usize];
         match kind {
             Kind::AnnounceRequest => {
-                let exclude_hop = if version == Version::Lite03 { 0 } else { self.varint() };
+                let exclude_hop = if version.has_exclude_hop() { self.varint() } else { 0 };
                 AnnounceRequest { prefix: self.string(), exclude_hop }.encode(&mut out, version)
             }
             Kind::Announce => Announce { active: self.chance(2), suffix: self.string(), hops: self.hops(version) }
                 .encode(&mut out, version),
             Kind::Subscribe => {
-                let params = self.params();
+                let mut params = self.params();
+                params.ordered &= version.has_ordered_byte();
                 Subscribe {
                     id: self.varint(),
                     broadcast: self.string(),
@@ -535,27 +652,89 @@ impl Rng {
                     max_latency_ms: params.max_latency_ms,
                     start_group: params.start_group,
                     end_group: params.end_group,
+                    start_frame: 0,
+                    end_frame: None,
                 }
                 .encode(&mut out, version)
             }
-            Kind::SubscribeUpdate => self.params().encode(&mut out, version),
+            Kind::SubscribeUpdate => {
+                let p = self.params();
+                let (start_frame, end_frame) = match version.has_frame_bounds() {
+                    true => (
+                        if p.start_group.is_some() { self.varint() } else { 0 },
+                        p.end_group.and_then(|_| self.optional()),
+                    ),
+                    false => (0, None),
+                };
+                SubscribeUpdate {
+                    priority: p.priority,
+                    ordered: p.ordered && version.has_ordered_byte(),
+                    max_latency_ms: p.max_latency_ms,
+                    // On 06 a start of 0 at frame 0 reads back as "resolve".
+                    start_group: p.start_group.filter(|g| *g != 0 || start_frame != 0 || !version.has_frame_bounds()),
+                    end_group: p.end_group,
+                    start_frame,
+                    end_frame,
+                }
+                .encode(&mut out, version)
+            }
             Kind::SubscribeResponse => {
                 if self.chance(2) {
-                    SubscribeResponse::Ok(self.params()).encode(&mut out, version)
+                    match version.has_track_stream() {
+                        false => SubscribeResponse::Ok(self.params()).encode(&mut out, version),
+                        true if self.chance(2) => {
+                            SubscribeResponse::Start { group: self.varint() }.encode(&mut out, version)
+                        }
+                        true => SubscribeResponse::End { group: self.varint() }.encode(&mut out, version),
+                    }
                 } else {
                     SubscribeResponse::Drop { start: self.varint(), end: self.varint(), error_code: self.varint() }
                         .encode(&mut out, version)
                 }
             }
             Kind::GroupHeader => {
-                GroupHeader { subscribe_id: self.varint(), sequence: self.varint() }.encode(&mut out, version)
+                let frame_start = if version.has_frame_bounds() { self.varint() } else { 0 };
+                GroupHeader { subscribe_id: self.varint(), sequence: self.varint(), frame_start }
+                    .encode(&mut out, version)
             }
-            Kind::FrameHeader => FrameHeader { size: self.below(MAX_FRAME_SIZE + 1) }.encode(&mut out, version),
+            Kind::FrameHeader => {
+                let timestamp_delta = match version.has_timestamps() {
+                    true => varint::zigzag_decode(self.varint()),
+                    false => 0,
+                };
+                FrameHeader { size: self.below(MAX_FRAME_SIZE + 1), timestamp_delta }.encode(&mut out, version)
+            }
             Kind::Probe => {
                 let rtt_ms = if version == Version::Lite03 { 0 } else { self.varint() };
                 Probe { bitrate: self.varint(), rtt_ms }.encode(&mut out, version)
             }
             Kind::Goaway => Goaway { uri: self.string() }.encode(&mut out, version),
+            Kind::Setup => Setup {
+                probe: [ProbeLevel::None, ProbeLevel::Report, ProbeLevel::Increase][self.below(3) as usize],
+                path: self.chance(2).then(|| self.string()),
+                role: [None, Some(Role::Publisher), Some(Role::Subscriber)][self.below(3) as usize],
+                cost: self.chance(2).then(|| self.varint()),
+                hop: self.chance(2).then(|| self.varint().max(1)),
+            }
+            .encode(&mut out, version),
+            Kind::AnnounceOk => AnnounceOk { hop: self.varint(), active: self.varint() }.encode(&mut out, version),
+            Kind::AnnounceMessage => {
+                let cost = Cost { warm: self.varint(), cold: self.varint() };
+                match self.below(4) {
+                    0 => AnnounceMessage::Start { suffix: self.string(), hops: self.hops(version), cost },
+                    1 => AnnounceMessage::End { id: self.varint() },
+                    2 => AnnounceMessage::Update { id: self.varint(), hops: self.hops(version), cost },
+                    _ => AnnounceMessage::Unknown(self.varint().max(3)),
+                }
+                .encode(&mut out, version)
+            }
+            Kind::TrackRequest => {
+                TrackRequest { broadcast: self.string(), track: self.string() }.encode(&mut out, version)
+            }
+            Kind::TrackInfo => {
+                TrackInfo { priority: self.next() as u8, max_age_ms: self.varint(), timescale: self.varint().max(1) }
+                    .encode(&mut out, version)
+            }
             Kind::BiStream => varint::encode(&mut out, self.below(8)),
             Kind::UniStream => varint::encode(&mut out, self.below(3)),
         }

@@ -14,7 +14,7 @@ impl Decode for Probe {
     fn decode<B: Buf>(buf: &mut B, version: Version) -> Result<Self, DecodeError> {
         decode_sized(buf, |b| {
             let bitrate = varint::decode(b)?;
-            let rtt_ms = if version >= Version::Lite04 { varint::decode(b)? } else { 0 };
+            let rtt_ms = if version.has_probe_rtt() { varint::decode(b)? } else { 0 };
             Ok(Self { bitrate, rtt_ms })
         })
     }
@@ -24,7 +24,7 @@ impl Encode for Probe {
     fn encode<B: BufMut>(&self, buf: &mut B, version: Version) {
         encode_sized(buf, |b| {
             varint::encode(b, self.bitrate);
-            if version >= Version::Lite04 {
+            if version.has_probe_rtt() {
                 varint::encode(b, self.rtt_ms);
             }
         })

@@ -24,7 +24,7 @@ use super::*;
 use crate::coding::{decode_partial, varint, Decode, DecodeError, Encode};
 
 /// Every version, oldest first.
-pub const VERSIONS: [Version; 2] = [Version::Lite03, Version::Lite04];
+pub const VERSIONS: [Version; 4] = [Version::Lite03, Version::Lite04, Version::Lite05, Version::Lite06];
 
 /// Every decodable thing on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,6 +38,12 @@ pub enum Kind {
     FrameHeader,
     Probe,
     Goaway,
+    Setup,
+    AnnounceOk,
+    /// A typed lite-06 announcement.
+    AnnounceMessage,
+    TrackRequest,
+    TrackInfo,
     /// The varint opening a bidirectional stream ([`BiStreamType`]).
     BiStream,
     /// The varint opening a unidirectional stream ([`UniStreamType`]).
@@ -45,7 +51,7 @@ pub enum Kind {
 }
 
 /// Every [`Kind`], in declaration order (the fuzz target's selector indexes this).
-pub const KINDS: [Kind; 11] = [
+pub const KINDS: [Kind; 16] = [
     Kind::AnnounceRequest,
     Kind::Announce,
     Kind::Subscribe,
@@ -55,6 +61,11 @@ pub const KINDS: [Kind; 11] = [
     Kind::FrameHeader,
     Kind::Probe,
     Kind::Goaway,
+    Kind::Setup,
+    Kind::AnnounceOk,
+    Kind::AnnounceMessage,
+    Kind::TrackRequest,
+    Kind::TrackInfo,
     Kind::BiStream,
     Kind::UniStream,
 ];
@@ -103,6 +114,11 @@ fn dispatch<V: Visitor>(kind: Kind, visitor: V) -> V::Output {
         Kind::FrameHeader => visitor.visit::<FrameHeader>(),
         Kind::Probe => visitor.visit::<Probe>(),
         Kind::Goaway => visitor.visit::<Goaway>(),
+        Kind::Setup => visitor.visit::<Setup>(),
+        Kind::AnnounceOk => visitor.visit::<AnnounceOk>(),
+        Kind::AnnounceMessage => visitor.visit::<AnnounceMessage>(),
+        Kind::TrackRequest => visitor.visit::<TrackRequest>(),
+        Kind::TrackInfo => visitor.visit::<TrackInfo>(),
         Kind::BiStream => visitor.visit::<StreamType<BiStreamType>>(),
         Kind::UniStream => visitor.visit::<StreamType<UniStreamType>>(),
     }
@@ -144,12 +160,17 @@ messages!(
     AnnounceRequest,
     Announce,
     Subscribe,
-    SubscribeParams,
+    SubscribeUpdate,
     SubscribeResponse,
     GroupHeader,
     FrameHeader,
     Probe,
-    Goaway
+    Goaway,
+    Setup,
+    AnnounceOk,
+    AnnounceMessage,
+    TrackRequest,
+    TrackInfo
 );
 
 /// A stream-opening type: a known type or, as `Err`, an unknown code.
@@ -182,8 +203,8 @@ macro_rules! stream_codes {
 }
 
 stream_codes! {
-    BiStreamType: [Announce, Subscribe, Fetch, Probe, Goaway],
-    UniStreamType: [Group],
+    BiStreamType: [Announce, Subscribe, Fetch, Probe, Goaway, Track],
+    UniStreamType: [Group, Setup],
 }
 
 /// Adapts a stream type's version-independent codec to [`Decode`]/[`Encode`], so that it goes

@@ -10,6 +10,8 @@ pub enum BiStreamType {
     Fetch,
     Probe,
     Goaway,
+    /// TRACK / TRACK_INFO (05+).
+    Track,
 }
 
 impl BiStreamType {
@@ -20,6 +22,7 @@ impl BiStreamType {
             Self::Fetch => 0x3,
             Self::Probe => 0x4,
             Self::Goaway => 0x5,
+            Self::Track => 0x6,
         }
     }
 
@@ -31,6 +34,7 @@ impl BiStreamType {
             0x3 => Ok(Self::Fetch),
             0x4 => Ok(Self::Probe),
             0x5 => Ok(Self::Goaway),
+            0x6 => Ok(Self::Track),
             other => Err(other),
         })
     }
@@ -44,18 +48,22 @@ impl BiStreamType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UniStreamType {
     Group,
+    /// One SETUP per side (05+).
+    Setup,
 }
 
 impl UniStreamType {
     pub fn code(self) -> u64 {
         match self {
             Self::Group => 0x0,
+            Self::Setup => 0x1,
         }
     }
 
     pub fn decode<B: Buf>(buf: &mut B) -> Result<Result<Self, u64>, DecodeError> {
         Ok(match varint::decode(buf)? {
             0x0 => Ok(Self::Group),
+            0x1 => Ok(Self::Setup),
             other => Err(other),
         })
     }

@@ -125,7 +125,7 @@ impl BroadcastConsumer {
         if s.tracks.len() >= MAX_TRACKS {
             return Err(Error::TooManyTracks);
         }
-        let producer = TrackProducer::new(name, 0);
+        let producer = TrackProducer::pending(name, 0);
         let consumer = producer.consume();
         s.tracks.insert(name.to_string(), producer.shared().clone());
         s.requests.push_back(TrackRequest { track: producer, requester: tracing::Span::current() });

@@ -18,11 +18,24 @@ pub const MAX_FRAMES_PER_GROUP: usize = 16 * 1024;
 pub struct Frame {
     pub payload: Bytes,
     pub received: Instant,
+    /// Media time in the track's timescale ([`crate::message::TrackInfo::timescale`]); frames
+    /// from a wire without timestamps (03/04) are stamped with their arrival (ms since the epoch).
+    pub timestamp: u64,
+    /// `timestamp` minus the previous frame's in the group (the first frame's is its timestamp):
+    /// what a lite-05+ FRAME header carries.
+    pub(crate) delta: i64,
     /// The frame as sent on a group stream: its size varint, then the payload (which `payload`
     /// shares). A relay builds it once when the frame arrives, so fan-out writes one chunk per
     /// viewer instead of a header and a payload (half the segments in every stream's send
     /// buffer); frames that are not forwarded (an end viewer's, a local publisher's) skip the copy.
     pub(crate) wire: Option<Bytes>,
+    /// Whether `wire` starts with the timestamp delta (a 05+ frame) or the size (03/04).
+    pub(crate) wire_timestamped: bool,
+}
+
+/// Milliseconds since the Unix epoch: the timestamp of frames that came without one.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A consumer the producer writes each frame to as it appends it, so fanning a frame out to
@@ -111,21 +124,52 @@ impl GroupProducer {
         let _ = self.shared.meter.set(meter.clone());
     }
 
+    /// Appends a frame stamped with the current time (ms since the epoch).
     pub fn write_frame(&mut self, payload: Bytes) -> Result<(), Error> {
-        self.push(Frame { payload, received: Instant::now(), wire: None })
+        self.write_frame_at(payload, now_ms())
     }
 
-    /// Appends a frame in wire form: a `header`-byte size varint, then the payload.
-    pub(crate) fn write_wire(&mut self, wire: Bytes, header: usize) -> Result<(), Error> {
-        self.push(Frame { payload: wire.slice(header..), received: Instant::now(), wire: Some(wire) })
+    /// Appends a frame with its media timestamp (in the track's timescale).
+    pub fn write_frame_at(&mut self, payload: Bytes, timestamp: u64) -> Result<(), Error> {
+        let frame =
+            Frame { payload, received: Instant::now(), timestamp, delta: 0, wire: None, wire_timestamped: false };
+        self.push(frame)
     }
 
-    fn push(&mut self, frame: Frame) -> Result<(), Error> {
+    /// Appends a frame in wire form: a `header`-byte frame header (with the timestamp delta
+    /// first when `timestamped`), then the payload.
+    pub(crate) fn write_wire(
+        &mut self,
+        wire: Bytes,
+        header: usize,
+        timestamp: u64,
+        timestamped: bool,
+    ) -> Result<(), Error> {
+        let payload = wire.slice(header..);
+        let frame = Frame {
+            payload,
+            received: Instant::now(),
+            timestamp,
+            delta: 0,
+            wire: Some(wire),
+            wire_timestamped: timestamped,
+        };
+        self.push(frame)
+    }
+
+    /// The timestamp of the last frame written (0 before the first): the base a 05+ delta adds to.
+    pub fn last_timestamp(&self) -> u64 {
+        self.shared.state.lock().frames.last().map_or(0, |f| f.timestamp)
+    }
+
+    fn push(&mut self, mut frame: Frame) -> Result<(), Error> {
         let len = frame.payload.len();
         let (index, mut sinks, offered) = self.shared.state.modify(|s| {
             if s.frames.len() >= MAX_FRAMES_PER_GROUP {
                 return Err(Error::ProtocolViolation("too many frames in one group".into()));
             }
+            let previous = s.frames.last().map_or(0, |f| f.timestamp);
+            frame.delta = (frame.timestamp as i128 - previous as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
             s.bytes += len as u64;
             if let Some(meter) = self.shared.meter.get() {
                 meter.add(len as i64);
@@ -271,7 +315,7 @@ mod tests {
     async fn wire_form_frames_share_one_buffer_with_their_payload() {
         let (mut producer, mut consumer) = GroupProducer::new(0);
         let wire = Bytes::from_static(b"\x05hello");
-        producer.write_wire(wire.clone(), 1).unwrap();
+        producer.write_wire(wire.clone(), 1, 0, false).unwrap();
         producer.write_frame(Bytes::from_static(b"bye")).unwrap();
         producer.finish();
         let relayed = consumer.read_frame().await.unwrap().unwrap();

@@ -6,7 +6,7 @@ mod group;
 mod origin;
 mod scope;
 mod track;
-mod watch;
+pub(crate) mod watch;
 
 pub use broadcast::*;
 pub use group::*;

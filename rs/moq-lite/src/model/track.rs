@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::group::{GroupConsumer, GroupProducer};
 use super::watch::Watch;
+use crate::message::TrackInfo;
 use crate::Error;
 
 /// Groups kept for consumers that are behind. The latest group is kept regardless.
@@ -27,6 +28,8 @@ struct State {
     latest: Option<u64>,
     closed: Option<Result<(), Error>>,
     consumers: usize,
+    /// The publisher's TRACK_INFO; `None` while a relayed track waits for its upstream's.
+    info: Option<TrackInfo>,
 }
 
 #[derive(Debug)]
@@ -63,6 +66,13 @@ pub struct TrackProducer {
 
 impl TrackProducer {
     pub fn new(name: impl Into<String>, priority: u8) -> Self {
+        let track = Self::pending(name, priority);
+        track.set_info(TrackInfo { priority, ..TrackInfo::default() });
+        track
+    }
+
+    /// A track whose [`TrackInfo`] is not known yet (a relayed track, until its upstream says).
+    pub fn pending(name: impl Into<String>, priority: u8) -> Self {
         Self {
             shared: Arc::new(Shared {
                 name: name.into(),
@@ -73,6 +83,7 @@ impl TrackProducer {
                     latest: None,
                     closed: None,
                     consumers: 0,
+                    info: None,
                 }),
             }),
         }
@@ -80,6 +91,15 @@ impl TrackProducer {
 
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// Sets (or replaces) what TRACK_INFO reports for this track.
+    pub fn set_info(&self, info: TrackInfo) {
+        self.shared.state.modify(|s| s.info = Some(info));
+    }
+
+    pub fn info(&self) -> Option<TrackInfo> {
+        self.shared.state.lock().info
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -209,6 +229,19 @@ impl TrackConsumer {
             self.cursor = Some(arrival);
             group
         }))
+    }
+
+    /// The publisher's TRACK_INFO, waiting until it is known; `Err` if the track closes first.
+    pub async fn info(&self) -> Result<TrackInfo, Error> {
+        self.shared
+            .state
+            .wait(|s| match (&s.info, &s.closed) {
+                (Some(info), _) => Some(Ok(*info)),
+                (None, Some(Err(e))) => Some(Err(e.clone())),
+                (None, Some(Ok(()))) => Some(Err(Error::NotFound)),
+                (None, None) => None,
+            })
+            .await
     }
 
     /// The highest group sequence seen so far.

@@ -55,7 +55,7 @@ pub(super) async fn write_group(
     let mut writer = inner.writer(send);
     writer.set_priority(group_priority(delivery.priority.load(Ordering::Relaxed), sequence));
     writer.queue_raw(|b| UniStreamType::Group.encode(b));
-    writer.queue(&GroupHeader { subscribe_id, sequence });
+    writer.queue(&GroupHeader { subscribe_id, sequence, frame_start: 0 });
 
     let direct = Arc::new(DirectStream::new(group.created(), inner.version, delivery.clone(), egress.clone()));
     let _reclaim = Reclaim(direct.clone());
@@ -115,11 +115,11 @@ async fn forward(
         }
         let len = frame.payload.len();
         let _waiting = egress.bytes_queued(len);
-        let written = match frame.wire {
-            // Size varint and payload, encoded once for every viewer.
-            Some(wire) => writer.write_bytes(wire).await,
+        let written = match wire_for(&frame, writer.version()) {
+            // Frame header and payload, encoded once for every viewer of this wire format.
+            Some(wire) => writer.write_bytes(wire.clone()).await,
             None => {
-                writer.queue(&FrameHeader { size: len as u64 });
+                writer.queue(&FrameHeader { timestamp_delta: frame.delta, size: len as u64 });
                 writer.write_bytes(frame.payload).await
             }
         };
@@ -240,15 +240,15 @@ impl FrameSink for DirectStream {
         // On the stack: this runs once per viewer and frame.
         let mut one;
         let mut two;
-        let chunks: &mut [Bytes] = match &frame.wire {
+        let chunks: &mut [Bytes] = match wire_for(frame, self.version) {
             Some(wire) => {
                 one = [wire.clone()];
                 &mut one
             }
             None => {
-                let mut size = BytesMut::with_capacity(8);
-                FrameHeader { size: len as u64 }.encode(&mut size, self.version);
-                two = [size.freeze(), frame.payload.clone()];
+                let mut header = BytesMut::with_capacity(16);
+                FrameHeader { timestamp_delta: frame.delta, size: len as u64 }.encode(&mut header, self.version);
+                two = [header.freeze(), frame.payload.clone()];
                 &mut two
             }
         };
@@ -302,6 +302,12 @@ impl Drop for Reclaim {
         };
         drop(writer);
     }
+}
+
+/// The frame's pre-encoded wire form, if it was built for this version's frame layout (with or
+/// without the timestamp delta); otherwise the header is encoded per stream.
+fn wire_for(frame: &Frame, version: Version) -> Option<&Bytes> {
+    frame.wire.as_ref().filter(|_| frame.wire_timestamped == version.has_timestamps())
 }
 
 /// A group is skipped once a newer group exists and it is older than the subscriber's budget.

@@ -8,7 +8,9 @@
 
 mod credit;
 mod fanout;
+mod probe;
 mod publisher;
+mod setup;
 mod stream;
 mod subscriber;
 
@@ -20,13 +22,14 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::message::{BiStreamType, Goaway, UniStreamType};
+use crate::message::{BiStreamType, Goaway, Setup, UniStreamType};
 use crate::model::{BroadcastConsumer, Scope};
 use crate::telemetry::Telemetry;
 use crate::{Error, Version};
 use credit::StreamCredit;
 use stream::{Reader, Writer};
 
+pub use setup::read_setup;
 pub use web_transport_quinn::Session as Connection;
 
 /// QUIC send priority of control streams: above every group stream.
@@ -50,6 +53,12 @@ pub struct SessionConfig {
     /// The session's id in logs and metrics bookkeeping, when the embedder minted it already
     /// (with [`next_id`], so its own spans and logs carry the same id); `None` mints one.
     pub id: Option<u64>,
+    /// The SETUP Path (`path?query`) a client sends on raw QUIC lite-05+; never on WebTransport
+    /// or WebSocket, where the URL carries it.
+    pub setup_path: Option<String>,
+    /// The peer's SETUP when the embedder read it already ([`read_setup`]: a server on raw QUIC
+    /// needs its Path before admitting the session); another SETUP is then a violation.
+    pub peer_setup: Option<Setup>,
 }
 
 impl Default for SessionConfig {
@@ -61,6 +70,8 @@ impl Default for SessionConfig {
             max_streams: crate::transport::DEFAULT_MAX_STREAMS,
             telemetry: Telemetry::disabled(),
             id: None,
+            setup_path: None,
+            peer_setup: None,
         }
     }
 }
@@ -92,11 +103,17 @@ struct Inner {
     fatal_rx: Mutex<Option<mpsc::Receiver<Error>>>,
     goaway: Notify,
     goaway_received: std::sync::atomic::AtomicBool,
+    /// The peer's SETUP (05+), once read: its hop id scopes announcements on 06.
+    peer_setup: crate::model::watch::Watch<Option<Setup>>,
+    /// Set by the first SETUP stream (or a SETUP the embedder read), so a second is refused.
+    setup_seen: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
     pub fn new(conn: Connection, version: Version, config: SessionConfig) -> Self {
         let (fatal, fatal_rx) = mpsc::channel(1);
+        let peer_setup = crate::model::watch::Watch::new(config.peer_setup.clone());
+        let setup_seen = config.peer_setup.is_some().into();
         Self {
             inner: Arc::new(Inner {
                 id: config.id.unwrap_or_else(next_id),
@@ -109,6 +126,8 @@ impl Session {
                 fatal_rx: Mutex::new(Some(fatal_rx)),
                 goaway: Notify::new(),
                 goaway_received: false.into(),
+                peer_setup,
+                setup_seen,
             }),
         }
     }
@@ -132,6 +151,17 @@ impl Session {
             return Error::ProtocolViolation("session already running".into());
         };
         let mut tasks = JoinSet::new();
+        if self.inner.version.has_setup() {
+            let inner = self.inner.clone();
+            tasks.spawn(
+                async move {
+                    if let Err(e) = setup::send_setup(&inner).await {
+                        inner.fail(e);
+                    }
+                }
+                .in_current_span(),
+            );
+        }
         if self.inner.config.subscribe.is_some() {
             let inner = self.inner.clone();
             tasks.spawn(
@@ -200,9 +230,10 @@ impl Session {
             let inner = self.inner.clone();
             while tasks.try_join_next().is_some() {}
             credit.update(&self.inner.conn, tasks.len() + 1);
+            let session = tracing::Span::current();
             tasks.spawn(async move {
                 let mut reader = Reader::new(recv, inner.version);
-                if let Err(e) = subscriber::serve_uni(&inner, &mut reader).await {
+                if let Err(e) = inner.serve_uni(&mut reader, &session).await {
                     if e.is_protocol_violation() {
                         inner.fail(e);
                     } else {
@@ -298,9 +329,30 @@ impl Inner {
                 .instrument(session.clone())
                 .await
             }
-            // Probe reports are optional; a publisher that does not measure resets the stream.
-            Ok(BiStreamType::Probe) => Err(Error::Cancel),
+            Ok(BiStreamType::Probe) => probe::serve(&self, reader, writer).instrument(session.clone()).await,
+            Ok(BiStreamType::Track) if self.version.has_track_stream() => {
+                let span = tracing::info_span!(
+                    parent: session,
+                    "moq.track_info",
+                    moq.broadcast = tracing::field::Empty,
+                    moq.track = tracing::field::Empty,
+                );
+                publisher::serve_track(&self, reader, writer).instrument(span).await
+            }
             Ok(other) => Err(Error::UnexpectedStream(other.code())),
+            Err(unknown) => Err(Error::UnexpectedStream(unknown)),
+        }
+    }
+
+    /// One incoming unidirectional stream: the peer's SETUP (05+) or a group.
+    async fn serve_uni(self: &Arc<Self>, reader: &mut Reader, session: &tracing::Span) -> Result<(), Error> {
+        let kind: UniKind = reader.decode().await?;
+        match kind.0 {
+            Ok(UniStreamType::Group) => subscriber::serve_group(self, reader).await,
+            Ok(UniStreamType::Setup) if self.version.has_setup() => {
+                setup::receive_setup(self, reader).instrument(session.clone()).await
+            }
+            Ok(UniStreamType::Setup) => Err(Error::UnexpectedStream(UniStreamType::Setup.code())),
             Err(unknown) => Err(Error::UnexpectedStream(unknown)),
         }
     }

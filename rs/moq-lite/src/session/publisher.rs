@@ -1,10 +1,11 @@
 //! The publisher half: serves the peer's ANNOUNCE_REQUEST and SUBSCRIBE streams from a scope.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
@@ -13,7 +14,7 @@ use super::stream::{Reader, Writer};
 use super::Inner;
 use crate::message::*;
 use crate::model::{Announcement, TrackConsumer};
-use crate::{path, telemetry, Error};
+use crate::{path, telemetry, Error, Version};
 
 /// How long a SUBSCRIBE waits for its broadcast to be announced before it is refused.
 const ROUTE_WAIT: Duration = Duration::from_secs(2);
@@ -26,35 +27,48 @@ pub(super) async fn serve_announce(inner: &Arc<Inner>, reader: &mut Reader, writ
     let prefix = path::normalize(&request.prefix);
     tracing::Span::current().record("moq.prefix", prefix.as_str());
     telemetry::AnnounceServed { prefix: &prefix, session: inner.id, error: None }.emit(inner.telemetry());
+    let exclude = match inner.version.has_exclude_hop() {
+        true => request.exclude_hop,
+        false => peer_hop(inner).await,
+    };
+    let mut out = AnnounceWriter::new(inner, exclude);
     // Nothing to offer under this prefix: answer with an empty set, as a publisher with no
     // broadcasts does. Resetting instead makes some peers tear down the whole session.
     let Some(scope) = inner.config.publish.as_ref().filter(|s| s.overlaps(&prefix)) else {
+        if inner.version.has_announce_ok() {
+            writer.encode(&AnnounceOk { hop: inner.config.hop_id, active: 0 }).await?;
+        }
         reader.finished().await?;
         writer.finish();
         return Ok(());
     };
     let mut announced = scope.announced(&prefix);
-    let mut sent = HashSet::new();
+    if inner.version.has_announce_ok() {
+        // The initial set is what the watcher has ready now; ANNOUNCE_OK counts it.
+        let mut initial = Vec::new();
+        while let Some(change) = announced.next().now_or_never() {
+            if let Announcement::Active { path, hops } = change {
+                if out.wanted(&hops) {
+                    initial.push((path, hops));
+                }
+            }
+        }
+        writer.queue(&AnnounceOk { hop: inner.config.hop_id, active: initial.len() as u64 });
+        for (path, hops) in initial {
+            out.active(writer, path, hops);
+        }
+        writer.flush().await?;
+    }
     loop {
         tokio::select! {
-            change = announced.next() => match change {
-                Announcement::Active { path, mut hops } => {
-                    let looped = request.exclude_hop != 0 && hops.contains(&request.exclude_hop);
-                    if looped || hops.len() >= MAX_HOPS {
-                        continue;
-                    }
-                    if inner.version.has_hop_ids() && inner.config.hop_id != 0 {
-                        hops.push(inner.config.hop_id);
-                    }
-                    writer.encode(&Announce { active: true, suffix: path.clone(), hops }).await?;
-                    sent.insert(path);
+            change = announced.next() => {
+                match change {
+                    Announcement::Active { path, hops } if out.wanted(&hops) => out.active(writer, path, hops),
+                    Announcement::Active { .. } => {}
+                    Announcement::Ended { path } => out.ended(writer, path),
                 }
-                Announcement::Ended { path } => {
-                    if sent.remove(&path) {
-                        writer.encode(&Announce { active: false, suffix: path, hops: vec![] }).await?;
-                    }
-                }
-            },
+                writer.flush().await?;
+            }
             // The requester closing its side ends the announce stream.
             res = reader.finished() => {
                 res?;
@@ -63,6 +77,77 @@ pub(super) async fn serve_announce(inner: &Arc<Inner>, reader: &mut Reader, writ
             }
         }
     }
+}
+
+/// The peer's hop id from its SETUP (06 carries it there, not in the request); waits briefly
+/// for the SETUP, which travels on its own stream.
+async fn peer_hop(inner: &Inner) -> u64 {
+    let setup = inner.peer_setup.wait(|s| s.as_ref().map(|s| s.hop));
+    tokio::time::timeout(Duration::from_secs(2), setup).await.ok().flatten().unwrap_or(0)
+}
+
+/// Encodes announcements in the session's version: legacy status messages up to 05 (04 appends
+/// our hop id to the chain), typed START/END with implicit ids on 06.
+struct AnnounceWriter {
+    version: Version,
+    hop_id: u64,
+    exclude: u64,
+    /// Paths announced on this stream, with their announce id (06).
+    sent: HashMap<String, u64>,
+    next_id: u64,
+}
+
+impl AnnounceWriter {
+    fn new(inner: &Inner, exclude: u64) -> Self {
+        Self { version: inner.version, hop_id: inner.config.hop_id, exclude, sent: HashMap::new(), next_id: 0 }
+    }
+
+    /// Whether a broadcast with this chain goes to the peer: not back where it came from, and
+    /// not past the hop limit.
+    fn wanted(&self, hops: &[u64]) -> bool {
+        let looped = self.exclude != 0 && hops.contains(&self.exclude);
+        !looped && hops.len() < MAX_HOPS
+    }
+
+    fn active(&mut self, writer: &mut Writer, path: String, mut hops: Vec<u64>) {
+        if self.version.has_announce_ids() {
+            if self.sent.contains_key(&path) {
+                return; // a replacement is invisible: subscriptions follow the new publisher
+            }
+            writer.queue(&AnnounceMessage::Start { suffix: path.clone(), hops, cost: Cost::default() });
+            self.sent.insert(path, self.next_id);
+            self.next_id += 1;
+            return;
+        }
+        if self.version.sender_appends_hop() && self.hop_id != 0 {
+            hops.push(self.hop_id);
+        }
+        writer.queue(&Announce { active: true, suffix: path.clone(), hops });
+        self.sent.insert(path, 0);
+    }
+
+    fn ended(&mut self, writer: &mut Writer, path: String) {
+        let Some(id) = self.sent.remove(&path) else { return };
+        match self.version.has_announce_ids() {
+            true => writer.queue(&AnnounceMessage::End { id }),
+            false => writer.queue(&Announce { active: false, suffix: path, hops: vec![] }),
+        }
+    }
+}
+
+/// A TRACK stream (05+): the track's TRACK_INFO, then FIN; a track that cannot be resolved is
+/// refused by resetting the stream.
+pub(super) async fn serve_track(inner: &Arc<Inner>, reader: &mut Reader, writer: &mut Writer) -> Result<(), Error> {
+    let request: TrackRequest = reader.decode().await?;
+    let broadcast = path::normalize(&request.broadcast);
+    let span = tracing::Span::current();
+    span.record("moq.broadcast", broadcast.as_str());
+    span.record("moq.track", request.track.as_str());
+    let (_, _, _, track) = resolve(inner, &broadcast, &request.track).await?;
+    let info = tokio::time::timeout(ROUTE_WAIT, track.info()).await.map_err(|_| Error::NotFound)??;
+    writer.encode(&info).await?;
+    writer.finish();
+    Ok(())
 }
 
 /// A SUBSCRIBE stream. `span` (moq.subscribe) covers the request's setup and every log line of
@@ -114,9 +199,11 @@ async fn accept_subscribe(inner: &Arc<Inner>, reader: &mut Reader, writer: &mut 
     let labels = inner.telemetry().broadcast_labels(&full);
     let egress = Arc::new(telemetry::Egress::new(inner.telemetry(), &labels, &subscribe.track, inner.id));
 
-    writer
-        .encode(&SubscribeResponse::Ok(SubscribeParams { priority: subscribe.priority, ..Default::default() }))
-        .await?;
+    // 03/04 acknowledge at once; 05+ say SUBSCRIBE_START once the first group is known.
+    if !inner.version.has_track_stream() {
+        let ok = SubscribeParams { priority: subscribe.priority, ..Default::default() };
+        writer.encode(&SubscribeResponse::Ok(ok)).await?;
+    }
 
     let delivery = Arc::new(Delivery::new(subscribe.priority, subscribe.max_latency_ms));
     Ok(Accepted {
@@ -141,6 +228,7 @@ async fn forward_subscription(
     let Accepted { id, broadcast, track_name, origin, mut route, mut track, delivery, egress } = accepted;
     let mut groups = JoinSet::new();
     let mut inflight: VecDeque<AbortHandle> = VecDeque::new();
+    let mut started = !inner.version.has_track_stream();
     loop {
         tokio::select! {
             update = reader.decode_maybe::<SubscribeUpdate>() => match update? {
@@ -153,6 +241,10 @@ async fn forward_subscription(
             },
             group = track.next_group() => match group? {
                 Some(group) => {
+                    if !started {
+                        writer.encode(&SubscribeResponse::Start { group: group.sequence() }).await?;
+                        started = true;
+                    }
                     while groups.try_join_next().is_some() {}
                     inflight.retain(|h| !h.is_finished());
                     if inflight.len() >= MAX_INFLIGHT_GROUPS {
@@ -174,7 +266,12 @@ async fn forward_subscription(
                     inflight.push_back(handle);
                 }
                 None => {
-                    // Track finished: deliver what is in flight, then FIN the subscribe stream.
+                    // Track finished: say where it ended (05+), deliver what is in flight, then
+                    // FIN the subscribe stream.
+                    if inner.version.has_track_stream() {
+                        let end = track.latest().map_or(0, |latest| latest + 1);
+                        writer.encode(&SubscribeResponse::End { group: end }).await?;
+                    }
                     while groups.join_next().await.is_some() {}
                     writer.finish();
                     return Ok(());

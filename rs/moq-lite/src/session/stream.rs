@@ -5,6 +5,7 @@ use futures::FutureExt;
 use web_transport_quinn::{ReadError, RecvStream, SendStream, WriteError};
 
 use crate::coding::{decode_partial, Decode, DecodeError, Encode};
+use crate::message::FrameHeader;
 use crate::telemetry::Telemetry;
 use crate::{Error, Version};
 
@@ -95,14 +96,16 @@ impl Reader {
         Ok(out.freeze())
     }
 
-    /// A frame of `size` payload bytes in wire form: its size varint, then the payload, in one
-    /// buffer (the one copy a relayed frame gets; every viewer's stream then shares it).
-    pub async fn read_frame_wire(&mut self, size: usize) -> Result<(Bytes, usize), Error> {
-        let header = crate::coding::varint::size(size as u64);
-        let mut out = BytesMut::with_capacity(header + size);
-        crate::coding::varint::encode(&mut out, size as u64);
-        self.read_into(&mut out, header + size).await?;
-        Ok((out.freeze(), header))
+    /// A frame in wire form: its header (as this session's version encodes it), then the
+    /// payload, in one buffer (the one copy a relayed frame gets; every viewer's stream of the
+    /// same frame layout then shares it). Returns the buffer and the header's length.
+    pub async fn read_frame_wire(&mut self, header: &FrameHeader) -> Result<(Bytes, usize), Error> {
+        let size = header.size as usize;
+        let mut out = BytesMut::with_capacity(16 + size);
+        header.encode(&mut out, self.version);
+        let header_len = out.len();
+        self.read_into(&mut out, header_len + size).await?;
+        Ok((out.freeze(), header_len))
     }
 
     /// Appends buffered bytes, then stream data, to `out` until it holds `len` bytes; reads from
@@ -194,6 +197,10 @@ impl Writer {
             None => Ok(false),
             Some(written) => written.map(|_| true).map_err(write_error),
         }
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
     }
 
     /// Whether nothing is queued here (every message so far was handed to the stream).

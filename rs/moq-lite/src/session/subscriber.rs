@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::stream::Reader;
-use super::{Inner, UniKind, CONTROL_PRIORITY};
+use super::{Inner, CONTROL_PRIORITY};
 use crate::message::*;
 use crate::model::{BroadcastConsumer, BroadcastProducer, Publication, TrackProducer};
 use crate::{code, path, telemetry, Error};
@@ -31,27 +31,29 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
     // Per announced path: its publication and the task serving its track requests.
     let mut active = Announced::default();
     let mut tasks = JoinSet::new();
+    let mut incoming = match IncomingAnnounces::start(&inner, &mut reader).await {
+        Ok(incoming) => incoming,
+        Err(Error::RemoteReset(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
     loop {
-        let announce = match reader.decode_maybe::<Announce>().await {
-            Ok(Some(a)) => a,
+        let (suffix, hops) = match incoming.next(&mut reader).await {
+            Ok(Some(change)) => change,
             // A clean FIN (or a reset) withdraws everything announced on this stream.
             Ok(None) | Err(Error::RemoteReset(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let suffix = announce.suffix;
         if !path::is_valid(&suffix) {
             return Err(Error::ProtocolViolation(format!("invalid broadcast path {suffix:?}")));
         }
         if let Some((_, task, full)) = active.0.remove(&suffix) {
             task.abort();
-            if !announce.active {
+            if hops.is_none() {
                 tracing::info!(moq.broadcast = %full, reason = "publisher_left", "broadcast ended");
             }
         }
-        if !announce.active {
-            continue;
-        }
-        if inner.config.hop_id != 0 && announce.hops.contains(&inner.config.hop_id) {
+        let Some(hops) = hops else { continue };
+        if inner.config.hop_id != 0 && hops.contains(&inner.config.hop_id) {
             continue; // our own announcement came back: a loop
         }
         let Some(full) = scope.resolve(&suffix) else {
@@ -62,12 +64,78 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
             return Err(Error::ProtocolViolation("too many announced broadcasts".into()));
         }
         let broadcast = BroadcastProducer::dynamic();
-        let publication = scope.origin().publish(&full, broadcast.consume(), announce.hops);
+        let publication = scope.origin().publish(&full, broadcast.consume(), hops);
         tracing::info!(moq.broadcast = %full, "broadcast started");
         let task =
             tasks.spawn(serve_track_requests(inner.clone(), broadcast, suffix.clone(), full.clone()).in_current_span());
         active.0.insert(suffix, (publication, task, full));
         while tasks.try_join_next().is_some() {}
+    }
+}
+
+/// Decodes the announce stream of any version into changes: `(suffix, Some(hops))` for a
+/// broadcast (re)announced, `(suffix, None)` for one withdrawn.
+struct IncomingAnnounces {
+    version: crate::Version,
+    /// The publisher's hop id from ANNOUNCE_OK (05+), appended to every chain it sends.
+    peer_hop: u64,
+    /// Live announce ids (06) and their paths.
+    ids: HashMap<u64, String>,
+    next_id: u64,
+}
+
+impl IncomingAnnounces {
+    async fn start(inner: &Inner, reader: &mut Reader) -> Result<Self, Error> {
+        let mut peer_hop = 0;
+        if inner.version.has_announce_ok() {
+            let ok: AnnounceOk = reader.decode().await?;
+            peer_hop = ok.hop;
+        }
+        Ok(Self { version: inner.version, peer_hop, ids: HashMap::new(), next_id: 0 })
+    }
+
+    async fn next(&mut self, reader: &mut Reader) -> Result<Option<(String, Option<Vec<u64>>)>, Error> {
+        if !self.version.has_announce_ids() {
+            let Some(announce) = reader.decode_maybe::<Announce>().await? else { return Ok(None) };
+            let hops = announce.active.then(|| self.chain(announce.hops)).transpose()?;
+            return Ok(Some((announce.suffix, hops)));
+        }
+        loop {
+            let Some(message) = reader.decode_maybe::<AnnounceMessage>().await? else { return Ok(None) };
+            return match message {
+                AnnounceMessage::Start { suffix, hops, .. } => {
+                    if self.ids.values().any(|p| *p == suffix) {
+                        return Err(Error::ProtocolViolation(format!("a second ANNOUNCE_START for {suffix:?}")));
+                    }
+                    if self.ids.len() >= MAX_ANNOUNCED {
+                        return Err(Error::ProtocolViolation("too many announced broadcasts".into()));
+                    }
+                    self.ids.insert(self.next_id, suffix.clone());
+                    self.next_id += 1;
+                    Ok(Some((suffix, Some(self.chain(hops)?))))
+                }
+                AnnounceMessage::End { id } => match self.ids.remove(&id) {
+                    Some(suffix) => Ok(Some((suffix, None))),
+                    None => Err(Error::ProtocolViolation(format!("ANNOUNCE_END for unknown id {id}"))),
+                },
+                AnnounceMessage::Update { id, hops, .. } => match self.ids.get(&id) {
+                    Some(suffix) => Ok(Some((suffix.clone(), Some(self.chain(hops)?)))),
+                    None => Err(Error::ProtocolViolation(format!("ANNOUNCE_UPDATE for unknown id {id}"))),
+                },
+                AnnounceMessage::Unknown(_) => continue,
+            };
+        }
+    }
+
+    /// The chain as this node sees it: the sender's own hop appended (05+).
+    fn chain(&self, mut hops: Vec<u64>) -> Result<Vec<u64>, Error> {
+        if self.peer_hop != 0 {
+            if hops.contains(&self.peer_hop) {
+                return Err(Error::ProtocolViolation(format!("hop {} repeats in the hop chain", self.peer_hop)));
+            }
+            hops.push(self.peer_hop);
+        }
+        Ok(hops)
     }
 }
 
@@ -151,10 +219,39 @@ async fn run_subscription(
     let id = inner.next_subscribe_id();
     let name = track.name().to_string();
     let shared = track.shared().clone();
+    // 03/04 carry no TRACK_INFO: defaults (ms timestamps). 05+ ask the publisher alongside the
+    // SUBSCRIBE, so subscribers of this track can be told its timescale.
+    let info = match inner.version.has_track_stream() {
+        false => {
+            track.set_info(TrackInfo::default());
+            None
+        }
+        true => Some(fetch_track_info(&inner, &path, &name)),
+    };
     let upstream = Arc::new(Upstream { track: Mutex::new(Some(track)), ended: Mutex::new(None), ingress });
     inner.subscriptions.lock().unwrap().insert(id, upstream.clone());
 
-    let result = subscribe_upstream(&inner, &broadcast, id, &path, &name, &upstream.track, &shared).await;
+    let subscribe = subscribe_upstream(&inner, &broadcast, id, &path, &name, &upstream.track, &shared);
+    let result = match info {
+        None => subscribe.await,
+        Some(info) => {
+            let set_info = async {
+                match info.await {
+                    Ok(info) => {
+                        if let Some(track) = upstream.track.lock().unwrap().as_ref() {
+                            track.set_info(info);
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "TRACK_INFO request failed"),
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                result = subscribe => result,
+                _ = set_info => unreachable!("pending never resolves"),
+            }
+        }
+    };
     let outcome = match &result {
         Ok(()) => "ended",
         Err(Error::Cancel) => "unused",
@@ -183,16 +280,7 @@ async fn subscribe_upstream(
     writer.set_priority(super::CONTROL_PRIORITY);
     writer.queue_raw(|b| BiStreamType::Subscribe.encode(b));
     writer
-        .encode(&Subscribe {
-            id,
-            broadcast: path.to_string(),
-            track: name.to_string(),
-            priority: 0,
-            ordered: false,
-            max_latency_ms: 0,
-            start_group: None,
-            end_group: None,
-        })
+        .encode(&Subscribe { id, broadcast: path.to_string(), track: name.to_string(), ..Default::default() })
         .await?;
     tracing::debug!(id, broadcast = %path, track = %name, "subscribed upstream");
 
@@ -200,6 +288,8 @@ async fn subscribe_upstream(
         tokio::select! {
             response = reader.decode_maybe::<SubscribeResponse>() => match response {
                 Ok(Some(SubscribeResponse::Ok(_))) => {}
+                Ok(Some(SubscribeResponse::Start { group })) => tracing::debug!(id, group, "upstream subscription starts"),
+                Ok(Some(SubscribeResponse::End { group })) => tracing::debug!(id, group, "upstream track ends"),
                 Ok(Some(SubscribeResponse::Drop { start, end, error_code })) => {
                     tracing::debug!(id, start, end, error_code, "upstream dropped groups");
                 }
@@ -223,13 +313,20 @@ async fn subscribe_upstream(
     }
 }
 
-/// Handles one incoming unidirectional stream: a group of an upstream subscription.
-pub(super) async fn serve_uni(inner: &Arc<Inner>, reader: &mut Reader) -> Result<(), Error> {
-    let kind: UniKind = reader.decode().await?;
-    match kind.0 {
-        Ok(UniStreamType::Group) => {}
-        Err(unknown) => return Err(Error::UnexpectedStream(unknown)),
-    }
+/// Asks the publisher for a track's TRACK_INFO on a Track stream (05+).
+async fn fetch_track_info(inner: &Arc<Inner>, path: &str, name: &str) -> Result<TrackInfo, Error> {
+    let (send, recv) = inner.conn.open_bi().await.map_err(|e| Error::Closed(e.to_string()))?;
+    let mut writer = inner.writer(send);
+    let mut reader = Reader::new(recv, inner.version);
+    writer.set_priority(CONTROL_PRIORITY);
+    writer.queue_raw(|b| BiStreamType::Track.encode(b));
+    writer.encode(&TrackRequest { broadcast: path.to_string(), track: name.to_string() }).await?;
+    writer.finish();
+    reader.decode().await
+}
+
+/// A group stream of an upstream subscription, after its type.
+pub(super) async fn serve_group(inner: &Arc<Inner>, reader: &mut Reader) -> Result<(), Error> {
     let header: GroupHeader = reader.decode().await?;
     let upstream = inner.subscriptions.lock().unwrap().get(&header.subscribe_id).cloned();
     // A group for a subscription that already ended is routine, not a violation.
@@ -244,15 +341,25 @@ pub(super) async fn serve_uni(inner: &Arc<Inner>, reader: &mut Reader) -> Result
     let counters = &upstream.ingress.counters;
     // A node that also publishes (a relay) may fan this group out: keep frames in wire form.
     let forwards = inner.config.publish.is_some();
+    let timestamped = inner.version.has_timestamps();
+    // 05+ timestamps are deltas from the previous frame (the first is absolute); 03/04 frames
+    // are stamped on arrival.
+    let mut timestamp: u64 = 0;
     loop {
         match reader.decode_maybe::<FrameHeader>().await {
             Ok(Some(frame)) => {
                 counters.frame(frame.size as usize);
+                timestamp = match timestamped {
+                    true => timestamp
+                        .checked_add_signed(frame.timestamp_delta)
+                        .ok_or_else(|| Error::ProtocolViolation("frame timestamp delta goes below zero".into()))?,
+                    false => crate::model::now_ms(),
+                };
                 if forwards {
-                    let (wire, header) = reader.read_frame_wire(frame.size as usize).await?;
-                    group.write_wire(wire, header)?;
+                    let (wire, header) = reader.read_frame_wire(&frame).await?;
+                    group.write_wire(wire, header, timestamp, timestamped)?;
                 } else {
-                    group.write_frame(reader.read_payload(frame.size as usize).await?)?;
+                    group.write_frame_at(reader.read_payload(frame.size as usize).await?, timestamp)?;
                 }
             }
             Ok(None) => {
