@@ -42,6 +42,19 @@ impl ConnectArgs {
         client.connect_with_headers(&self.url, headers).await
     }
 
+    /// The SETUP Path of this connection: the URL's path and `?query` on raw QUIC (the session
+    /// root, as a WebTransport URL's path is, and where a `?jwt=` token travels). `None` on
+    /// WebTransport, which has the URL already and where a Path is a protocol violation.
+    pub fn setup_path(&self, connected: &Connected) -> Option<String> {
+        if connected.transport != moq_lite::transport::Transport::Quic || !connected.version.has_setup() {
+            return None;
+        }
+        Some(match self.url.query() {
+            Some(query) => format!("{}?{query}", self.url.path()),
+            None => self.url.path().to_string(),
+        })
+    }
+
     /// The URL without its query (which may carry a token), for logs and spans.
     pub fn url_for_logs(&self) -> String {
         let mut url = self.url.clone();

@@ -287,10 +287,11 @@ async fn keep_connected(
                     connected.version
                 );
                 let scope = Scope::new(origin.clone(), "", vec![String::new()]);
+                let setup_path = connect.setup_path(&connected);
                 let session = Session::new(
                     connected.conn,
                     connected.version,
-                    SessionConfig { publish: Some(scope), ..Default::default() },
+                    SessionConfig { publish: Some(scope), setup_path, ..Default::default() },
                 );
                 current.send_replace(Some(session.clone()));
                 let opened = std::time::Instant::now();

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use moq_lite::model::{Origin, Scope};
-use moq_lite::session::{Session, SessionConfig};
+use moq_lite::session::{read_setup, Session, SessionConfig};
 use moq_lite::telemetry::Reason;
-use moq_lite::transport::{Incoming, Server};
+use moq_lite::transport::{Incoming, Server, Transport};
 use moq_lite::{path, Error};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -108,7 +108,34 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
         }
     };
     let transport = request.transport();
-    let root = request.url().map(|u| path::normalize(u.path())).unwrap_or_default();
+    // Raw QUIC lite-05+ carries the request target in the client's SETUP Path, which must be read
+    // before the access decision; WebTransport (and lite-03/04 raw QUIC, rooted at "") use the URL.
+    let mut setup = None;
+    let target = match request.version().filter(|v| transport == Transport::Quic && v.has_setup()) {
+        None => Target::of_url(request.url()),
+        Some(_) => {
+            let (conn, version) = match request.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    SessionRejected { error: Some(&e), client: Some(&peer), ..SessionRejected::new(e.reason()) }.emit();
+                    return;
+                }
+            };
+            match read_setup(&conn, version).await {
+                Ok(peer_setup) => {
+                    let target = Target::of_setup_path(peer_setup.path.as_deref().unwrap_or(""));
+                    setup = Some((conn, version, peer_setup));
+                    target
+                }
+                Err(e) => {
+                    SessionRejected { error: Some(&e), client: Some(&peer), ..SessionRejected::new(e.reason()) }.emit();
+                    conn.close(e.code(), e.to_string().as_bytes());
+                    return;
+                }
+            }
+        }
+    };
+    let root = target.root;
     // The one id of this session: its span, moq-lite's log lines and the QUIC stats all use it.
     let id = moq_lite::session::next_id();
 
@@ -133,7 +160,7 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
 
     // Access decision: the URL path must overlap an allow-list. Tokens are not verified yet, and
     // are never logged: only a short hash.
-    let token = request.url().and_then(|u| u.query_pairs().find(|(k, _)| k == "jwt").map(|(_, v)| v.into_owned()));
+    let token = target.token;
     let serve = Scope::new(ctx.origin.clone(), &root, ctx.subscribe_allow.clone());
     let ingest = Scope::new(ctx.origin.clone(), &root, ctx.publish_allow.clone());
     let allowed = serve.overlaps("") || ingest.overlaps("");
@@ -148,16 +175,22 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
         }
     }
     if !allowed {
-        request.reject(Error::Unauthorized).await;
+        match setup {
+            Some((conn, _, _)) => conn.close(Error::Unauthorized.code(), b"unauthorized"),
+            None => request.reject(Error::Unauthorized).await,
+        }
         return;
     }
 
-    let (conn, version) = match request.accept().await {
-        Ok(c) => c,
-        Err(e) => {
-            span.in_scope(|| SessionRejected { error: Some(&e), ..SessionRejected::new(e.reason()) }.emit());
-            return;
-        }
+    let (conn, version, peer_setup) = match setup {
+        Some((conn, version, peer_setup)) => (conn, version, Some(peer_setup)),
+        None => match request.accept().await {
+            Ok((conn, version)) => (conn, version, None),
+            Err(e) => {
+                span.in_scope(|| SessionRejected { error: Some(&e), ..SessionRejected::new(e.reason()) }.emit());
+                return;
+            }
+        },
     };
     span.record("network.protocol.version", version.alpn());
 
@@ -171,6 +204,8 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
             max_streams: ctx.max_streams,
             telemetry: ctx.telemetry.transport().clone(),
             id: Some(id),
+            peer_setup,
+            ..Default::default()
         },
     );
     let handshake = started.elapsed();
@@ -181,4 +216,45 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
     ctx.sessions.remove(id);
     let reason = span.in_scope(|| guard.closed(&err, ctx.draining.began()));
     span.record("moq.close.reason", reason.as_str());
+}
+
+/// What a session asks for: its root path and the credential in the query (`?jwt=`), from the
+/// WebTransport CONNECT URL or the SETUP Path (`path?query`) of a raw-QUIC lite-05+ client.
+struct Target {
+    root: String,
+    /// The whole query (undecoded, without `?`), for the access layer.
+    #[allow(dead_code)] // read by the token-auth work (issue 21)
+    query: String,
+    token: Option<String>,
+}
+
+impl Target {
+    fn of_url(url: Option<&url::Url>) -> Self {
+        let Some(url) = url else { return Self { root: String::new(), query: String::new(), token: None } };
+        let token = url.query_pairs().find(|(k, _)| k == "jwt").map(|(_, v)| v.into_owned());
+        Self { root: path::normalize(url.path()), query: url.query().unwrap_or("").to_string(), token }
+    }
+
+    fn of_setup_path(target: &str) -> Self {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let token = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "jwt").map(|(_, v)| v.into_owned());
+        Self { root: path::normalize(path), query: query.to_string(), token }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Target;
+
+    #[test]
+    fn setup_path_splits_into_root_and_token() {
+        let t = Target::of_setup_path("/demo/room/?jwt=a%2Bb&x=1");
+        assert_eq!((t.root.as_str(), t.token.as_deref()), ("demo/room", Some("a+b")));
+        assert_eq!(t.query, "jwt=a%2Bb&x=1");
+        let t = Target::of_setup_path("");
+        assert_eq!((t.root.as_str(), t.token), ("", None));
+        let url = url::Url::parse("https://relay:443/live?jwt=t").unwrap();
+        let t = Target::of_url(Some(&url));
+        assert_eq!((t.root.as_str(), t.token.as_deref()), ("live", Some("t")));
+    }
 }

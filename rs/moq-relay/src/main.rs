@@ -169,7 +169,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     let mut listeners = JoinSet::new();
     let server_tls = tls::server_config(&tls)?;
     for addr in &config.listen {
-        let quic = serve::QuicListener::bind(*addr, server_tls.clone(), &quic, ctx.clone())?;
+        let quic = serve::QuicListener::bind(*addr, server_tls.clone(), &config.versions, &quic, ctx.clone())?;
         servers.push(quic.server());
         listeners.spawn(quic.run(stopping.clone()));
         if config.http {

@@ -125,10 +125,12 @@ async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Cl
     metrics::counter!(catalog::CONNECTIONS.name, "transport" => connected.transport.as_str()).increment(1);
     let _watching = Watching::start();
     let origin = Origin::new();
+    let setup_path = args.connect.setup_path(&connected);
     let session = Session::new(
         connected.conn,
         connected.version,
         SessionConfig {
+            setup_path,
             publish: None,
             subscribe: Some(Scope::new(origin.clone(), "", vec![String::new()])),
             ..Default::default()

@@ -79,6 +79,12 @@ pub(super) struct Settings {
     #[arg(long, env = "MOQ_MAX_STREAMS", value_name = "COUNT")]
     pub(super) max_streams: Option<u64>,
 
+    /// moq-lite versions the relay speaks, comma-separated (e.g. moq-lite-05,moq-lite-04); a client
+    /// is served in the one its ALPN or `wt-protocol` offer selects, never guessed.
+    /// [default: moq-lite-06,moq-lite-05,moq-lite-04,moq-lite-03]
+    #[arg(long = "moq-version", env = "MOQ_VERSION", value_name = "VERSION", value_delimiter = ',')]
+    pub(super) versions: Option<Vec<moq_lite::Version>>,
+
     /// Sessions admitted at once, handshakes in progress included; further connection
     /// attempts are refused and counted as sessions_total{reason="capacity"}. [default: 10000]
     #[arg(long, env = "MOQ_MAX_SESSIONS", value_name = "COUNT")]

@@ -18,7 +18,17 @@ pub(super) fn read(path: &Path) -> anyhow::Result<Settings> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
     let file: File = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
-    Ok(file.into())
+    let versions = match &file.quic.versions {
+        Some(names) => Some(
+            names
+                .iter()
+                .map(|name| name.parse::<moq_lite::Version>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("invalid config file {}: quic.versions: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(Settings { versions, ..file.into() })
 }
 
 /// The TOML file layout. Unknown keys are rejected so typos don't go unnoticed.
@@ -81,6 +91,8 @@ struct FileAuth {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileQuic {
+    /// moq-lite versions, e.g. ["moq-lite-05", "moq-lite-04"].
+    versions: Option<Vec<String>>,
     max_streams: Option<u64>,
     max_sessions: Option<usize>,
     worker_threads: Option<usize>,
@@ -120,6 +132,7 @@ impl From<File> for Settings {
             publish_allow: file.auth.publish,
             subscribe_allow: file.auth.subscribe,
             drain_timeout: file.drain_timeout,
+            versions: None, // parsed (fallibly) in `read`
             max_streams: file.quic.max_streams,
             max_sessions: file.quic.max_sessions,
             worker_threads: file.quic.worker_threads,

@@ -47,6 +47,8 @@ pub struct Config {
     pub subscribe_allow: Vec<String>,
     /// How long sessions may take to leave after GOAWAY before they are closed.
     pub drain_timeout: Duration,
+    /// moq-lite versions offered, most preferred first.
+    pub versions: Vec<moq_lite::Version>,
     /// Maximum concurrent QUIC streams per direction and type.
     pub max_streams: u64,
     /// Sessions (including handshakes in progress) the relay admits at once; more are refused.
@@ -129,6 +131,7 @@ impl Settings {
             publish_allow: self.publish_allow.or(lower.publish_allow),
             subscribe_allow: self.subscribe_allow.or(lower.subscribe_allow),
             drain_timeout: self.drain_timeout.or(lower.drain_timeout),
+            versions: self.versions.or(lower.versions),
             max_streams: self.max_streams.or(lower.max_streams),
             max_sessions: self.max_sessions.or(lower.max_sessions),
             worker_threads: self.worker_threads.or(lower.worker_threads),
@@ -165,6 +168,7 @@ impl Settings {
             publish_allow: listen.publish_allow,
             subscribe_allow: listen.subscribe_allow,
             drain_timeout: quic.drain_timeout,
+            versions: quic.versions,
             max_streams: quic.max_streams,
             max_sessions: quic.max_sessions,
             worker_threads: quic.worker_threads,
@@ -228,6 +232,7 @@ mod tests {
         assert_eq!(config.publish_allow, vec![String::new()]);
         assert_eq!(config.subscribe_allow, vec![String::new()]);
         assert_eq!(config.drain_timeout, Duration::from_secs(5));
+        assert_eq!(config.versions, moq_lite::Version::ALL.to_vec());
         assert_eq!(config.max_streams, 1_000);
         assert_eq!(config.max_sessions, 10_000);
         assert_eq!(config.worker_threads, 0);
@@ -253,6 +258,7 @@ mod tests {
                 generate = ["file.example"]
 
                 [quic]
+                versions = ["moq-lite-04"]
                 max_streams = 11
                 max_sessions = 33
                 idle_timeout = "20s"
@@ -267,12 +273,15 @@ mod tests {
             ("MOQ_LISTEN", "127.0.0.1:2001,127.0.0.1:2002"),
             ("MOQ_DRAIN_TIMEOUT", "2s"),
             ("MOQ_MAX_STREAMS", "22"),
+            ("MOQ_VERSION", "moq-lite-06,moq-lite-05"),
             ("MOQ_MAX_SESSIONS", "44"),
             ("MOQ_OPS_TOKEN", "from-env-token"),
         ];
 
         // File over defaults, env over file, flags over env.
         let config = load(&["--drain-timeout", "500ms", "--listen=127.0.0.1:3001"], &env).unwrap();
+        use moq_lite::Version::{Lite04, Lite05, Lite06};
+        assert_eq!(config.versions, vec![Lite06, Lite05]);
         assert_eq!(config.file.as_deref(), Some(file.0.as_path()));
         assert_eq!(config.listen, vec!["127.0.0.1:3001".parse().unwrap()]);
         assert_eq!(config.drain_timeout, Duration::from_millis(500));
@@ -295,8 +304,17 @@ mod tests {
         assert_eq!(config.listen, vec!["127.0.0.1:1001".parse().unwrap()]);
         assert_eq!(config.drain_timeout, Duration::from_secs(1));
         assert_eq!(config.max_streams, 11);
+        assert_eq!(config.versions, vec![Lite04]);
         assert_eq!(config.max_sessions, 33);
         assert_eq!(config.ops_token, Some(Secret::new("from-file-token")));
+    }
+
+    #[test]
+    fn versions_are_restricted_by_name_and_unknown_names_refused() {
+        let config = load(&["--tls-generate=localhost", "--moq-version", "moq-lite-05,moq-lite-05,moq-lite-03"], &[]).unwrap();
+        assert_eq!(config.versions, vec![moq_lite::Version::Lite05, moq_lite::Version::Lite03]);
+        let err = load(&["--tls-generate=localhost", "--moq-version", "moq-lite-09"], &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("moq-lite-09"), "{err:#}");
     }
 
     #[test]

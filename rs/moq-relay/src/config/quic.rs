@@ -19,6 +19,7 @@ pub const MAX_WORKER_THREADS: usize = 1024;
 
 /// The resolved QUIC and session settings, for the fields of [`super::Config`] of the same names.
 pub(super) struct Quic {
+    pub(super) versions: Vec<moq_lite::Version>,
     pub(super) drain_timeout: Duration,
     pub(super) max_streams: u64,
     pub(super) max_sessions: usize,
@@ -31,6 +32,11 @@ pub(super) struct Quic {
 impl Quic {
     pub(super) fn resolve(settings: &Settings) -> anyhow::Result<Self> {
         let transport = QuicOptions::default();
+
+        let mut versions = settings.versions.clone().unwrap_or_else(|| moq_lite::Version::ALL.to_vec());
+        ensure!(!versions.is_empty(), "at least one moq-lite version is needed");
+        let mut seen = Vec::new();
+        versions.retain(|v| if seen.contains(v) { false } else { seen.push(*v); true });
 
         let max_streams = settings.max_streams.unwrap_or(transport.max_streams);
         ensure!(max_streams > 0, "max streams must be at least 1");
@@ -57,6 +63,7 @@ impl Quic {
         );
 
         Ok(Self {
+            versions,
             drain_timeout: settings.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
             max_streams,
             max_sessions,

@@ -20,12 +20,14 @@ impl QuicListener {
     pub fn bind(
         addr: SocketAddr,
         tls: rustls::ServerConfig,
+        versions: &[Version],
         quic: &QuicOptions,
         ctx: Arc<Context>,
     ) -> anyhow::Result<Self> {
         let server =
-            Server::bind(addr, tls, Version::ALL.to_vec(), quic).with_context(|| format!("listening on UDP {addr}"))?;
-        tracing::info!(addr = %server.local_addr()?, versions = ?Version::ALL.map(|v| v.alpn()), "QUIC/WebTransport listening");
+            Server::bind(addr, tls, versions.to_vec(), quic).with_context(|| format!("listening on UDP {addr}"))?;
+        let names: Vec<&str> = versions.iter().map(|v| v.alpn()).collect();
+        tracing::info!(addr = %server.local_addr()?, versions = ?names, "QUIC/WebTransport listening");
         Ok(Self { server: Arc::new(server), ctx })
     }
 

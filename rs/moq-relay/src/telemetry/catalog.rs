@@ -46,7 +46,7 @@ pub const ACTIVE_CONNECTIONS: Metric = Metric::gauge(
 )
 .labels(&[
     Label::known("transport", &["quic", "webtransport"]),
-    Label::known("version", &["moq-lite-04", "moq-lite-03"]),
+    Label::known("version", &["moq-lite-06", "moq-lite-05", "moq-lite-04", "moq-lite-03"]),
 ]);
 pub const SESSIONS: Metric = Metric::counter(
     "moq_relay_sessions_total",
