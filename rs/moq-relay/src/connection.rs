@@ -7,7 +7,7 @@ use std::time::Instant;
 use moq_lite::model::{Origin, Scope};
 use moq_lite::session::{Session, SessionConfig};
 use moq_lite::telemetry::Reason;
-use moq_lite::transport::{Incoming, Server};
+use moq_lite::transport::{Incoming, Request, Server, Transport};
 use moq_lite::{path, Error};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -45,7 +45,11 @@ impl Admission {
         Self { max, admitted: Default::default() }
     }
 
-    fn try_admit(&self) -> Option<Slot> {
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    pub(crate) fn try_admit(&self) -> Option<Slot> {
         let admitted = self.admitted.fetch_add(1, Ordering::AcqRel);
         if admitted >= self.max {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
@@ -56,7 +60,7 @@ impl Admission {
 }
 
 /// One admitted attempt; frees its place when dropped.
-struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+pub(crate) struct Slot(Arc<std::sync::atomic::AtomicUsize>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -107,6 +111,12 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
             return;
         }
     };
+    serve(request, ctx, worker, started, peer).await
+}
+
+/// One session request, whatever carried it (QUIC, WebTransport, or a WebSocket upgrade the
+/// HTTP listener handed over): access decision, session run, teardown.
+pub async fn serve(request: Request, ctx: Arc<Context>, worker: usize, started: Instant, peer: String) {
     let transport = request.transport();
     let root = request.url().map(|u| path::normalize(u.path())).unwrap_or_default();
     // The one id of this session: its span, moq-lite's log lines and the QUIC stats all use it.
@@ -114,11 +124,12 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
 
     // One span per session, named and attributed after OpenTelemetry semantic conventions. A
     // WebTransport client sends its trace context in the CONNECT's `traceparent` header; raw
-    // QUIC lite-03/04 carries no request at all, so those sessions start their own trace.
+    // QUIC lite-03/04 carries no request at all, so those sessions start their own trace. A
+    // WebSocket upgrade may carry it as a header too.
     let span = tracing::info_span!(
         "moq.session",
         moq.session.id = id,
-        network.transport = "udp",
+        network.transport = if transport == Transport::WebSocket { "tcp" } else { "udp" },
         network.protocol.name = "moq-lite",
         network.protocol.version = tracing::field::Empty,
         moq.transport = %transport,

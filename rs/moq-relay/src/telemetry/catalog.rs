@@ -42,10 +42,10 @@ pub const ACTIVE_STREAMS: Metric = Metric::gauge(
 pub const ACTIVE_CONNECTIONS: Metric = Metric::gauge(
     "moq_relay_active_connections",
     Unit::Count("sessions"),
-    "Sessions currently open, by transport (quic|webtransport) and version.",
+    "Sessions currently open, by transport (quic|webtransport|websocket) and version.",
 )
 .labels(&[
-    Label::known("transport", &["quic", "webtransport"]),
+    Label::known("transport", &["quic", "webtransport", "websocket"]),
     Label::known("version", &["moq-lite-04", "moq-lite-03"]),
 ]);
 pub const SESSIONS: Metric = Metric::counter(
@@ -157,6 +157,14 @@ pub const WORKER_CONNECTIONS: Metric = Metric::gauge(
 )
 .labels(WORKER);
 
+/// Why a connection on the public TCP listener ended before a WebSocket session could start.
+pub const WEBSOCKET_UPGRADE_FAILURES: Metric = Metric::counter(
+    "moq_relay_websocket_upgrade_failures_total",
+    Unit::Count("connections"),
+    "Connections on the public TCP listener that failed before a WebSocket session started, by reason.",
+)
+.labels(&[Label::known("reason", &["no_protocol", "bad_request", "timeout", "tls", "io"])]);
+
 /// The relay's own metrics, recorded through the `metrics` facade.
 pub const RELAY: &[Metric] = &[
     ACTIVE_STREAMS,
@@ -177,6 +185,7 @@ pub const RELAY: &[Metric] = &[
     AVAILABLE_CPUS,
     WORKER_BUSY,
     WORKER_CONNECTIONS,
+    WEBSOCKET_UPGRADE_FAILURES,
 ];
 
 pub const PROCESS_CPU: Metric =

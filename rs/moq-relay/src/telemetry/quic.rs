@@ -75,9 +75,12 @@ struct Delta {
 }
 
 impl Delta {
-    /// Adds the connection's growth since `last`, and its RTT if `rtt`.
+    /// Adds the connection's growth since `last`, and its RTT if `rtt`. WebSocket sessions
+    /// have no QUIC connection, so add nothing.
     fn add(&mut self, session: &Session, last: &mut Sample, rtt: bool) {
-        let conn: &quinn::Connection = session.connection();
+        let Some(conn) = session.connection().quic() else {
+            return;
+        };
         let stats = conn.stats();
         let now = Sample::of(&stats);
         let s = &mut self.sum;
