@@ -55,9 +55,9 @@ pub const DROPPED: Metric = Metric::counter(
 pub const CONNECTIONS: Metric = Metric::counter(
     "moq_client_connections_total",
     Unit::Count("sessions"),
-    "Sessions established, by transport (quic|webtransport).",
+    "Sessions established, by transport (quic|webtransport|websocket).",
 )
-.labels(&[Label::known("transport", &["quic", "webtransport"])]);
+.labels(&[Label::known("transport", &["quic", "webtransport", "websocket"])]);
 pub const ACTIVE_VIEWERS: Metric = Metric::gauge(
     "moq_client_active_viewers",
     Unit::Count("viewers"),

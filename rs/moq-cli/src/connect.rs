@@ -8,7 +8,9 @@ use url::Url;
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
     /// Relay URL: https:// (WebTransport), http:// (WebTransport, fetching the dev certificate's
-    /// fingerprint from http://HOST:PORT/certificate.sha256 first) or moqt:// (raw QUIC).
+    /// fingerprint from http://HOST:PORT/certificate.sha256 first), moqt:// (raw QUIC), or
+    /// ws:// / wss:// (qmux over a WebSocket on the relay's TCP port; wss:// honours the --tls-*
+    /// flags).
     #[arg(long, env = "MOQ_URL", default_value = "http://localhost:4443/")]
     pub url: Url,
     /// Skip TLS certificate verification (development only).
@@ -32,7 +34,8 @@ impl ConnectArgs {
     }
 
     /// Connects, sending the trace context of `span` to the relay so its session span becomes a
-    /// child of ours. WebTransport carries it in the CONNECT's `traceparent` header; raw QUIC
+    /// child of ours. WebTransport carries it in the CONNECT's `traceparent` header, a WebSocket
+    /// in its upgrade request's; raw QUIC
     /// with lite-03/04 has no request to carry it in, so those traces stay separate.
     pub async fn connect(&self, client: &Client, span: &tracing::Span) -> anyhow::Result<Connected> {
         let mut headers = http::HeaderMap::new();

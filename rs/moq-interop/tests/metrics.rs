@@ -72,6 +72,30 @@ fn wire_counters_count_datagrams_and_sends_consistently_with_the_payload() {
     assert!(transmits > 0.0 && transmits <= sent, "a transmit carries one or more datagrams");
 }
 
+/// Every open QUIC session gets one send-rate sample per scrape (the estimate PROBE reports), and
+/// on loopback it is far above any video bitrate. An empty histogram, or one stuck near zero,
+/// would hide the viewers' bandwidth from whoever sizes an ABR ladder.
+#[test]
+fn each_scrape_samples_the_send_rate_estimate_of_every_quic_session() {
+    const RATE: &str = "moq_relay_quic_send_rate_estimate_bytes_per_second";
+    let _serial = serial();
+    let relay = Relay::builder().ops().start();
+    let _publisher = Publisher::new(&relay.url(""), "rate/bbb").spawn();
+    let _viewers = Viewer::new(&relay.url(""), "rate/bbb").summary().viewers(2).groups(1_000).background();
+    assert!(
+        eventually(Duration::from_secs(20), || relay.scrape().total("moq_relay_active_connections", &[]) == 3.0),
+        "publisher and two viewers connected"
+    );
+    let before = relay.scrape();
+    let after = relay.scrape();
+    let count = after.total(&format!("{RATE}_count"), &[]) - before.total(&format!("{RATE}_count"), &[]);
+    let sum = after.total(&format!("{RATE}_sum"), &[]) - before.total(&format!("{RATE}_sum"), &[]);
+    eprintln!("one scrape: {count} samples, mean {:.0} B/s", sum / count);
+    assert_eq!(count, 3.0, "one sample per open session per scrape");
+    // 1 Mbit/s: loopback's window over its sub-millisecond RTT is orders of magnitude above it.
+    assert!(sum / count > 125_000.0, "mean estimate {} B/s", sum / count);
+}
+
 #[test]
 fn gauges_follow_publishers_and_viewers() {
     let _serial = serial();

@@ -264,7 +264,7 @@ async fn a_finished_groups_end_travels_with_its_last_frame() {
     assert_eq!(next_payload(&mut track).await, "warm-up");
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let quic: &quinn::Connection = viewer_session.connection();
+    let quic: &quinn::Connection = viewer_session.connection().quic().unwrap();
     let stream_frames = || quic.stats().frame_rx.stream;
     let before = stream_frames();
     for g in 0..GROUPS {
@@ -328,7 +328,7 @@ async fn a_replacing_publisher_takes_over_the_path() {
 }
 
 /// Waits for the relay to close the connection and returns the application close code.
-async fn close_code(conn: &moq_lite::session::Connection) -> Option<u32> {
+async fn close_code(conn: &web_transport_quinn::Session) -> Option<u32> {
     let err = timeout(WAIT, conn.closed()).await.expect("the relay closes the session");
     match err {
         web_transport_quinn::SessionError::WebTransportError(web_transport_quinn::WebTransportError::Closed(
@@ -341,7 +341,7 @@ async fn close_code(conn: &moq_lite::session::Connection) -> Option<u32> {
 
 /// Opens a group stream and writes only its type, so the relay's reader waits on it: a stream
 /// the peer keeps open.
-async fn open_group_stream(conn: &moq_lite::session::Connection) -> web_transport_quinn::SendStream {
+async fn open_group_stream(conn: &web_transport_quinn::Session) -> web_transport_quinn::SendStream {
     let mut send = conn.open_uni().await.unwrap();
     send.write_all(&[0x00]).await.unwrap();
     send
@@ -355,9 +355,11 @@ async fn a_peer_gets_stream_credit_as_it_keeps_streams_open() {
     let peer = connect_with(addr, "moqt", &[Version::Lite04]).await;
     let mut open = Vec::new();
     for _ in 0..300 {
-        open.push(timeout(WAIT, open_group_stream(&peer.conn)).await.expect("credit for 300 streams"));
+        open.push(
+            timeout(WAIT, open_group_stream(peer.conn.as_quic().unwrap())).await.expect("credit for 300 streams"),
+        );
     }
-    assert!(peer.conn.close_reason().is_none());
+    assert!(peer.conn.as_quic().unwrap().close_reason().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,9 +368,11 @@ async fn stream_credit_stops_at_max_streams() {
     let peer = connect_with(addr, "moqt", &[Version::Lite04]).await;
     let mut open = Vec::new();
     for _ in 0..100 {
-        open.push(timeout(WAIT, open_group_stream(&peer.conn)).await.expect("credit for 100 streams"));
+        open.push(
+            timeout(WAIT, open_group_stream(peer.conn.as_quic().unwrap())).await.expect("credit for 100 streams"),
+        );
     }
-    let mut extra = Box::pin(open_group_stream(&peer.conn));
+    let mut extra = Box::pin(open_group_stream(peer.conn.as_quic().unwrap()));
     assert!(timeout(Duration::from_millis(500), &mut extra).await.is_err(), "a 101st stream was let open");
     // Streams that end return their credit (quinn announces it once an eighth is free).
     for mut send in open.drain(..20) {
@@ -385,9 +389,9 @@ async fn a_malformed_message_closes_only_that_session() {
 
     // SUBSCRIBE whose declared length (3) is shorter than its fields need.
     let hostile = connect_with(addr, "moqt", &[Version::Lite04]).await;
-    let (mut send, _recv) = hostile.conn.open_bi().await.unwrap();
+    let (mut send, _recv) = hostile.conn.as_quic().unwrap().open_bi().await.unwrap();
     send.write_all(&[0x02, 0x03, 0x00, 0x01, b'b']).await.unwrap();
-    assert_eq!(close_code(&hostile.conn).await, Some(code::PROTOCOL_VIOLATION));
+    assert_eq!(close_code(hostile.conn.as_quic().unwrap()).await, Some(code::PROTOCOL_VIOLATION));
 
     send_group(&mut publisher.track, b"still here");
     assert_eq!(next_payload(&mut healthy).await, "still here");
@@ -397,17 +401,17 @@ async fn a_malformed_message_closes_only_that_session() {
 async fn an_unknown_stream_type_resets_only_that_stream() {
     let addr = relay(Origin::new()).await;
     let peer = connect_with(addr, "https", &[Version::Lite04]).await;
-    let (mut send, mut recv) = peer.conn.open_bi().await.unwrap();
+    let (mut send, mut recv) = peer.conn.as_quic().unwrap().open_bi().await.unwrap();
     send.write_all(&[0x3f]).await.unwrap();
     let mut buf = [0u8; 16];
     let read = timeout(WAIT, recv.read(&mut buf)).await.unwrap();
     assert!(matches!(read, Err(web_transport_quinn::ReadError::Reset(c)) if c == code::UNEXPECTED_STREAM), "{read:?}");
     // The session is still up: an ANNOUNCE_REQUEST is answered (no broadcasts, stream open).
-    let (mut send, mut recv) = peer.conn.open_bi().await.unwrap();
+    let (mut send, mut recv) = peer.conn.as_quic().unwrap().open_bi().await.unwrap();
     send.write_all(&[0x01, 0x02, 0x00, 0x00]).await.unwrap();
     let pending = timeout(Duration::from_millis(300), recv.read(&mut buf)).await;
     assert!(pending.is_err(), "no announcements and no reset: {pending:?}");
-    assert!(peer.conn.close_reason().is_none());
+    assert!(peer.conn.as_quic().unwrap().close_reason().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,7 +424,7 @@ async fn an_oversized_frame_is_a_protocol_violation() {
     let track = broadcast.create_track("t", 0);
     let _announced = local.publish("b", broadcast.consume(), vec![]);
     let peer = connect_with(addr, "moqt", &[Version::Lite04]).await;
-    let conn = peer.conn.clone();
+    let conn = peer.conn.as_quic().unwrap().clone();
     let _session = start(peer, Some(&local), Some(&inbox));
     let (_v, _viewer_track) = viewer(addr, "moqt", "b", "t").await;
     assert!(eventually(|| track.consumers() > 0).await, "the relay subscribed upstream");
@@ -442,7 +446,7 @@ async fn a_group_older_than_max_latency_is_skipped_once_a_newer_one_exists() {
 
     // A raw subscriber asking for at most 100 ms of latency.
     let raw = connect_with(addr, "moqt", &[Version::Lite04]).await;
-    let (mut send, mut recv) = raw.conn.open_bi().await.unwrap();
+    let (mut send, mut recv) = raw.conn.as_quic().unwrap().open_bi().await.unwrap();
     let mut request = Vec::new();
     BiStreamType::Subscribe.encode(&mut request);
     Subscribe {
@@ -466,7 +470,7 @@ async fn a_group_older_than_max_latency_is_skipped_once_a_newer_one_exists() {
 
     let mut old = track.append_group();
     old.write_frame(Bytes::from_static(b"first")).unwrap();
-    let mut old_stream = timeout(WAIT, raw.conn.accept_uni()).await.unwrap().unwrap();
+    let mut old_stream = timeout(WAIT, raw.conn.as_quic().unwrap().accept_uni()).await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
     let mut new = track.append_group();
     new.write_frame(Bytes::from_static(b"live")).unwrap();
@@ -481,7 +485,7 @@ async fn a_group_older_than_max_latency_is_skipped_once_a_newer_one_exists() {
         matches!(old_read, Err(web_transport_quinn::ReadToEndError::ReadError(web_transport_quinn::ReadError::Reset(c))) if c == code::OLD),
         "the stale group is reset with code OLD: {old_read:?}"
     );
-    let mut new_stream = timeout(WAIT, raw.conn.accept_uni()).await.unwrap().unwrap();
+    let mut new_stream = timeout(WAIT, raw.conn.as_quic().unwrap().accept_uni()).await.unwrap().unwrap();
     let bytes = timeout(WAIT, new_stream.read_to_end(1 << 20)).await.unwrap().unwrap();
     assert!(bytes.ends_with(b"live"), "the live group is delivered: {bytes:?}");
 }

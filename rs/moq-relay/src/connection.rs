@@ -7,7 +7,7 @@ use std::time::Instant;
 use moq_lite::model::{Origin, Scope};
 use moq_lite::session::{read_setup, Session, SessionConfig};
 use moq_lite::telemetry::Reason;
-use moq_lite::transport::{Incoming, Server, Transport};
+use moq_lite::transport::{Incoming, Request, Server, Transport};
 use moq_lite::{path, Error};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -45,7 +45,11 @@ impl Admission {
         Self { max, admitted: Default::default() }
     }
 
-    fn try_admit(&self) -> Option<Slot> {
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    pub(crate) fn try_admit(&self) -> Option<Slot> {
         let admitted = self.admitted.fetch_add(1, Ordering::AcqRel);
         if admitted >= self.max {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
@@ -56,7 +60,7 @@ impl Admission {
 }
 
 /// One admitted attempt; frees its place when dropped.
-struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+pub(crate) struct Slot(Arc<std::sync::atomic::AtomicUsize>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -107,12 +111,19 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
             return;
         }
     };
+    serve(request, ctx, worker, started, peer).await
+}
+
+/// One session request, whatever carried it (QUIC, WebTransport, or a WebSocket upgrade the
+/// HTTP listener handed over): access decision, session run, teardown.
+pub async fn serve(request: Request, ctx: Arc<Context>, worker: usize, started: Instant, peer: String) {
     let transport = request.transport();
+    let traceparent = request.header("traceparent").map(str::to_owned);
     // Raw QUIC lite-05+ carries the request target in the client's SETUP Path, which must be read
-    // before the access decision; WebTransport (and lite-03/04 raw QUIC, rooted at "") use the URL.
-    let mut setup = None;
-    let target = match request.version().filter(|v| transport == Transport::Quic && v.has_setup()) {
-        None => Target::of_url(request.url()),
+    // before the access decision; WebTransport, WebSocket (and lite-03/04 raw QUIC, rooted at "")
+    // use the URL.
+    let (target, stage) = match request.version().filter(|v| transport == Transport::Quic && v.has_setup()) {
+        None => (Target::of_url(request.url()), Stage::Requested(request)),
         Some(_) => {
             let (conn, version) = match request.accept().await {
                 Ok(c) => c,
@@ -122,10 +133,8 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
                 }
             };
             match read_setup(&conn, version).await {
-                Ok(peer_setup) => {
-                    let target = Target::of_setup_path(peer_setup.path.as_deref().unwrap_or(""));
-                    setup = Some((conn, version, peer_setup));
-                    target
+                Ok(setup) => {
+                    (Target::of_setup_path(setup.path.as_deref().unwrap_or("")), Stage::SetUp(conn, version, setup))
                 }
                 Err(e) => {
                     SessionRejected { error: Some(&e), client: Some(&peer), ..SessionRejected::new(e.reason()) }.emit();
@@ -141,11 +150,12 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
 
     // One span per session, named and attributed after OpenTelemetry semantic conventions. A
     // WebTransport client sends its trace context in the CONNECT's `traceparent` header; raw
-    // QUIC lite-03/04 carries no request at all, so those sessions start their own trace.
+    // QUIC lite-03/04 carries no request at all, so those sessions start their own trace. A
+    // WebSocket upgrade may carry it as a header too.
     let span = tracing::info_span!(
         "moq.session",
         moq.session.id = id,
-        network.transport = "udp",
+        network.transport = if transport == Transport::WebSocket { "tcp" } else { "udp" },
         network.protocol.name = "moq-lite",
         network.protocol.version = tracing::field::Empty,
         moq.transport = %transport,
@@ -154,7 +164,7 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
         moq.worker = worker,
         moq.close.reason = tracing::field::Empty,
     );
-    if let Some(traceparent) = request.header("traceparent") {
+    if let Some(traceparent) = &traceparent {
         moq_telemetry::set_parent(&span, traceparent);
     }
 
@@ -175,16 +185,16 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
         }
     }
     if !allowed {
-        match setup {
-            Some((conn, _, _)) => conn.close(Error::Unauthorized.code(), b"unauthorized"),
-            None => request.reject(Error::Unauthorized).await,
+        match stage {
+            Stage::SetUp(conn, _, _) => conn.close(Error::Unauthorized.code(), b"unauthorized"),
+            Stage::Requested(request) => request.reject(Error::Unauthorized).await,
         }
         return;
     }
 
-    let (conn, version, peer_setup) = match setup {
-        Some((conn, version, peer_setup)) => (conn, version, Some(peer_setup)),
-        None => match request.accept().await {
+    let (conn, version, peer_setup) = match stage {
+        Stage::SetUp(conn, version, setup) => (conn, version, Some(setup)),
+        Stage::Requested(request) => match request.accept().await {
             Ok((conn, version)) => (conn, version, None),
             Err(e) => {
                 span.in_scope(|| SessionRejected { error: Some(&e), ..SessionRejected::new(e.reason()) }.emit());
@@ -218,6 +228,16 @@ async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
     span.record("moq.close.reason", reason.as_str());
 }
 
+/// How far a session request got before the access decision.
+// One per session request, held only across the access decision: boxing saves nothing.
+#[allow(clippy::large_enum_variant)]
+enum Stage {
+    /// Not answered yet (WebTransport CONNECT, WebSocket upgrade, raw QUIC before lite-05).
+    Requested(Request),
+    /// Raw QUIC lite-05+: accepted, and the client's SETUP read.
+    SetUp(moq_lite::session::Connection, moq_lite::Version, moq_lite::message::Setup),
+}
+
 /// What a session asks for: its root path and the credential in the query (`?jwt=`), from the
 /// WebTransport CONNECT URL or the SETUP Path (`path?query`) of a raw-QUIC lite-05+ client.
 struct Target {
@@ -237,7 +257,8 @@ impl Target {
 
     fn of_setup_path(target: &str) -> Self {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let token = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "jwt").map(|(_, v)| v.into_owned());
+        let token =
+            url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "jwt").map(|(_, v)| v.into_owned());
         Self { root: path::normalize(path), query: query.to_string(), token }
     }
 }

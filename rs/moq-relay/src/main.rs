@@ -18,7 +18,8 @@ use anyhow::Context;
 use moq_lite::code;
 use moq_lite::model::Origin;
 use moq_lite::session::Session;
-use moq_lite::transport::QuicOptions;
+use moq_lite::transport::{QuicOptions, WebSocketOptions};
+use moq_lite::Version;
 use tokio::task::JoinSet;
 
 // Less CPU per forwarded frame than glibc malloc, for a little more memory per idle session; the
@@ -168,14 +169,22 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     let mut servers = Vec::new();
     let mut listeners = JoinSet::new();
     let server_tls = tls::server_config(&tls)?;
+    let websocket = WebSocketOptions::from_quic(&quic);
     for addr in &config.listen {
         let quic = serve::QuicListener::bind(*addr, server_tls.clone(), &config.versions, &quic, ctx.clone())?;
         servers.push(quic.server());
         listeners.spawn(quic.run(stopping.clone()));
         if config.http {
+            // WebSocket upgrades at any path are sessions; the other requests reach the routes.
+            let websockets = serve::WebSockets::new(ctx.clone(), Version::ALL.to_vec(), websocket.clone());
+            let router = web::router(web_state(&origin, &config, &tls))
+                .layer(axum::middleware::from_fn_with_state(websockets, serve::websocket::intercept));
             let http =
-                serve::HttpListener::bind(*addr, web::router(web_state(&origin, &config, &tls)), "public").await?;
-            tracing::info!(addr = %http.local_addr()?, "HTTP listening (/certificate.sha256, /health, /announced)");
+                serve::HttpListener::bind(*addr, router, "public").await?.public(server_tls.clone(), config.peer_ip);
+            tracing::info!(
+                addr = %http.local_addr()?,
+                "HTTP listening (/certificate.sha256, /health, /announced; WebSocket sessions; TLS on the same port)"
+            );
             listeners.spawn(http.run(stopping.clone()));
         }
     }

@@ -24,12 +24,7 @@ impl StreamCredit {
         let Some(limit) = self.opened(open) else {
             return;
         };
-        let count = quinn::VarInt::from_u64(limit).unwrap_or(quinn::VarInt::MAX);
-        if self.bidirectional {
-            conn.set_max_concurrent_bi_streams(count);
-        } else {
-            conn.set_max_concurrent_uni_streams(count);
-        }
+        conn.set_max_streams(self.bidirectional, limit);
         crate::telemetry::StreamCreditRaised { bidirectional: self.bidirectional, limit }.emit();
     }
 

@@ -29,8 +29,9 @@ use crate::{Error, Version};
 use credit::StreamCredit;
 use stream::{Reader, Writer};
 
+pub use crate::transport::Connection;
+pub use probe::send_rate_estimate;
 pub use setup::read_setup;
-pub use web_transport_quinn::Session as Connection;
 
 /// QUIC send priority of control streams: above every group stream.
 const CONTROL_PRIORITY: i32 = i32::MAX;
@@ -192,7 +193,7 @@ impl Session {
         loop {
             let (send, recv) = match self.inner.conn.accept_bi().await {
                 Ok(s) => s,
-                Err(e) => return Error::Closed(e.to_string()),
+                Err(e) => return e,
             };
             let inner = self.inner.clone();
             // Finished tasks are reaped so the set holds only live streams.
@@ -225,7 +226,7 @@ impl Session {
         loop {
             let recv = match self.inner.conn.accept_uni().await {
                 Ok(s) => s,
-                Err(e) => return Error::Closed(e.to_string()),
+                Err(e) => return e,
             };
             let inner = self.inner.clone();
             while tasks.try_join_next().is_some() {}
@@ -250,7 +251,7 @@ impl Session {
         if !self.inner.version.has_goaway() {
             return Ok(());
         }
-        let (send, recv) = self.inner.conn.open_bi().await.map_err(|e| Error::Closed(e.to_string()))?;
+        let (send, recv) = self.inner.conn.open_bi().await?;
         let mut writer = self.inner.writer(send);
         writer.set_priority(CONTROL_PRIORITY);
         writer.queue_raw(|b| BiStreamType::Goaway.encode(b));
@@ -282,7 +283,7 @@ impl Session {
 }
 
 impl Inner {
-    fn writer(&self, send: web_transport_quinn::SendStream) -> Writer {
+    fn writer(&self, send: crate::transport::SendStream) -> Writer {
         Writer::new(send, self.version, &self.config.telemetry)
     }
 

@@ -45,18 +45,27 @@ pub(super) async fn serve(inner: &Arc<Inner>, reader: &mut Reader, writer: &mut 
     }
 }
 
-/// QUIC's send-rate estimate (congestion window over smoothed RTT) and smoothed RTT; `None` on
-/// a transport without them.
+/// QUIC's send-rate estimate and smoothed RTT; `None` on a transport without them (qmux over a
+/// WebSocket: TCP's estimate is not ours to read, so that peer's PROBE stream stays open without
+/// reports).
 fn estimate(inner: &Inner) -> Option<Probe> {
-    let conn: &quinn::Connection = &inner.conn;
+    let conn = inner.conn.quic()?;
+    let bitrate = send_rate_estimate(conn)?;
+    let rtt = conn.rtt();
+    let rtt_ms = if inner.version.has_probe_rtt() { (rtt.as_millis() as u64).max(1) } else { 0 };
+    Some(Probe { bitrate, rtt_ms })
+}
+
+/// The rate, in bits per second, QUIC lets this side send to the peer now: congestion window
+/// over smoothed RTT (the bandwidth-delay product read backwards). What PROBE reports, and what
+/// the relay exports as its viewer-bandwidth histogram. `None` before both are known.
+pub fn send_rate_estimate(conn: &quinn::Connection) -> Option<u64> {
     let rtt = conn.rtt();
     let cwnd = conn.stats().path.cwnd;
     if rtt.is_zero() || cwnd == 0 {
         return None;
     }
-    let bitrate = (cwnd as f64 * 8.0 / rtt.as_secs_f64()) as u64;
-    let rtt_ms = if inner.version.has_probe_rtt() { (rtt.as_millis() as u64).max(1) } else { 0 };
-    Some(Probe { bitrate: bitrate.max(1), rtt_ms })
+    Some(((cwnd as f64 * 8.0 / rtt.as_secs_f64()) as u64).max(1))
 }
 
 /// Whether `next` is worth reporting, given the last report and its age.

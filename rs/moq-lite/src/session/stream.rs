@@ -1,32 +1,15 @@
 //! Framed reading and writing of moq-lite messages on one QUIC/WebTransport stream.
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures::FutureExt;
-use web_transport_quinn::{ReadError, RecvStream, SendStream, WriteError};
 
 use crate::coding::{decode_partial, Decode, DecodeError, Encode};
 use crate::message::FrameHeader;
 use crate::telemetry::Telemetry;
+use crate::transport::{RecvStream, SendStream};
 use crate::{Error, Version};
 
 /// Bytes requested from the transport per read.
 const READ_CHUNK: usize = 64 * 1024;
-
-pub(crate) fn read_error(e: ReadError) -> Error {
-    match e {
-        ReadError::Reset(code) => Error::RemoteReset(code),
-        ReadError::InvalidReset(code) => Error::RemoteReset(code.into_inner() as u32),
-        e => Error::Closed(e.to_string()),
-    }
-}
-
-pub(crate) fn write_error(e: WriteError) -> Error {
-    match e {
-        WriteError::Stopped(code) => Error::RemoteReset(code),
-        WriteError::InvalidStopped(code) => Error::RemoteReset(code.into_inner() as u32),
-        e => Error::Closed(e.to_string()),
-    }
-}
 
 pub(crate) struct Reader {
     stream: RecvStream,
@@ -41,9 +24,9 @@ impl Reader {
 
     /// Reads more bytes into the buffer; `false` at the end of the stream.
     async fn fill(&mut self) -> Result<bool, Error> {
-        match self.stream.read_chunk(READ_CHUNK, true).await.map_err(read_error)? {
+        match self.stream.read_chunk(READ_CHUNK).await? {
             Some(chunk) => {
-                self.buf.extend_from_slice(&chunk.bytes);
+                self.buf.extend_from_slice(&chunk);
                 Ok(true)
             }
             None => Ok(false),
@@ -82,11 +65,11 @@ impl Reader {
         }
         // Avoid a copy when the whole payload arrives as one chunk.
         if self.buf.is_empty() {
-            if let Some(chunk) = self.stream.read_chunk(size, true).await.map_err(read_error)? {
-                if chunk.bytes.len() == size {
-                    return Ok(chunk.bytes);
+            if let Some(chunk) = self.stream.read_chunk(size).await? {
+                if chunk.len() == size {
+                    return Ok(chunk);
                 }
-                self.buf.extend_from_slice(&chunk.bytes);
+                self.buf.extend_from_slice(&chunk);
             } else {
                 return Err(Error::ProtocolViolation("stream ended inside a frame".into()));
             }
@@ -113,8 +96,8 @@ impl Reader {
     async fn read_into(&mut self, out: &mut BytesMut, len: usize) -> Result<(), Error> {
         while out.len() < len {
             if self.buf.is_empty() {
-                match self.stream.read_chunk(len - out.len(), true).await.map_err(read_error)? {
-                    Some(chunk) => out.extend_from_slice(&chunk.bytes),
+                match self.stream.read_chunk(len - out.len()).await? {
+                    Some(chunk) => out.extend_from_slice(&chunk),
                     None => return Err(Error::ProtocolViolation("stream ended inside a frame".into())),
                 }
                 continue;
@@ -135,7 +118,7 @@ impl Reader {
     }
 
     pub fn stop(&mut self, code: u32) {
-        let _ = self.stream.stop(code);
+        self.stream.stop(code);
     }
 }
 
@@ -174,16 +157,16 @@ impl Writer {
             return Ok(());
         }
         let bytes = self.buf.split().freeze();
-        self.stream.write_chunk(bytes).await.map_err(write_error)
+        self.stream.write_chunk(bytes).await
     }
 
     /// Writes queued bytes (if any) and then `chunk`, without copying it.
     pub async fn write_bytes(&mut self, chunk: Bytes) -> Result<(), Error> {
         if self.buf.is_empty() {
-            return self.stream.write_chunk(chunk).await.map_err(write_error);
+            return self.stream.write_chunk(chunk).await;
         }
         let mut chunks = [self.buf.split().freeze(), chunk];
-        self.stream.write_all_chunks(&mut chunks).await.map_err(write_error)
+        self.stream.write_all_chunks(&mut chunks).await
     }
 
     /// Writes as much of `chunks` as the stream takes right now, without waiting: `false` when it
@@ -193,10 +176,7 @@ impl Writer {
         if !self.buf.is_empty() {
             return Ok(false);
         }
-        match self.stream.write_chunks(chunks).now_or_never() {
-            None => Ok(false),
-            Some(written) => written.map(|_| true).map_err(write_error),
-        }
+        Ok(self.stream.try_write_chunks(chunks)? > 0)
     }
 
     pub fn version(&self) -> Version {
@@ -208,15 +188,15 @@ impl Writer {
         self.buf.is_empty()
     }
 
-    pub fn set_priority(&self, priority: i32) {
-        let _ = self.stream.set_priority(priority);
+    pub fn set_priority(&mut self, priority: i32) {
+        self.stream.set_priority(priority);
     }
 
     /// Ends the stream (FIN after what was written); once only, later calls do nothing.
     pub fn finish(&mut self) {
         if !self.closed {
             self.closed = true;
-            let _ = self.stream.finish();
+            self.stream.finish();
         }
     }
 
@@ -224,7 +204,7 @@ impl Writer {
         if !self.closed {
             self.closed = true;
             crate::telemetry::StreamReset { sent: true, code }.emit(&self.telemetry);
-            let _ = self.stream.reset(code);
+            self.stream.reset(code);
         }
     }
 }

@@ -21,7 +21,7 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
     let Some(scope) = inner.config.subscribe.clone() else {
         return Ok(());
     };
-    let (send, recv) = inner.conn.open_bi().await.map_err(|e| Error::Closed(e.to_string()))?;
+    let (send, recv) = inner.conn.open_bi().await?;
     let mut writer = inner.writer(send);
     let mut reader = Reader::new(recv, inner.version);
     writer.set_priority(CONTROL_PRIORITY);
@@ -274,7 +274,7 @@ async fn subscribe_upstream(
     track: &Mutex<Option<TrackProducer>>,
     shared: &Arc<crate::model::TrackShared>,
 ) -> Result<(), Error> {
-    let (send, recv) = inner.conn.open_bi().await.map_err(|e| Error::Closed(e.to_string()))?;
+    let (send, recv) = inner.conn.open_bi().await?;
     let mut writer = inner.writer(send);
     let mut reader = Reader::new(recv, inner.version);
     writer.set_priority(super::CONTROL_PRIORITY);

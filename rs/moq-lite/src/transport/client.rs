@@ -6,7 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
 
 use super::fingerprint::PinnedVerifier;
-use super::{QuicOptions, Transport};
+use super::{QuicOptions, Transport, WebSocketOptions};
 use crate::session::Connection;
 use crate::Version;
 
@@ -27,6 +27,8 @@ pub struct ClientConfig {
     pub versions: Vec<Version>,
     pub tls: ClientTls,
     pub quic: QuicOptions,
+    /// Settings of `ws://` / `wss://` sessions.
+    pub websocket: WebSocketOptions,
 }
 
 impl Default for ClientConfig {
@@ -36,6 +38,7 @@ impl Default for ClientConfig {
             versions: Version::ALL.to_vec(),
             tls: ClientTls::default(),
             quic: QuicOptions::default(),
+            websocket: WebSocketOptions::default(),
         }
     }
 }
@@ -64,15 +67,31 @@ impl Client {
     }
 
     /// Connects to `url`: `https://` (WebTransport), `http://` (WebTransport after fetching the
-    /// development certificate's fingerprint over plain HTTP), `moqt://` / `moql://` (raw QUIC).
+    /// development certificate's fingerprint over plain HTTP), `moqt://` / `moql://` (raw QUIC),
+    /// `ws://` / `wss://` (qmux over a WebSocket, the version in `Sec-WebSocket-Protocol`).
     pub async fn connect(&self, url: &Url) -> anyhow::Result<Connected> {
         self.connect_with_headers(url, http::HeaderMap::new()).await
     }
 
-    /// As [`Self::connect`], adding headers to the WebTransport CONNECT (e.g. `traceparent`).
+    /// As [`Self::connect`], adding headers to the WebTransport CONNECT or WebSocket upgrade
+    /// (e.g. `traceparent`).
     pub async fn connect_with_headers(&self, url: &Url, headers: http::HeaderMap) -> anyhow::Result<Connected> {
         let mut tls = self.config.tls.clone();
         let mut url = url.clone();
+        if matches!(url.scheme(), "ws" | "wss") {
+            let rustls_config = match url.scheme() {
+                "wss" => {
+                    let mut config = self.rustls_config(&tls, true)?;
+                    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                    Some(Arc::new(config))
+                }
+                _ => None,
+            };
+            let (session, version) =
+                super::websocket::connect(&url, headers, &self.config.versions, rustls_config, &self.config.websocket)
+                    .await?;
+            return Ok(Connected { conn: session.into(), version, transport: Transport::WebSocket });
+        }
         let raw = match url.scheme() {
             "https" => false,
             "http" => {
@@ -116,7 +135,7 @@ impl Client {
         let conn = connecting.await.with_context(|| format!("QUIC handshake with {remote}"))?;
 
         if raw {
-            let session = Connection::raw(conn);
+            let session = Connection::from(web_transport_quinn::Session::raw(conn));
             let alpn = session.protocol().unwrap_or_default().to_string();
             let version =
                 Version::from_alpn(&alpn).with_context(|| format!("server chose unsupported ALPN {alpn:?}"))?;
@@ -126,7 +145,8 @@ impl Client {
         let mut request = web_transport_quinn::proto::ConnectRequest::new(url.clone())
             .with_protocols(self.config.versions.iter().map(|v| v.alpn().to_string()));
         request.headers = headers;
-        let session = Connection::connect(conn, request).await.context("WebTransport CONNECT")?;
+        let session: Connection =
+            web_transport_quinn::Session::connect(conn, request).await.context("WebTransport CONNECT")?.into();
         let protocol = session.protocol().map(str::to_string);
         let version = protocol
             .as_deref()
@@ -136,10 +156,24 @@ impl Client {
     }
 
     fn quinn_config(&self, tls: &ClientTls, alpns: Vec<Vec<u8>>) -> anyhow::Result<quinn::ClientConfig> {
+        let mut rustls_config = self.rustls_config(tls, false)?;
+        rustls_config.alpn_protocols = alpns;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(rustls_config)?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(self.config.quic.transport_config());
+        Ok(config)
+    }
+
+    /// Our trust settings as a rustls client configuration (ring provider); TLS 1.3 only unless
+    /// `tls12` (TLS over TCP may meet a TLS 1.2 proxy; QUIC never does).
+    fn rustls_config(&self, tls: &ClientTls, tls12: bool) -> anyhow::Result<rustls::ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])?;
-        let mut rustls_config = if tls.insecure || !tls.fingerprints.is_empty() {
+        let versions: &[&rustls::SupportedProtocolVersion] = match tls12 {
+            true => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            false => &[&rustls::version::TLS13],
+        };
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
+        let rustls_config = if tls.insecure || !tls.fingerprints.is_empty() {
             let fingerprints = tls
                 .fingerprints
                 .iter()
@@ -162,11 +196,7 @@ impl Client {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         };
-        rustls_config.alpn_protocols = alpns;
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(rustls_config)?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(self.config.quic.transport_config());
-        Ok(config)
+        Ok(rustls_config)
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

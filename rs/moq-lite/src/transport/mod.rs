@@ -1,20 +1,27 @@
 //! Connecting and accepting moq-lite sessions over raw QUIC (ALPN = version token) and over
-//! WebTransport (ALPN `h3`, version in `wt-available-protocols` / `wt-protocol`).
+//! WebTransport (ALPN `h3`, version in `wt-available-protocols` / `wt-protocol`), and over qmux on a
+//! WebSocket (version in `Sec-WebSocket-Protocol`: `qmux-01.<alpn>`).
 
 mod client;
+mod conn;
 mod fingerprint;
 mod quic;
 mod server;
+pub mod websocket;
 
 pub use client::*;
+pub use conn::{Connection, RecvStream, SendStream};
 pub use quic::{QuicOptions, DEFAULT_MAX_STREAMS, INITIAL_STREAMS};
 pub use server::*;
+pub use websocket::WebSocketOptions;
 
 /// How a session is carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Quic,
     WebTransport,
+    /// qmux over a WebSocket (`ws://`, `wss://`).
+    WebSocket,
 }
 
 impl Transport {
@@ -22,6 +29,7 @@ impl Transport {
         match self {
             Transport::Quic => "quic",
             Transport::WebTransport => "webtransport",
+            Transport::WebSocket => "websocket",
         }
     }
 }

@@ -8,7 +8,8 @@ use super::{QuicOptions, Transport};
 use crate::session::Connection;
 use crate::{Error, Version};
 
-/// A QUIC endpoint accepting raw moq-lite and WebTransport sessions on one UDP port.
+/// A QUIC endpoint accepting raw moq-lite and WebTransport sessions on one UDP port. (WebSocket
+/// sessions arrive through the embedder's HTTP listener: [`Request::websocket`].)
 pub struct Server {
     endpoint: quinn::Endpoint,
     versions: Vec<Version>,
@@ -104,6 +105,7 @@ impl Incoming {
 enum RequestKind {
     Raw(quinn::Connection),
     WebTransport(Box<web_transport_quinn::Request>),
+    WebSocket(Box<super::websocket::Upgrade>),
 }
 
 /// A handshaken session request awaiting the server's decision.
@@ -113,10 +115,18 @@ pub struct Request {
 }
 
 impl Request {
+    /// A WebSocket upgrade the HTTP layer parsed, its sub-protocol already chosen (see
+    /// [`super::websocket::choose`]).
+    pub fn websocket(upgrade: super::websocket::Upgrade) -> Self {
+        let version = Some(upgrade.version);
+        Self { inner: RequestKind::WebSocket(Box::new(upgrade)), version }
+    }
+
     pub fn transport(&self) -> Transport {
         match self.inner {
             RequestKind::Raw(_) => Transport::Quic,
             RequestKind::WebTransport(_) => Transport::WebTransport,
+            RequestKind::WebSocket(_) => Transport::WebSocket,
         }
     }
 
@@ -125,33 +135,40 @@ impl Request {
         self.version
     }
 
-    /// The WebTransport CONNECT URL. Raw QUIC lite-03/04 carries no URL: root scope.
+    /// The WebTransport CONNECT or WebSocket upgrade URL. Raw QUIC lite-03/04 carries no URL:
+    /// root scope.
     pub fn url(&self) -> Option<&Url> {
         match &self.inner {
             RequestKind::Raw(_) => None,
             RequestKind::WebTransport(r) => Some(&r.url),
+            RequestKind::WebSocket(u) => Some(&u.url),
         }
     }
 
-    /// A request header of the WebTransport CONNECT (e.g. `traceparent`).
+    /// A request header of the WebTransport CONNECT or WebSocket upgrade (e.g. `traceparent`).
     pub fn header(&self, name: &str) -> Option<&str> {
-        match &self.inner {
-            RequestKind::Raw(_) => None,
-            RequestKind::WebTransport(r) => r.headers.get(name).and_then(|v| v.to_str().ok()),
-        }
+        let headers = match &self.inner {
+            RequestKind::Raw(_) => return None,
+            RequestKind::WebTransport(r) => &r.headers,
+            RequestKind::WebSocket(u) => &u.headers,
+        };
+        headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     pub fn remote_address(&self) -> SocketAddr {
         match &self.inner {
             RequestKind::Raw(c) => c.remote_address(),
             RequestKind::WebTransport(r) => r.conn().remote_address(),
+            RequestKind::WebSocket(u) => u.remote,
         }
     }
 
-    pub fn quic(&self) -> &quinn::Connection {
+    /// The QUIC connection; `None` for a WebSocket.
+    pub fn quic(&self) -> Option<&quinn::Connection> {
         match &self.inner {
-            RequestKind::Raw(c) => c,
-            RequestKind::WebTransport(r) => r.conn(),
+            RequestKind::Raw(c) => Some(c),
+            RequestKind::WebTransport(r) => Some(r.conn()),
+            RequestKind::WebSocket(_) => None,
         }
     }
 
@@ -162,27 +179,30 @@ impl Request {
             return Err(Error::Version);
         };
         match self.inner {
-            RequestKind::Raw(conn) => Ok((Connection::raw(conn), version)),
+            RequestKind::Raw(conn) => Ok((web_transport_quinn::Session::raw(conn).into(), version)),
             RequestKind::WebTransport(request) => {
                 let response = web_transport_quinn::proto::ConnectResponse::OK.with_protocol(version.alpn());
                 let session = request.respond(response).await.map_err(|e| Error::Transport(e.to_string()))?;
-                Ok((session, version))
+                Ok((session.into(), version))
             }
+            RequestKind::WebSocket(upgrade) => Ok((Connection::WebSocket(upgrade.accept().await?), version)),
         }
     }
 
-    /// Refuses the session: an HTTP status for WebTransport, a close code for raw QUIC.
+    /// Refuses the session: an HTTP status for WebTransport and WebSocket, a close code for raw
+    /// QUIC.
     pub async fn reject(self, err: Error) {
+        let status = match err {
+            Error::Unauthorized => http::StatusCode::FORBIDDEN,
+            Error::Version => http::StatusCode::BAD_REQUEST,
+            _ => http::StatusCode::SERVICE_UNAVAILABLE,
+        };
         match self.inner {
             RequestKind::Raw(conn) => conn.close(err.code().into(), err.to_string().as_bytes()),
             RequestKind::WebTransport(request) => {
-                let status = match err {
-                    Error::Unauthorized => http::StatusCode::FORBIDDEN,
-                    Error::Version => http::StatusCode::BAD_REQUEST,
-                    _ => http::StatusCode::SERVICE_UNAVAILABLE,
-                };
                 let _ = request.reject(status).await;
             }
+            RequestKind::WebSocket(upgrade) => upgrade.reject(status),
         }
     }
 }

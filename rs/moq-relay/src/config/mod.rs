@@ -311,7 +311,8 @@ mod tests {
 
     #[test]
     fn versions_are_restricted_by_name_and_unknown_names_refused() {
-        let config = load(&["--tls-generate=localhost", "--moq-version", "moq-lite-05,moq-lite-05,moq-lite-03"], &[]).unwrap();
+        let config =
+            load(&["--tls-generate=localhost", "--moq-version", "moq-lite-05,moq-lite-05,moq-lite-03"], &[]).unwrap();
         assert_eq!(config.versions, vec![moq_lite::Version::Lite05, moq_lite::Version::Lite03]);
         let err = load(&["--tls-generate=localhost", "--moq-version", "moq-lite-09"], &[]).unwrap_err();
         assert!(format!("{err:#}").contains("moq-lite-09"), "{err:#}");

@@ -36,7 +36,14 @@ impl Quic {
         let mut versions = settings.versions.clone().unwrap_or_else(|| moq_lite::Version::ALL.to_vec());
         ensure!(!versions.is_empty(), "at least one moq-lite version is needed");
         let mut seen = Vec::new();
-        versions.retain(|v| if seen.contains(v) { false } else { seen.push(*v); true });
+        versions.retain(|v| {
+            if seen.contains(v) {
+                false
+            } else {
+                seen.push(*v);
+                true
+            }
+        });
 
         let max_streams = settings.max_streams.unwrap_or(transport.max_streams);
         ensure!(max_streams > 0, "max streams must be at least 1");

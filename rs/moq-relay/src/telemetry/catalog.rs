@@ -42,10 +42,10 @@ pub const ACTIVE_STREAMS: Metric = Metric::gauge(
 pub const ACTIVE_CONNECTIONS: Metric = Metric::gauge(
     "moq_relay_active_connections",
     Unit::Count("sessions"),
-    "Sessions currently open, by transport (quic|webtransport) and version.",
+    "Sessions currently open, by transport (quic|webtransport|websocket) and version.",
 )
 .labels(&[
-    Label::known("transport", &["quic", "webtransport"]),
+    Label::known("transport", &["quic", "webtransport", "websocket"]),
     Label::known("version", &["moq-lite-06", "moq-lite-05", "moq-lite-04", "moq-lite-03"]),
 ]);
 pub const SESSIONS: Metric = Metric::counter(
@@ -98,6 +98,26 @@ pub const QUIC_RTT: Metric = Metric::histogram(
     Unit::Seconds,
     RTT_BUCKETS,
     "Smoothed RTT of open QUIC connections, sampled at each scrape.",
+);
+/// ABR-ladder steps from 250 kbit/s to 1 Gbit/s, in bytes per second.
+const SEND_RATE_BUCKETS: &[f64] = &[
+    31_250.0,
+    62_500.0,
+    125_000.0,
+    250_000.0,
+    375_000.0,
+    625_000.0,
+    1_250_000.0,
+    2_500_000.0,
+    6_250_000.0,
+    12_500_000.0,
+    125_000_000.0,
+];
+pub const QUIC_SEND_RATE: Metric = Metric::histogram(
+    "moq_relay_quic_send_rate_estimate_bytes_per_second",
+    Unit::Count("bytes per second"),
+    SEND_RATE_BUCKETS,
+    "What each open QUIC connection lets the relay send (congestion window / smoothed RTT, the estimate PROBE reports), sampled at each scrape.",
 );
 pub const QUIC_LOST: Metric = Metric::counter(
     "moq_relay_quic_lost_packets_total",
@@ -157,6 +177,14 @@ pub const WORKER_CONNECTIONS: Metric = Metric::gauge(
 )
 .labels(WORKER);
 
+/// Why a connection on the public TCP listener ended before a WebSocket session could start.
+pub const WEBSOCKET_UPGRADE_FAILURES: Metric = Metric::counter(
+    "moq_relay_websocket_upgrade_failures_total",
+    Unit::Count("connections"),
+    "Connections on the public TCP listener that failed before a WebSocket session started, by reason.",
+)
+.labels(&[Label::known("reason", &["no_protocol", "bad_request", "timeout", "tls", "io"])]);
+
 /// The relay's own metrics, recorded through the `metrics` facade.
 pub const RELAY: &[Metric] = &[
     ACTIVE_STREAMS,
@@ -166,6 +194,7 @@ pub const RELAY: &[Metric] = &[
     HANDSHAKE,
     SESSION_DURATION,
     QUIC_RTT,
+    QUIC_SEND_RATE,
     QUIC_LOST,
     QUIC_CONGESTION,
     QUIC_UDP_BYTES,
@@ -177,6 +206,7 @@ pub const RELAY: &[Metric] = &[
     AVAILABLE_CPUS,
     WORKER_BUSY,
     WORKER_CONNECTIONS,
+    WEBSOCKET_UPGRADE_FAILURES,
 ];
 
 pub const PROCESS_CPU: Metric =

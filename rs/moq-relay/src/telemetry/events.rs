@@ -176,3 +176,54 @@ mod tests {
         );
     }
 }
+
+/// Why a connection on the public TCP listener never became a WebSocket session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeFailure {
+    /// No offered `Sec-WebSocket-Protocol` names a qmux draft and a moq-lite version we serve.
+    NoProtocol,
+    /// A malformed HTTP request or WebSocket upgrade.
+    BadRequest,
+    /// The TLS handshake or the HTTP request did not complete in time.
+    Timeout,
+    /// The TLS handshake failed.
+    Tls,
+    /// The connection failed mid-request, or the upgraded socket could not be taken over.
+    Io,
+}
+
+impl UpgradeFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoProtocol => "no_protocol",
+            Self::BadRequest => "bad_request",
+            Self::Timeout => "timeout",
+            Self::Tls => "tls",
+            Self::Io => "io",
+        }
+    }
+}
+
+/// A WebSocket upgrade (or the TCP/TLS connection that should have carried one) failed.
+pub struct WebSocketUpgradeFailed<'a> {
+    pub reason: UpgradeFailure,
+    pub error: Option<&'a dyn Display>,
+    /// The peer's address as logs may show it.
+    pub client: Option<&'a str>,
+}
+
+impl WebSocketUpgradeFailed<'_> {
+    pub fn emit(self) {
+        let reason = self.reason.as_str();
+        counter!(catalog::WEBSOCKET_UPGRADE_FAILURES.name, "reason" => reason).increment(1);
+        let error = self.error.map(tracing::field::display);
+        match self.reason {
+            // A client's mistake worth seeing: it offered nothing we speak, or a broken upgrade.
+            UpgradeFailure::NoProtocol | UpgradeFailure::BadRequest => {
+                tracing::info!(reason, client.address = self.client, error, "WebSocket upgrade refused")
+            }
+            // Debug only: scanners and floods make these; the counter carries the rate.
+            _ => tracing::debug!(reason, client.address = self.client, error, "WebSocket connection failed"),
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //! - `live`: state read into gauges right before each scrape; `quic`: QUIC connection stats
 //!   folded into counters; `process`: CPU, memory and descriptors.
 //!
-//! Labels are bounded: transport (quic|webtransport), version (known ALPN tokens), reason (the
+//! Labels are bounded: transport (quic|webtransport|websocket), version (known ALPN tokens), reason (the
 //! sets in the catalog), namespace and broadcast (capped by the transport's label pools), worker
 //! (an index below `--worker-threads`, itself capped in config).
 
@@ -23,7 +23,7 @@ use moq_lite::model::{Announcement, Origin};
 use moq_lite::telemetry::{LabelLimits, Telemetry as Transport};
 use moq_telemetry::prometheus::{Builder, PrometheusHandle};
 
-pub use events::{SessionAccepted, SessionRejected};
+pub use events::{SessionAccepted, SessionRejected, UpgradeFailure, WebSocketUpgradeFailed};
 use live::{BuildInfo, Live};
 
 /// The relay's telemetry handle; cheap to clone. Without a recorder ([`disabled`]) it records

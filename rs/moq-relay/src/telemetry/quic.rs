@@ -29,7 +29,7 @@ impl QuicStats {
         }
     }
 
-    /// Folds in every open session's growth and samples its RTT.
+    /// Folds in every open session's growth and samples its RTT and send-rate estimate.
     pub fn sample(&mut self) {
         let mut delta = Delta::default();
         for (session, last) in self.sessions.values_mut() {
@@ -72,12 +72,17 @@ impl Sample {
 struct Delta {
     sum: Sample,
     rtts: Vec<f64>,
+    /// Send-rate estimates, bytes per second.
+    rates: Vec<f64>,
 }
 
 impl Delta {
-    /// Adds the connection's growth since `last`, and its RTT if `rtt`.
+    /// Adds the connection's growth since `last`, and its RTT if `rtt`. WebSocket sessions
+    /// have no QUIC connection, so add nothing.
     fn add(&mut self, session: &Session, last: &mut Sample, rtt: bool) {
-        let conn: &quinn::Connection = session.connection();
+        let Some(conn) = session.connection().quic() else {
+            return;
+        };
         let stats = conn.stats();
         let now = Sample::of(&stats);
         let s = &mut self.sum;
@@ -90,6 +95,9 @@ impl Delta {
         s.transmits += now.transmits.saturating_sub(last.transmits);
         if rtt {
             self.rtts.push(stats.path.rtt.as_secs_f64());
+            if let Some(bits) = moq_lite::session::send_rate_estimate(conn) {
+                self.rates.push(bits as f64 / 8.0);
+            }
         }
         *last = now;
     }
@@ -107,6 +115,12 @@ impl Delta {
             let rtt = histogram!(catalog::QUIC_RTT.name);
             for r in self.rtts {
                 rtt.record(r);
+            }
+        }
+        if !self.rates.is_empty() {
+            let rate = histogram!(catalog::QUIC_SEND_RATE.name);
+            for r in self.rates {
+                rate.record(r);
             }
         }
     }
