@@ -50,6 +50,18 @@ pub fn encode<B: BufMut>(buf: &mut B, value: u64) {
     }
 }
 
+/// Maps a signed value to an unsigned one with small magnitudes staying small:
+/// `(n << 1) ^ (n >> 63)`. Values whose mapping would not fit a varint saturate.
+pub fn zigzag_encode(n: i64) -> u64 {
+    let n = n.clamp(-(1i64 << 61), (1i64 << 61) - 1);
+    ((n << 1) ^ (n >> 63)) as u64
+}
+
+/// The inverse of [`zigzag_encode`]: `(u >> 1) ^ -(u & 1)`.
+pub fn zigzag_decode(u: u64) -> i64 {
+    ((u >> 1) as i64) ^ -((u & 1) as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,16 +106,4 @@ mod tests {
             assert_eq!(decode(&mut &out[..]).unwrap(), v);
         }
     }
-}
-
-/// Maps a signed value to an unsigned one with small magnitudes staying small:
-/// `(n << 1) ^ (n >> 63)`. Values whose mapping would not fit a varint saturate.
-pub fn zigzag_encode(n: i64) -> u64 {
-    let n = n.clamp(-(1i64 << 61), (1i64 << 61) - 1);
-    ((n << 1) ^ (n >> 63)) as u64
-}
-
-/// The inverse of [`zigzag_encode`]: `(u >> 1) ^ -(u & 1)`.
-pub fn zigzag_decode(u: u64) -> i64 {
-    ((u >> 1) as i64) ^ -((u & 1) as i64)
 }
