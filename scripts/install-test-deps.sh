@@ -21,6 +21,16 @@ install_ref() {
 
 install_ref moq-relay "$RELAY_VERSION" --no-default-features --features noq
 install_ref moq-clock "$CLOCK_VERSION"
+# >>> interop matrix (rs/moq-interop/tests/interop_matrix.rs): reference moq-cli + ffmpeg
+# moq-cli's binary is `moq` (same name as our CLI: always use the cached path). The `moq-cli` link
+# next to it is what install_ref's cache check and moq_interop::reference("moq-cli", ..) look for.
+# Features: noq (QUIC/WebTransport) + websocket (the ws:// case); the defaults' iroh, cluster-lan
+# and nvidia are not needed. Takes ~25 min on 2 cores the first time.
+if [ ! -x "$REF_DIR/moq-cli-0.14.10/bin/moq-cli" ]; then
+  install_ref moq-cli 0.14.10 --no-default-features --features noq,websocket
+  ln -sf moq "$REF_DIR/moq-cli-0.14.10/bin/moq-cli"
+fi
+# <<< interop matrix
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
@@ -28,6 +38,9 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-aler
 command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 python3 -c 'import yaml' >/dev/null 2>&1 || need_apt+=(python3-yaml)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# >>> interop matrix: ffmpeg/ffprobe make the test clip and hash every packet
+{ command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || need_apt+=(ffmpeg)
+# <<< interop matrix
 # `just bench` counts instructions with callgrind.
 if [ -n "${WITH_BENCH:-}" ]; then
   command -v callgrind_control >/dev/null 2>&1 || need_apt+=(valgrind)
@@ -38,3 +51,38 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >&2
 fi
+
+# --- browser tests (rs/moq-interop/browser) -------------------------------------------------
+# Chromium from apt when missing, and the page packages (`npm ci`) installed once per lockfile
+# into ~/.cache/moq-browser/<sha256 of package-lock.json>/node_modules, where run.mjs looks them
+# up (MOQ_BROWSER_CACHE overrides the cache root). Quiet when both are present.
+install_browser_deps() {
+  local dir lock sum root cache tmp
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/rs/moq-interop/browser"
+  lock="$dir/package-lock.json"
+  [ -f "$lock" ] || return 0
+  local apt=()
+  command -v chromium >/dev/null 2>&1 || apt+=(chromium)
+  command -v npm >/dev/null 2>&1 || apt+=(nodejs npm)
+  if [ ${#apt[@]} -gt 0 ]; then
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "install-test-deps: apt-get install ${apt[*]}" >&2
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${apt[@]}" >&2
+  fi
+  sum=$(sha256sum "$lock" | cut -d' ' -f1)
+  root="${MOQ_BROWSER_CACHE:-$HOME/.cache/moq-browser}"
+  cache="$root/$sum"
+  [ -f "$cache/node_modules/.moq-installed" ] && return 0
+  echo "install-test-deps: npm ci for the browser tests (cached in $cache)" >&2
+  mkdir -p "$root"
+  tmp=$(mktemp -d "$root/.install.XXXXXX")
+  cp "$dir/package.json" "$lock" "$tmp/"
+  (cd "$tmp" && CI=true npm ci --no-audit --no-fund --loglevel=error >&2)
+  touch "$tmp/node_modules/.moq-installed"
+  rm -rf "$cache"
+  mv "$tmp" "$cache"
+}
+install_browser_deps
+# --- end of browser tests ------------------------------------------------------------------

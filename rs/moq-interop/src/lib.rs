@@ -7,14 +7,19 @@
 //! - [`clients`]: [`Publisher`] and [`Viewer`] over `moq publish` / `moq watch` ([`Client`]),
 //!   [`watch_summary`], [`publish_summary`];
 //! - [`scrape`]: [`Scrape`], the Prometheus text format;
+//! - [`media`]: a cached H.264 + AAC fMP4 clip ([`media::clip`]) and per-packet hashes of any
+//!   MP4/fMP4 file ([`media::packets`]), for bit-exact comparisons;
 //! - [`http`]: a blocking HTTP/1.1 client ([`http::get`], [`http::Request`]).
 
+pub mod browser;
 pub mod clients;
 pub mod http;
+pub mod media;
 pub mod process;
 pub mod relay;
 pub mod scrape;
 
+pub use browser::{browser_result, Browser, BrowserRun, Library};
 pub use clients::{publish_summary, watch_summary, Client, Publisher, Viewer};
 pub use process::{bin, eventually, free_port, reference, run, serial, Background, Configure, Proc, Spec};
 pub use relay::{Relay, RelayBuilder};

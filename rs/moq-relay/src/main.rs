@@ -19,7 +19,6 @@ use moq_lite::code;
 use moq_lite::model::Origin;
 use moq_lite::session::Session;
 use moq_lite::transport::{QuicOptions, WebSocketOptions};
-use moq_lite::Version;
 use tokio::task::JoinSet;
 
 // Less CPU per forwarded frame than glibc malloc, for a little more memory per idle session; the
@@ -176,7 +175,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         listeners.spawn(quic.run(stopping.clone()));
         if config.http {
             // WebSocket upgrades at any path are sessions; the other requests reach the routes.
-            let websockets = serve::WebSockets::new(ctx.clone(), Version::ALL.to_vec(), websocket.clone());
+            let websockets = serve::WebSockets::new(ctx.clone(), config.versions.clone(), websocket.clone());
             let router = web::router(web_state(&origin, &config, &tls))
                 .layer(axum::middleware::from_fn_with_state(websockets, serve::websocket::intercept));
             let http =
