@@ -16,7 +16,9 @@ install_ref() {
   fi
   echo "install-test-deps: building reference $crate $version (cached in $root)" >&2
   # Without --locked: the registry index may lack some locked versions (see the protocol notes).
-  cargo install "$crate" --version "$version" --root "$root" "$@" >&2
+  # One shared target directory: the reference crates have most dependencies in common, so each
+  # build after the first reuses what the others compiled (kept between runs under the cache).
+  cargo install "$crate" --version "$version" --root "$root" --target-dir "$REF_DIR/target" "$@" >&2
 }
 
 install_ref moq-relay "$RELAY_VERSION" --no-default-features --features noq

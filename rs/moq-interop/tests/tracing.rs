@@ -280,7 +280,8 @@ fn one_trace_from_viewer_through_relay_with_logs_links_and_no_token() {
         sessions.iter().find(|s| s.trace_id == watch.trace_id).expect("relay session in the viewer's trace");
     assert_eq!(viewer_session.parent, watch.span_id, "session span is a child of the client's span");
     let attr = |s: &Span, k: &str| s.attrs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    assert_eq!(attr(viewer_session, "network.protocol.version").as_deref(), Some("moq-lite-04"));
+    // Both sides offer every version by default: the newest is chosen.
+    assert_eq!(attr(viewer_session, "network.protocol.version").as_deref(), Some("moq-lite-06"));
     assert_eq!(attr(viewer_session, "moq.transport").as_deref(), Some("webtransport"));
     assert!(sessions.iter().any(|s| s.trace_id == publish.trace_id), "publisher session in the publisher's trace");
 

@@ -489,3 +489,46 @@ async fn a_group_older_than_max_latency_is_skipped_once_a_newer_one_exists() {
     let bytes = timeout(WAIT, new_stream.read_to_end(1 << 20)).await.unwrap().unwrap();
     assert!(bytes.ends_with(b"live"), "the live group is delivered: {bytes:?}");
 }
+
+/// SETUP (lite-05+) is one well-formed stream per session, and carries a Path only on raw QUIC
+/// (where the embedder reads it before the session starts): each breach closes that session
+/// alone as a protocol violation, and other sessions keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_breaches_close_only_that_session() {
+    use moq_lite::coding::{varint, Encode};
+    use moq_lite::message::{Setup, UniStreamType};
+    let addr = relay(Origin::new()).await;
+    let mut publisher = publisher_with(addr, "https", &[Version::Lite06], "b", "t").await;
+    let (_v, mut healthy) = viewer_with(addr, "https", &[Version::Lite05], "b", "t").await;
+
+    let setup = |setup: Setup, version: Version| {
+        let mut bytes = Vec::new();
+        varint::encode(&mut bytes, UniStreamType::Setup.code());
+        setup.encode(&mut bytes, version);
+        bytes
+    };
+    let plain = setup(Setup::default(), Version::Lite06);
+    let with_path = setup(Setup { path: Some("/room?jwt=x".into()), ..Default::default() }, Version::Lite05);
+    let oversized = setup(Setup { path: Some("a".repeat(9_000)), ..Default::default() }, Version::Lite06);
+    // Type, length 7, two parameters, both PROBE (id 1, length 1, value 1).
+    let repeated = vec![0x01, 0x07, 0x02, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01];
+    let cases = [
+        ("a Path on WebTransport", Version::Lite05, vec![with_path]),
+        ("a second SETUP", Version::Lite06, vec![plain.clone(), plain]),
+        ("a repeated parameter", Version::Lite05, vec![repeated]),
+        ("an oversized Path", Version::Lite06, vec![oversized]),
+    ];
+    for (case, version, streams) in cases {
+        let hostile = connect_with(addr, "https", &[version]).await;
+        let conn = hostile.conn.as_quic().unwrap();
+        for bytes in streams {
+            let mut send = conn.open_uni().await.unwrap();
+            send.write_all(&bytes).await.unwrap();
+            send.finish().unwrap();
+        }
+        assert_eq!(close_code(conn).await, Some(code::PROTOCOL_VIOLATION), "{case}");
+    }
+
+    send_group(&mut publisher.track, b"still here");
+    assert_eq!(next_payload(&mut healthy).await, "still here");
+}
