@@ -218,6 +218,27 @@ async fn accept_subscribe(inner: &Arc<Inner>, reader: &mut Reader, writer: &mut 
     })
 }
 
+/// How long a subscription keeps forwarding after its publisher's announcement ended, waiting for
+/// the track's own end (a bare FIN before SUBSCRIBE_END is a violation on 05+).
+const PUBLISHER_GONE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The track ended (or its publisher is gone): say where it ended (05+), deliver what is in
+/// flight, then FIN the subscribe stream.
+async fn end_subscription(
+    inner: &Arc<Inner>,
+    writer: &mut Writer,
+    track: &TrackConsumer,
+    groups: &mut JoinSet<()>,
+) -> Result<(), Error> {
+    if inner.version.has_track_stream() {
+        let end = track.latest().map_or(0, |latest| latest + 1);
+        writer.encode(&SubscribeResponse::End { group: end }).await?;
+    }
+    while groups.join_next().await.is_some() {}
+    writer.finish();
+    Ok(())
+}
+
 async fn forward_subscription(
     inner: &Arc<Inner>,
     reader: &mut Reader,
@@ -229,6 +250,13 @@ async fn forward_subscription(
     let mut groups = JoinSet::new();
     let mut inflight: VecDeque<AbortHandle> = VecDeque::new();
     let mut started = !inner.version.has_track_stream();
+    // Set once the publisher left: its track ends in step with its announcement (cleanly when it
+    // ended the track), so keep forwarding until then, at most this long.
+    let mut publisher_gone: Option<tokio::time::Instant> = None;
+    let end_after_publisher = async |deadline: Option<tokio::time::Instant>| match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    };
     loop {
         tokio::select! {
             update = reader.decode_maybe::<SubscribeUpdate>() => match update? {
@@ -239,7 +267,14 @@ async fn forward_subscription(
                 // The subscriber finished its side: unsubscribe.
                 None => return Ok(()),
             },
-            group = track.next_group() => match group? {
+            group = track.next_group() => match group {
+                // The track failed (its upstream went away): groups already being written were
+                // complete or still fill from the cache; let them finish before the reset.
+                Err(e) => {
+                    while groups.join_next().await.is_some() {}
+                    return Err(e);
+                }
+                Ok(group) => match group {
                 Some(group) => {
                     if !started {
                         writer.encode(&SubscribeResponse::Start { group: group.sequence() }).await?;
@@ -265,30 +300,17 @@ async fn forward_subscription(
                     ));
                     inflight.push_back(handle);
                 }
-                None => {
-                    // Track finished: say where it ended (05+), deliver what is in flight, then
-                    // FIN the subscribe stream.
-                    if inner.version.has_track_stream() {
-                        let end = track.latest().map_or(0, |latest| latest + 1);
-                        writer.encode(&SubscribeResponse::End { group: end }).await?;
-                    }
-                    while groups.join_next().await.is_some() {}
-                    writer.finish();
-                    return Ok(());
-                }
-            },
+                None => return end_subscription(inner, writer, &track, &mut groups).await,
+            }},
+            _ = end_after_publisher(publisher_gone) => return end_subscription(inner, writer, &track, &mut groups).await,
             // A replacing publisher takes over the path: follow it.
-            _ = origin.route_changed(&broadcast, route.id) => {
+            _ = origin.route_changed(&broadcast, route.id), if publisher_gone.is_none() => {
                 match origin.route(&broadcast) {
                     Some(next) => {
                         track = next.broadcast.subscribe_track(&track_name)?;
                         route = next;
                     }
-                    None => {
-                        while groups.join_next().await.is_some() {}
-                        writer.finish();
-                        return Ok(());
-                    }
+                    None => publisher_gone = Some(tokio::time::Instant::now() + PUBLISHER_GONE_GRACE),
                 }
             }
         }

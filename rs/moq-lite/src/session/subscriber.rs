@@ -284,12 +284,22 @@ async fn subscribe_upstream(
         .await?;
     tracing::debug!(id, broadcast = %path, track = %name, "subscribed upstream");
 
+    // Once the publisher said where the track ends (05+), the stream or session closing after
+    // it is the end, not a failure: a publisher that exits right after its last group is done.
+    let mut end_said = false;
     loop {
         tokio::select! {
             response = reader.decode_maybe::<SubscribeResponse>() => match response {
                 Ok(Some(SubscribeResponse::Ok(_))) => {}
                 Ok(Some(SubscribeResponse::Start { group })) => tracing::debug!(id, group, "upstream subscription starts"),
-                Ok(Some(SubscribeResponse::End { group })) => tracing::debug!(id, group, "upstream track ends"),
+                Ok(Some(SubscribeResponse::End { group })) => {
+                    tracing::debug!(id, group, "upstream track ends");
+                    end_said = true;
+                }
+                Err(e) if end_said => {
+                    tracing::debug!(id, error = %e, "upstream closed after its track's end");
+                    return Ok(());
+                }
                 Ok(Some(SubscribeResponse::Drop { start, end, error_code })) => {
                     tracing::debug!(id, start, end, error_code, "upstream dropped groups");
                 }
@@ -321,8 +331,11 @@ async fn fetch_track_info(inner: &Arc<Inner>, path: &str, name: &str) -> Result<
     writer.set_priority(CONTROL_PRIORITY);
     writer.queue_raw(|b| BiStreamType::Track.encode(b));
     writer.encode(&TrackRequest { broadcast: path.to_string(), track: name.to_string() }).await?;
+    // FIN only once answered: a TRACK stream whose requester finishes early is a cancelled
+    // request to the reference publisher, which then never answers.
+    let info = reader.decode().await;
     writer.finish();
-    reader.decode().await
+    info
 }
 
 /// A group stream of an upstream subscription, after its type.
