@@ -189,7 +189,7 @@ fn reference_cli_through_our_relay(version: &'static str, scheme: &str) -> Outco
     let published = publisher.wait_exit(Duration::from_secs(25));
     let ffmpeg_done = ffmpeg.wait_exit(Duration::from_secs(1));
     // The subscriber ends when the broadcast does; if it does not, what it wrote is still
-    // compared (and the line says so).
+    // compared first (the line says what arrived), then the cell fails.
     let finished = subscriber.wait_exit(Duration::from_secs(8));
     let sessions = relay.drain().iter().filter(|l| l.contains("session opened")).cloned().collect::<Vec<_>>();
     let notes = format!(
@@ -215,6 +215,10 @@ fn reference_cli_through_our_relay(version: &'static str, scheme: &str) -> Outco
     }
     if published.map(|s| s.success()) != Some(true) {
         return outcome(Err(format!("the publisher did not exit cleanly; {notes}")));
+    }
+    // The broadcast's end reached the subscriber as an end (SUBSCRIBE_END / FIN), not as a reset.
+    if finished.map(|s| s.success()) != Some(true) {
+        return outcome(Err(format!("the subscriber did not end cleanly; {notes}")));
     }
     let _ = std::fs::remove_dir_all(&dir);
     outcome(Ok(()))

@@ -46,8 +46,14 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
         if !path::is_valid(&suffix) {
             return Err(Error::ProtocolViolation(format!("invalid broadcast path {suffix:?}")));
         }
-        if let Some((_, task, full)) = active.0.remove(&suffix) {
-            task.abort();
+        if let Some((publication, task, full)) = active.0.remove(&suffix) {
+            // The route goes now; the publisher ends its tracks (SUBSCRIBE_END, FIN) just after
+            // its announcement, so subscriptions already running get a moment to end cleanly.
+            drop(publication);
+            tokio::spawn(async move {
+                tokio::time::sleep(UNANNOUNCE_GRACE).await;
+                task.abort();
+            });
             if hops.is_none() {
                 tracing::info!(moq.broadcast = %full, reason = "publisher_left", "broadcast ended");
             }
@@ -187,11 +193,17 @@ async fn serve_track_requests(inner: Arc<Inner>, broadcast: BroadcastProducer, p
 /// subscribe stream once its groups are written, and their streams may still be in flight.
 const END_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How long subscriptions to a broadcast its publisher withdrew may still end by themselves.
+const UNANNOUNCE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// An upstream subscription as arriving group streams see it. The track closes when the last
 /// holder lets go, so a group still being read completes before subscribers see the end.
 pub(crate) struct Upstream {
     track: Mutex<Option<TrackProducer>>,
     ended: Mutex<Option<Result<(), Error>>>,
+    /// The publisher ended the track (SUBSCRIBE_END on 05+, the subscribe stream's FIN): torn
+    /// down before `ended` is set (session close, withdrawal), it still ends cleanly.
+    ended_cleanly: std::sync::atomic::AtomicBool,
     ingress: telemetry::Ingress,
 }
 
@@ -200,7 +212,8 @@ impl Drop for Upstream {
         let track = self.track.get_mut().unwrap_or_else(|e| e.into_inner()).take();
         let ended = self.ended.get_mut().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(track) = track {
-            match ended.unwrap_or(Err(Error::Cancel)) {
+            let clean = *self.ended_cleanly.get_mut();
+            match ended.unwrap_or(if clean { Ok(()) } else { Err(Error::Cancel) }) {
                 Ok(()) => track.finish(),
                 Err(e) => track.abort(e),
             }
@@ -228,10 +241,15 @@ async fn run_subscription(
         }
         true => Some(fetch_track_info(&inner, &path, &name)),
     };
-    let upstream = Arc::new(Upstream { track: Mutex::new(Some(track)), ended: Mutex::new(None), ingress });
+    let upstream = Arc::new(Upstream {
+        track: Mutex::new(Some(track)),
+        ended: Mutex::new(None),
+        ended_cleanly: Default::default(),
+        ingress,
+    });
     inner.subscriptions.lock().unwrap().insert(id, upstream.clone());
 
-    let subscribe = subscribe_upstream(&inner, &broadcast, id, &path, &name, &upstream.track, &shared);
+    let subscribe = subscribe_upstream(&inner, &broadcast, id, &path, &name, &upstream, &shared);
     let result = match info {
         None => subscribe.await,
         Some(info) => {
@@ -271,9 +289,11 @@ async fn subscribe_upstream(
     id: u64,
     path: &str,
     name: &str,
-    track: &Mutex<Option<TrackProducer>>,
+    upstream: &Upstream,
     shared: &Arc<crate::model::TrackShared>,
 ) -> Result<(), Error> {
+    let track = &upstream.track;
+    let clean_end = || upstream.ended_cleanly.store(true, std::sync::atomic::Ordering::Relaxed);
     let (send, recv) = inner.conn.open_bi().await?;
     let mut writer = inner.writer(send);
     let mut reader = Reader::new(recv, inner.version);
@@ -295,6 +315,7 @@ async fn subscribe_upstream(
                 Ok(Some(SubscribeResponse::End { group })) => {
                     tracing::debug!(id, group, "upstream track ends");
                     end_said = true;
+                    clean_end();
                 }
                 Err(e) if end_said => {
                     tracing::debug!(id, error = %e, "upstream closed after its track's end");
@@ -304,7 +325,10 @@ async fn subscribe_upstream(
                     tracing::debug!(id, start, end, error_code, "upstream dropped groups");
                 }
                 // The publisher FINs the subscribe stream when the track ended.
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    clean_end();
+                    return Ok(());
+                }
                 Err(Error::RemoteReset(code::NOT_FOUND)) => return Err(Error::NotFound),
                 Err(e) => return Err(e),
             },
