@@ -204,6 +204,8 @@ pub(crate) struct Upstream {
     /// The publisher ended the track (SUBSCRIBE_END on 05+, the subscribe stream's FIN): torn
     /// down before `ended` is set (session close, withdrawal), it still ends cleanly.
     ended_cleanly: std::sync::atomic::AtomicBool,
+    /// To tell, when torn down with the session, whether the publisher closed it gracefully.
+    conn: super::Connection,
     ingress: telemetry::Ingress,
 }
 
@@ -212,7 +214,7 @@ impl Drop for Upstream {
         let track = self.track.get_mut().unwrap_or_else(|e| e.into_inner()).take();
         let ended = self.ended.get_mut().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(track) = track {
-            let clean = *self.ended_cleanly.get_mut();
+            let clean = *self.ended_cleanly.get_mut() || self.conn.closed_cleanly();
             match ended.unwrap_or(if clean { Ok(()) } else { Err(Error::Cancel) }) {
                 Ok(()) => track.finish(),
                 Err(e) => track.abort(e),
@@ -245,6 +247,7 @@ async fn run_subscription(
         track: Mutex::new(Some(track)),
         ended: Mutex::new(None),
         ended_cleanly: Default::default(),
+        conn: inner.conn.clone(),
         ingress,
     });
     inner.subscriptions.lock().unwrap().insert(id, upstream.clone());
@@ -319,6 +322,13 @@ async fn subscribe_upstream(
                 }
                 Err(e) if end_said => {
                     tracing::debug!(id, error = %e, "upstream closed after its track's end");
+                    return Ok(());
+                }
+                // A publisher that closes its session gracefully is done: its tracks end there
+                // (03/04 have no SUBSCRIBE_END, and the FIN may not beat the close).
+                Err(Error::Closed(_)) if inner.conn.closed_cleanly() => {
+                    tracing::debug!(id, "upstream session closed gracefully: the track ends");
+                    clean_end();
                     return Ok(());
                 }
                 Ok(Some(SubscribeResponse::Drop { start, end, error_code })) => {

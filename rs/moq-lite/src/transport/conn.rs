@@ -145,6 +145,25 @@ impl Connection {
         }
     }
 
+    /// Whether the peer ended the connection with a graceful close (application code 0): a
+    /// publisher that is done and leaves, as opposed to one that failed or vanished.
+    pub fn closed_cleanly(&self) -> bool {
+        match self {
+            Self::Quic(s) => match s.close_reason() {
+                Some(web_transport_quinn::SessionError::WebTransportError(
+                    web_transport_quinn::WebTransportError::Closed(code, _),
+                )) => code == 0,
+                Some(web_transport_quinn::SessionError::ConnectionError(
+                    quinn::ConnectionError::ApplicationClosed(close),
+                )) => close.error_code.into_inner() == 0,
+                _ => false,
+            },
+            Self::WebSocket(s) => {
+                matches!(s.closed().now_or_never(), Some(qmux::Error::ConnectionClosed { code, .. }) if code.into_inner() == 0)
+            }
+        }
+    }
+
     /// The negotiated application protocol (the moq version's ALPN), if any.
     pub fn protocol(&self) -> Option<&str> {
         match self {
