@@ -6,8 +6,9 @@
    --viewers N`) over `http://` (WebTransport) and over `ws://` (qmux over a WebSocket on the
    relay's TCP port). Reported: relay CPU per frame delivered, latency p50/p99, loss.
 2. Time to first frame of a joining viewer: with a broadcast live, 100 viewers join one after the
-   other (`moq watch --groups 1`, a fresh process and connection each) and each reports its
-   startup time (connect start to the first frame played, `player.startup_ms_max`). p50/p99 per
+   other (`moq watch --groups 2 --target-latency 0s`, a fresh process and connection each) and
+   each reports its startup time: connect start (before the QUIC/TCP handshake) to the first
+   frame, `player.startup_ms_max` with no playout buffer. p50/p99 per
    transport (raw QUIC, WebTransport, WebSocket) for this relay, and raw QUIC / WebTransport for
    the reference moq-relay 0.17.10 (built without WebSocket support in this repo's cache).
 
@@ -66,14 +67,20 @@ def joins(subject, transport, count, sink):
     try:
         time.sleep(1.5)
         for _ in range(count):
-            cmd = [f"{BIN}/moq", "watch", "--url", url, "--broadcast", "bench/join", "--groups", "1",
-                   "--json", "--stats-interval", "0s", "--timeout", "10s"]
+            # Target latency 0: playback starts at the first frame, so startup = time to first frame.
+            # Two groups: the cached one can arrive whole before the player's first tick, and a
+            # viewer that exits then has no startup figure.
+            cmd = [f"{BIN}/moq", "watch", "--url", url, "--broadcast", "bench/join", "--groups", "2",
+                   "--target-latency", "0s", "--json", "--stats-interval", "0s", "--timeout", "10s"]
             if transport == "quic":
                 cmd.append("--tls-insecure")
             out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=DEVNULL, env=client_env(), timeout=30)
             try:
                 summary = json.loads(out.stdout.decode().strip().splitlines()[-1])
-                startups.append(summary["player"]["startup_ms_max"])
+                startup = summary["player"]["startup_ms_max"]
+                if not startup:  # no figure (never played): a failed join, not a 0 ms one
+                    raise ValueError("no startup")
+                startups.append(startup)
             except (ValueError, IndexError, KeyError, TypeError):
                 failures += 1
     finally:
@@ -94,7 +101,14 @@ def main():
     ap.add_argument("--joins", type=int, default=100)
     ap.add_argument("--json-out", default=os.path.join(bench.ROOT, "docs", "bench-transports.json"))
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--parts", default="fanout,joins", help="fanout, joins or both; a part not run is "
+                    "taken from --json-out's previous run")
     a = ap.parse_args()
+    parts = a.parts.split(",")
+    previous = {}
+    if parts != ["fanout", "joins"] and os.path.exists(a.json_out):
+        with open(a.json_out) as f:
+            previous = json.load(f)
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "moq-relay", "-p", "moq-cli"], cwd=bench.ROOT,
                        check=True)
@@ -103,7 +117,9 @@ def main():
                              f"127.0.0.1:{sink_port}"], stdout=DEVNULL)
     fanout, join = [], []
     try:
-        for profile, viewers in (("2mbps", a.viewers_2mbps), ("250kbps", a.viewers_250kbps)):
+        fanout = previous.get("fanout", []) if "fanout" not in parts else fanout
+        join = previous.get("joins", []) if "joins" not in parts else join
+        for profile, viewers in (("2mbps", a.viewers_2mbps), ("250kbps", a.viewers_250kbps)) if "fanout" in parts else ():
             for rep in range(a.repeats):
                 order = ["webtransport", "websocket"] if rep % 2 == 0 else ["websocket", "webtransport"]
                 for transport in order:
@@ -114,7 +130,7 @@ def main():
                           f"{fmt(r['p99_ms'])} ms lost {r['lost']} cpu {fmt(r['cpu_pct'])}% "
                           f"{fmt(r['cpu_us_per_frame'])} us/frame", flush=True)
         for subject, transport in (("ours", "quic"), ("ours", "webtransport"), ("ours", "websocket"),
-                                   ("reference", "quic"), ("reference", "webtransport")):
+                                   ("reference", "quic"), ("reference", "webtransport")) if "joins" in parts else ():
             r = joins(subject, transport, a.joins, sink_port)
             join.append(r)
             print(f"joins {subject:9} {transport:12} {r['joins']} ok, {r['failures']} failed: "
