@@ -174,10 +174,12 @@ def start_load(url, p, viewers, warmup, window, timeout):
     return pub, watch
 
 
-def run_relay_point(kind, profile, viewers, warmup, window, sink):
+def run_relay_point(kind, profile, viewers, warmup, window, sink, scheme="http"):
+    """One point of relay `kind`; `scheme` is how the load tool connects (`http`: WebTransport,
+    `ws`: qmux over a WebSocket)."""
     p = PROFILES[profile]
     relay = Relay(kind, sink)
-    url = f"http://127.0.0.1:{relay.port}/"
+    url = f"{scheme}://127.0.0.1:{relay.port}/"
     pub = watch = None
     try:
         pub, watch = start_load(url, p, viewers, warmup, window, timeout="30s")

@@ -19,40 +19,16 @@ import argparse, json, os, signal, statistics, subprocess, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 
-from bench import BIN, DEVNULL, PROFILES, Relay, client_env, cpu_seconds, fmt, stop  # noqa: E402
+from bench import BIN, DEVNULL, Relay, client_env, fmt, stop  # noqa: E402
 
 
 def fanout_point(transport, profile, viewers, warmup, window, sink):
     """One fan-out point of this relay over `transport` (`webtransport` or `websocket`)."""
-    p = PROFILES[profile]
-    relay = Relay("ours", sink)
     scheme = "ws" if transport == "websocket" else "http"
-    url = f"{scheme}://127.0.0.1:{relay.port}/"
-    pub = watch = None
-    try:
-        pub, watch = bench.start_load(url, p, viewers, warmup, window, timeout="30s")
-        time.sleep(warmup)
-        cpu0, t0 = cpu_seconds(relay.proc.pid), time.time()
-        time.sleep(window)
-        cpu = cpu_seconds(relay.proc.pid) - cpu0
-        out, _ = watch.communicate(timeout=120)
-        summary = json.loads(out.decode().strip().splitlines()[-1])
-    finally:
-        for proc in (watch, pub):
-            if proc is not None:
-                stop(proc, signal.SIGINT)
-        relay.close()
-    video = summary["tracks"].get("video", {})
-    frames = video.get("frames", 0)
-    expected = viewers * p["fps"] * window
-    return {
-        "transport": transport, "profile": profile, "viewers": viewers, "frames": frames,
-        "expected_frames": expected, "lost": video.get("gaps", 0) + video.get("corrupt", 0)
-        + max(0, round(0.99 * expected) - frames), "late": video.get("late", 0),
-        "p50_ms": video.get("latency_ms_p50"), "p99_ms": video.get("latency_ms_p99"),
-        "cpu_pct": 100 * cpu / window, "cpu_us_per_frame": 1e6 * cpu / frames if frames else None,
-        "ok": summary.get("exit_code") == 0,
-    }
+    r = bench.run_relay_point("ours", profile, viewers, warmup, window, sink, scheme=scheme)
+    return {"transport": transport, **{k: r[k] for k in ("profile", "viewers", "frames", "expected_frames", "lost",
+                                                          "late", "p50_ms", "p99_ms", "cpu_pct", "cpu_us_per_frame",
+                                                          "ok")}}
 
 
 def joins(subject, transport, count, sink):

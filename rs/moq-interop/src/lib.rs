@@ -22,5 +22,5 @@ pub mod scrape;
 pub use browser::{browser_result, Browser, BrowserRun, Library};
 pub use clients::{publish_summary, watch_summary, Client, Publisher, Viewer};
 pub use process::{bin, eventually, free_port, reference, run, serial, Background, Configure, Proc, Spec};
-pub use relay::{Relay, RelayBuilder};
+pub use relay::{reference_relay, Relay, RelayBuilder, REFERENCE_RELAY};
 pub use scrape::{Sample, Scrape};

@@ -4,7 +4,7 @@ use std::ops::{Deref, DerefMut};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{bin, free_port, Configure, Proc, Scrape, Spec};
+use crate::{bin, eventually, free_port, http, reference, Configure, Proc, Scrape, Spec};
 
 /// A running `moq-relay`: QUIC/WebTransport (UDP) and HTTP (TCP) on `port` on both loopbacks,
 /// and the operator listener (/metrics) on `ops` when asked for. Killed on drop; derefs to its
@@ -97,4 +97,28 @@ impl DerefMut for Relay {
     fn deref_mut(&mut self) -> &mut Proc {
         &mut self.proc
     }
+}
+
+/// The reference relay the interop tests run against (`cargo install`ed by the test deps).
+pub const REFERENCE_RELAY: (&str, &str) = ("moq-relay", "0.17.10");
+
+/// The reference `moq-relay` on a free port of 127.0.0.1 (anonymous access everywhere, a generated
+/// certificate, WebTransport and HTTP on the same port), ready once it serves its fingerprint;
+/// with its `http://127.0.0.1:PORT/` URL. Killed on drop.
+pub fn reference_relay() -> (Proc, String) {
+    let port = free_port();
+    let mut relay = Proc::spawn(
+        "reference moq-relay",
+        Command::new(reference(REFERENCE_RELAY.0, REFERENCE_RELAY.1))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen-tls-generate", "localhost,127.0.0.1"])
+            .args(["--web-http-listen", &format!("127.0.0.1:{port}")])
+            .args(["--auth-public", "**", "--drain-timeout", "1s"]),
+    );
+    let url = format!("http://127.0.0.1:{port}/");
+    let ready = eventually(Duration::from_secs(10), || {
+        http::get(&format!("{url}certificate.sha256")).is_ok_and(|r| r.is_success())
+    });
+    assert!(ready, "reference relay never served its fingerprint: {:?}", relay.drain());
+    (relay, url)
 }

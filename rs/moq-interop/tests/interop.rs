@@ -8,7 +8,6 @@ use std::time::Duration;
 use moq_interop::*;
 
 const CLOCK: (&str, &str) = ("moq-clock", "0.10.21");
-const REF_RELAY: (&str, &str) = ("moq-relay", "0.17.10");
 
 /// A clock line as moq-clock prints it: `YYYY-MM-DD HH:MM:SS`.
 fn is_clock_line(line: &str) -> bool {
@@ -79,27 +78,7 @@ fn clock_over_raw_quic() {
 #[test]
 fn moq_cli_through_reference_relay() {
     let _serial = serial();
-    let port = free_port();
-    let relay_bin = reference(REF_RELAY.0, REF_RELAY.1);
-    let mut relay = Proc::spawn(
-        "reference moq-relay",
-        Command::new(relay_bin)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--listen-tls-generate", "localhost,127.0.0.1"])
-            .args(["--web-http-listen", &format!("127.0.0.1:{port}")])
-            .args(["--auth-public", "**", "--drain-timeout", "1s"]),
-    );
-    // Ready once the fingerprint is served.
-    let url = format!("http://127.0.0.1:{port}/");
-    let mut ready = false;
-    for _ in 0..100 {
-        if http::get(&format!("{url}certificate.sha256")).is_ok_and(|r| r.is_success()) {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(ready, "reference relay never served its fingerprint: {:?}", relay.drain());
+    let (mut relay, url) = reference_relay();
 
     let viewer = Viewer::new(&url, "ref/bbb").summary().groups(3).args(["--timeout", "20s"]).background();
     std::thread::sleep(Duration::from_millis(1000));

@@ -25,7 +25,6 @@ use moq_interop::media::{self, Packets};
 use moq_interop::*;
 
 const REF_CLI: (&str, &str) = ("moq-cli", "0.14.10");
-const REF_RELAY: (&str, &str) = ("moq-relay", "0.17.10");
 
 /// The reference `moq` binary, by its full cached path (this repo's CLI is also called `moq`).
 fn reference_moq() -> PathBuf {
@@ -257,26 +256,6 @@ fn reference_cli_through_our_relay_lite_06() {
 fn reference_cli_through_our_relay_websocket() {
     let version = "moq-lite-04";
     reference_cli_cell(version, "websocket").run(|| reference_cli_through_our_relay(version, "ws"));
-}
-
-/// The reference relay 0.17.10 on a free port, ready once it serves its fingerprint: anonymous
-/// access everywhere, a generated certificate, WebTransport and HTTP on the same port.
-fn reference_relay() -> (Proc, String) {
-    let port = free_port();
-    let mut relay = Proc::spawn(
-        "reference moq-relay",
-        Command::new(reference(REF_RELAY.0, REF_RELAY.1))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--listen-tls-generate", "localhost,127.0.0.1"])
-            .args(["--web-http-listen", &format!("127.0.0.1:{port}")])
-            .args(["--auth-public", "**", "--drain-timeout", "1s"]),
-    );
-    let url = format!("http://127.0.0.1:{port}/");
-    let ready = eventually(Duration::from_secs(10), || {
-        http::get(&format!("{url}certificate.sha256")).is_ok_and(|r| r.is_success())
-    });
-    assert!(ready, "reference relay never served its fingerprint: {:?}", relay.drain());
-    (relay, url)
 }
 
 /// This `moq publish` → reference relay → this `moq watch`, both forced to `version`: 3 groups
