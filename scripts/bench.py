@@ -99,8 +99,10 @@ class Relay:
                     "--web-http-listen", f"127.0.0.1:{self.port}", "--auth-public", "**", "--drain-timeout", "1s"]
             ready = f"http://127.0.0.1:{self.port}/certificate.sha256"
         else:
+            # Benchmarks open everything, and lift the per-address limits: every load client is on 127.0.0.1.
             args = [*wrapper, f"{BIN}/moq-relay", "--listen", f"127.0.0.1:{self.port}", "--tls-generate", "localhost,127.0.0.1",
-                    "--drain-timeout", "1s"]
+                    "--drain-timeout", "1s", "--auth-public", "**", "--limit-sessions-per-address", "1000000",
+                    "--limit-session-rate-per-address", "1000000"]
             if kind.endswith("-1t"):
                 args += ["--worker-threads", "1"]
             if kind in ("ours", "ours-1t"):

@@ -20,6 +20,8 @@ def wait_ready(port):
 def run_once(metrics_on, viewers, seconds, bitrate):
     port, ops = free_port(), free_port()
     relay_args = [f"{BIN}/moq-relay", "--listen", f"127.0.0.1:{port}", "--tls-generate", "localhost",
+                  "--auth-public", "**", "--limit-sessions-per-address", "1000000",
+                  "--limit-session-rate-per-address", "1000000",
                   "--ops-listen", f"127.0.0.1:{ops}" if metrics_on else "off"]
     env = dict(os.environ, RUST_LOG="warn")
     relay = subprocess.Popen(relay_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)

@@ -286,7 +286,7 @@ async fn keep_connected(
                     connected.transport,
                     connected.version
                 );
-                let scope = Scope::new(origin.clone(), "", vec![String::new()]);
+                let scope = Scope::everything(origin.clone(), "");
                 let setup_path = connect.setup_path(&connected);
                 let session = Session::new(
                     connected.conn,

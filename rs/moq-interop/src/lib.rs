@@ -9,8 +9,11 @@
 //! - [`scrape`]: [`Scrape`], the Prometheus text format;
 //! - [`media`]: a cached H.264 + AAC fMP4 clip ([`media::clip`]) and per-packet hashes of any
 //!   MP4/fMP4 file ([`media::packets`]), for bit-exact comparisons;
+//! - [`auth`]: keys and tokens for access-control tests ([`TokenLab`], [`Grant`]), the reference
+//!   auth server ([`AuthServer`]) and the reference relay using it ([`reference_relay_with_auth`]);
 //! - [`http`]: a blocking HTTP/1.1 client ([`http::get`], [`http::Request`]).
 
+pub mod auth;
 pub mod browser;
 pub mod clients;
 pub mod http;
@@ -19,6 +22,7 @@ pub mod process;
 pub mod relay;
 pub mod scrape;
 
+pub use auth::{reference_relay_with_auth, AuthServer, Grant, TokenLab};
 pub use browser::{browser_result, Browser, BrowserRun, Library};
 pub use clients::{publish_summary, watch_summary, Client, Publisher, Viewer};
 pub use process::{bin, eventually, free_port, reference, run, serial, Background, Configure, Proc, Spec};

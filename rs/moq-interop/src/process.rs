@@ -265,6 +265,11 @@ impl Spec {
     pub fn has_arg(&self, arg: &str) -> bool {
         self.args.iter().any(|a| a == arg)
     }
+
+    /// Whether any argument starts with `prefix` (`--auth` for every access flag).
+    pub fn has_arg_prefix(&self, prefix: &str) -> bool {
+        self.args.iter().any(|a| a.to_str().is_some_and(|a| a.starts_with(prefix)))
+    }
 }
 
 /// Extra arguments and environment for the kit's process builders ([`crate::RelayBuilder`],

@@ -17,7 +17,8 @@ pub struct Relay {
 
 /// Builds a [`Relay`]: `moq-relay --listen 127.0.0.1:PORT --listen [::1]:PORT --tls-generate
 /// localhost,127.0.0.1,::1 --ops-listen off|127.0.0.1:OPS [args]` with `RUST_LOG=info` and no
-/// `LOG_FORMAT` unless [`Configure::env`] says otherwise.
+/// `LOG_FORMAT` unless [`Configure::env`] says otherwise; `--auth-public '**'` unless `args` has
+/// an `--auth*` flag, and the per-address session limits lifted unless it has `--limit-session*`.
 #[derive(Default)]
 pub struct RelayBuilder {
     ops: bool,
@@ -46,6 +47,14 @@ impl RelayBuilder {
             .args(["--tls-generate", "localhost,127.0.0.1,::1"])
             .env("RUST_LOG", "info")
             .env_remove("LOG_FORMAT");
+        // Tests that don't configure access get everything public, and no per-address limits to
+        // trip over (every test client is on 127.0.0.1); the relay itself assumes neither.
+        if !self.spec.has_arg_prefix("--auth") {
+            cmd.args(["--auth-public", "**"]);
+        }
+        if !self.spec.has_arg_prefix("--limit-session") {
+            cmd.args(["--limit-sessions-per-address", "100000", "--limit-session-rate-per-address", "100000"]);
+        }
         match ops {
             Some(ops) => cmd.args(["--ops-listen", &format!("127.0.0.1:{ops}")]),
             // No ops listener unless the test asks for one.

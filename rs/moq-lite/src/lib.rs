@@ -10,6 +10,7 @@ mod error;
 pub mod message;
 pub mod model;
 pub mod path;
+pub mod pattern;
 
 pub use error::{code, Error};
 pub use message::Version;

@@ -41,7 +41,7 @@ async fn relay_with(origin: Origin, quic: QuicOptions) -> SocketAddr {
                 let request = incoming.handshake().await.unwrap();
                 let root = request.url().map(|u| moq_lite::path::normalize(u.path())).unwrap_or_default();
                 let (conn, version) = request.accept().await.unwrap();
-                let scope = Scope::new(origin, &root, vec![String::new()]);
+                let scope = Scope::everything(origin, &root);
                 let config = SessionConfig {
                     publish: Some(scope.clone()),
                     subscribe: Some(scope),
@@ -73,7 +73,7 @@ async fn connect_with(addr: SocketAddr, scheme: &str, versions: &[Version]) -> C
 
 /// A client session publishing `publish` and/or mirroring the peer's broadcasts into `inbox`.
 fn start(connected: Connected, publish: Option<&Origin>, inbox: Option<&Origin>) -> Session {
-    let scope = |o: &Origin| Scope::new(o.clone(), "", vec![String::new()]);
+    let scope = |o: &Origin| Scope::everything(o.clone(), "");
     let session = Session::new(
         connected.conn,
         connected.version,

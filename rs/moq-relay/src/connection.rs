@@ -12,6 +12,11 @@ use moq_lite::{path, Error};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::access::audit::{AuditContext, TokenHash};
+use crate::access::auth_server::AuthRequest;
+use crate::access::gate::Gatekeeper;
+use crate::access::limits::{AddressSlot, Limit};
+use crate::access::policy::{query_token, Access};
 use crate::serve::Stopping;
 use crate::telemetry::{SessionAccepted, SessionRejected, Telemetry};
 use crate::Sessions;
@@ -22,8 +27,8 @@ pub struct Context {
     /// True once shutdown began: sessions ending then left because of GOAWAY.
     pub draining: Stopping,
     pub origin: Origin,
-    pub publish_allow: Vec<String>,
-    pub subscribe_allow: Vec<String>,
+    /// Access decisions, limits and the audit trail.
+    pub gate: Arc<Gatekeeper>,
     pub hop_id: u64,
     /// Streams a peer may keep open at once, per direction (`--max-streams`).
     pub max_streams: u64,
@@ -84,12 +89,16 @@ pub async fn accept_loop(server: Arc<Server>, ctx: Arc<Context>, mut stop: Stopp
             incoming.refuse();
             continue;
         };
+        let Some(address) = ctx.admit_address(incoming.remote_address(), Transport::Quic) else {
+            incoming.refuse();
+            continue;
+        };
         let ctx = ctx.clone();
         // The handshake runs on the chosen worker, so quinn spawns the connection's driver there.
         let (worker, placement) = ctx.workers.place();
         tasks.spawn_on(
             async move {
-                handle(incoming, ctx, placement.worker).await;
+                handle(incoming, ctx, placement.worker, address).await;
                 drop((slot, placement));
             },
             &worker,
@@ -99,29 +108,62 @@ pub async fn accept_loop(server: Arc<Server>, ctx: Arc<Context>, mut stop: Stopp
     tasks.detach_all();
 }
 
-async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize) {
+impl Context {
+    /// The address limits for a new connection from `remote`; `None` (counted, logged, audited)
+    /// when the client is over its share.
+    pub fn admit_address(&self, remote: std::net::SocketAddr, transport: Transport) -> Option<AddressSlot> {
+        let client = self.peer_ip.show(remote);
+        let audit = AuditContext::default().client(client.as_deref()).transport(transport);
+        let slot = self.gate.admit_address(remote.ip(), &audit);
+        if slot.is_none() {
+            SessionRejected { client: client.as_deref(), ..SessionRejected::new(Reason::Limit) }.emit();
+        }
+        slot
+    }
+
+    /// A client that did not finish its handshake in time.
+    fn handshake_timed_out(&self, peer: &str, transport: Transport) {
+        let audit = AuditContext::default().client(Some(peer)).transport(transport);
+        self.gate.limit_hit(&audit, Limit::HandshakeTimeout);
+        SessionRejected { client: Some(peer), ..SessionRejected::new(Reason::Limit) }.emit();
+    }
+}
+
+async fn handle(incoming: Incoming, ctx: Arc<Context>, worker: usize, address: AddressSlot) {
     let started = Instant::now();
     let remote = incoming.remote_address();
     let peer = ctx.peer_ip.show(remote).unwrap_or_default();
-    let request = match incoming.handshake().await {
-        Ok(r) => r,
-        Err(e) => {
+    let deadline = ctx.gate.limits.limits().handshake_timeout;
+    let request = match tokio::time::timeout(deadline, incoming.handshake()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             let rejected = SessionRejected::new(Reason::HandshakeFailed);
             SessionRejected { error: Some(&e), client: Some(&peer), ..rejected }.emit();
             return;
         }
+        Err(_) => return ctx.handshake_timed_out(&peer, Transport::Quic),
     };
-    serve(request, ctx, worker, started, peer).await
+    serve(request, ctx, worker, started, peer, address).await
 }
 
 /// One session request, whatever carried it (QUIC, WebTransport, or a WebSocket upgrade the
-/// HTTP listener handed over): access decision, session run, teardown.
-pub async fn serve(request: Request, ctx: Arc<Context>, worker: usize, started: Instant, peer: String) {
+/// HTTP listener handed over): access decision, session run, teardown. `address` is the client's
+/// place in the per-address limits, held until the session ends.
+pub async fn serve(
+    request: Request,
+    ctx: Arc<Context>,
+    worker: usize,
+    started: Instant,
+    peer: String,
+    address: AddressSlot,
+) {
     let transport = request.transport();
+    let remote = request.remote_address();
     let traceparent = request.header("traceparent").map(str::to_owned);
+    let server_name = request.url().and_then(|u| u.host_str()).map(str::to_owned);
     // Raw QUIC lite-05+ carries the request target in the client's SETUP Path, which must be read
-    // before the access decision; WebTransport, WebSocket (and lite-03/04 raw QUIC, rooted at "")
-    // use the URL.
+    // before the access decision (within what is left of the handshake deadline); WebTransport,
+    // WebSocket (and lite-03/04 raw QUIC, rooted at "") use the URL.
     let (target, stage) = match request.version().filter(|v| transport == Transport::Quic && v.has_setup()) {
         None => (Target::of_url(request.url()), Stage::Requested(request)),
         Some(_) => {
@@ -132,19 +174,24 @@ pub async fn serve(request: Request, ctx: Arc<Context>, worker: usize, started: 
                     return;
                 }
             };
-            match read_setup(&conn, version).await {
-                Ok(setup) => {
+            let left = ctx.gate.limits.limits().handshake_timeout.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, read_setup(&conn, version)).await {
+                Ok(Ok(setup)) => {
                     (Target::of_setup_path(setup.path.as_deref().unwrap_or("")), Stage::SetUp(conn, version, setup))
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     SessionRejected { error: Some(&e), client: Some(&peer), ..SessionRejected::new(e.reason()) }.emit();
                     conn.close(e.code(), e.to_string().as_bytes());
                     return;
                 }
+                Err(_) => {
+                    conn.close(Error::Unauthorized.code(), b"no SETUP in time");
+                    return ctx.handshake_timed_out(&peer, transport);
+                }
             }
         }
     };
-    let root = target.root;
+    let root = target.root.clone();
     // The one id of this session: its span, moq-lite's log lines and the QUIC stats all use it.
     let id = moq_lite::session::next_id();
 
@@ -168,29 +215,52 @@ pub async fn serve(request: Request, ctx: Arc<Context>, worker: usize, started: 
         moq_telemetry::set_parent(&span, traceparent);
     }
 
-    // Access decision: the URL path must overlap an allow-list. Tokens are not verified yet, and
-    // are never logged: only a short hash.
-    let token = target.token;
-    let serve = Scope::new(ctx.origin.clone(), &root, ctx.subscribe_allow.clone());
-    let ingest = Scope::new(ctx.origin.clone(), &root, ctx.publish_allow.clone());
-    let allowed = serve.overlaps("") || ingest.overlaps("");
-    {
-        let auth = tracing::info_span!(parent: &span, "moq.auth", moq.auth.result = if allowed { "allowed" } else { "denied" });
-        let _enter = auth.enter();
-        let token = token.as_deref().map(moq_telemetry::redact::secret);
-        if allowed {
-            tracing::debug!(token = token.as_deref(), "anonymous access granted by allow-list");
-        } else {
-            SessionRejected { token: token.as_deref(), ..SessionRejected::new(Reason::AuthFailed) }.emit();
+    // The access decision. The token is never logged: only its short hash.
+    let token_hash = target.token.as_deref().map(TokenHash::of);
+    let audit = AuditContext::session(id)
+        .client(Some(&peer))
+        .transport(transport)
+        .path(&root)
+        .token(target.token.as_deref().map(TokenHash::of));
+    let auth_request = AuthRequest {
+        id: format!("{:016x}{id:016x}", rand_u64()),
+        node: ctx.gate.node.clone(),
+        transport: if transport == Transport::WebSocket { AuthRequest::WEBSOCKET } else { AuthRequest::QUIC },
+        remote: Some(remote),
+        local: None,
+        server_name,
+        alpn: request_alpn(&stage),
+        path: root.clone(),
+        query: Some(target.query.clone()).filter(|q| !q.is_empty()),
+        role: None,
+    };
+    let auth_span = tracing::info_span!(
+        parent: &span,
+        "moq.auth",
+        moq.auth.result = tracing::field::Empty,
+        moq.auth.reason = tracing::field::Empty,
+        moq.auth.token = token_hash.as_ref().map(|t| t.as_str()),
+        moq.auth.publish = tracing::field::Empty,
+        moq.auth.subscribe = tracing::field::Empty,
+    );
+    let access = Access { dialed: &root, token: target.token.as_deref(), request: &auth_request };
+    let decided = ctx.gate.decide(&audit, &access).instrument(auth_span.clone()).await;
+    let admitted = match decided {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            let reason =
+                if refusal.denial == crate::access::Denial::Limit { Reason::Limit } else { Reason::AuthFailed };
+            span.in_scope(|| SessionRejected { error: Some(&refusal), ..SessionRejected::new(reason) }.emit());
+            match stage {
+                Stage::SetUp(conn, _, _) => conn.close(Error::Unauthorized.code(), b"unauthorized"),
+                Stage::Requested(request) => request.reject(Error::Unauthorized).await,
+            }
+            return;
         }
-    }
-    if !allowed {
-        match stage {
-            Stage::SetUp(conn, _, _) => conn.close(Error::Unauthorized.code(), b"unauthorized"),
-            Stage::Requested(request) => request.reject(Error::Unauthorized).await,
-        }
-        return;
-    }
+    };
+    let audit = audit.subject(admitted.grant.subject.as_deref());
+    let serve = Scope::new(ctx.origin.clone(), &root, admitted.grant.subscribe.clone());
+    let ingest = Scope::new(ctx.origin.clone(), &root, admitted.grant.publish.clone());
 
     let (conn, version, peer_setup) = match stage {
         Stage::SetUp(conn, version, setup) => (conn, version, Some(setup)),
@@ -204,6 +274,7 @@ pub async fn serve(request: Request, ctx: Arc<Context>, worker: usize, started: 
     };
     span.record("network.protocol.version", version.alpn());
 
+    let limits = ctx.gate.limits.limits();
     let session = Session::new(
         conn,
         version,
@@ -215,6 +286,9 @@ pub async fn serve(request: Request, ctx: Arc<Context>, worker: usize, started: 
             telemetry: ctx.telemetry.transport().clone(),
             id: Some(id),
             peer_setup,
+            max_announces: limits.announces_per_session,
+            max_subscriptions: limits.subscriptions_per_session,
+            gate: Some(span.in_scope(|| ctx.gate.session_gate(audit.clone()))),
             ..Default::default()
         },
     );
@@ -222,10 +296,53 @@ pub async fn serve(request: Request, ctx: Arc<Context>, worker: usize, started: 
     let guard =
         span.in_scope(|| SessionAccepted { session: &session, transport, version, handshake }.emit(&ctx.telemetry));
     ctx.sessions.insert(id, session.clone());
-    let err = session.run().instrument(span.clone()).await;
+    let opened = Instant::now();
+    // The session runs until it ends by itself or its right ends (expiry, revocation).
+    let watch = ctx.gate.watch(&audit, &admitted.grant, &auth_request);
+    let err = async {
+        let run = session.run();
+        tokio::pin!(run);
+        tokio::select! {
+            err = &mut run => err,
+            _ = watch => {
+                session.close(&Error::Unauthorized);
+                // Let the session notice and wind down its tasks.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut run).await;
+                Error::Unauthorized
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await;
     ctx.sessions.remove(id);
     let reason = span.in_scope(|| guard.closed(&err, ctx.draining.began()));
     span.record("moq.close.reason", reason.as_str());
+    let (sent, received) = session
+        .connection()
+        .quic()
+        .map(|q| {
+            let stats = q.stats();
+            (stats.udp_tx.bytes, stats.udp_rx.bytes)
+        })
+        .unwrap_or_default();
+    ctx.gate.ended(auth_request, reason.as_str(), opened.elapsed(), sent, received);
+    drop((admitted, address));
+}
+
+/// The negotiated ALPN of a request, for the auth server.
+fn request_alpn(stage: &Stage) -> Option<String> {
+    match stage {
+        Stage::SetUp(_, version, _) => Some(version.alpn().to_string()),
+        Stage::Requested(request) => request.version().map(|v| v.alpn().to_string()),
+    }
+}
+
+/// A random id part for auth-server requests (one per session; not a secret).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
 }
 
 /// How far a session request got before the access decision.
@@ -242,8 +359,7 @@ enum Stage {
 /// WebTransport CONNECT URL or the SETUP Path (`path?query`) of a raw-QUIC lite-05+ client.
 struct Target {
     root: String,
-    /// The whole query (undecoded, without `?`), for the access layer.
-    #[allow(dead_code)] // read by the token-auth work (issue 21)
+    /// The whole query (undecoded, without `?`), for the auth server.
     query: String,
     token: Option<String>,
 }
@@ -251,15 +367,13 @@ struct Target {
 impl Target {
     fn of_url(url: Option<&url::Url>) -> Self {
         let Some(url) = url else { return Self { root: String::new(), query: String::new(), token: None } };
-        let token = url.query_pairs().find(|(k, _)| k == "jwt").map(|(_, v)| v.into_owned());
-        Self { root: path::normalize(url.path()), query: url.query().unwrap_or("").to_string(), token }
+        let query = url.query().unwrap_or("").to_string();
+        Self { root: path::normalize(url.path()), token: query_token(&query), query }
     }
 
     fn of_setup_path(target: &str) -> Self {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let token =
-            url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "jwt").map(|(_, v)| v.into_owned());
-        Self { root: path::normalize(path), query: query.to_string(), token }
+        Self { root: path::normalize(path), query: query.to_string(), token: query_token(query) }
     }
 }
 

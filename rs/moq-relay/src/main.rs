@@ -1,5 +1,6 @@
 //! moq-relay: routes moq-lite broadcasts between publishers and subscribers.
 
+mod access;
 mod config;
 mod connection;
 mod ops;
@@ -40,6 +41,9 @@ impl Sessions {
     }
     fn remove(&self, id: u64) {
         self.inner.lock().unwrap().remove(&id);
+    }
+    fn get(&self, id: u64) -> Option<Session> {
+        self.inner.lock().unwrap().get(&id).cloned()
     }
     fn all(&self) -> Vec<Session> {
         self.inner.lock().unwrap().values().cloned().collect()
@@ -148,13 +152,13 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopping = serve::Stopping(stop_rx);
+    let (gate, audit_writer) = gatekeeper(&config)?;
     let ctx = Arc::new(connection::Context {
         telemetry: telemetry.clone(),
         peer_ip: config.peer_ip,
         draining: stopping.clone(),
         origin: origin.clone(),
-        publish_allow: config.publish_allow.clone(),
-        subscribe_allow: config.subscribe_allow.clone(),
+        gate: gate.clone(),
         hop_id,
         max_streams: config.max_streams,
         sessions: sessions.clone(),
@@ -163,6 +167,11 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     });
 
     let mut background = JoinSet::new();
+    background.spawn(async move {
+        if let Err(e) = audit_writer.run().await {
+            tracing::error!(error = format!("{e:#}"), "audit log writer failed");
+        }
+    });
     background
         .spawn(serve::Upkeep { telemetry: telemetry.clone(), workers: workers.clone(), origin: origin.clone() }.run());
     let mut servers = Vec::new();
@@ -178,8 +187,11 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             let websockets = serve::WebSockets::new(ctx.clone(), config.versions.clone(), websocket.clone());
             let router = web::router(web_state(&origin, &config, &tls))
                 .layer(axum::middleware::from_fn_with_state(websockets, serve::websocket::intercept));
-            let http =
-                serve::HttpListener::bind(*addr, router, "public").await?.public(server_tls.clone(), config.peer_ip);
+            let http = serve::HttpListener::bind(*addr, router, "public").await?.public(
+                server_tls.clone(),
+                config.peer_ip,
+                gate.clone(),
+            );
             tracing::info!(
                 addr = %http.local_addr()?,
                 "HTTP listening (/certificate.sha256, /health, /announced; WebSocket sessions; TLS on the same port)"
@@ -188,9 +200,9 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         }
     }
     if let Some(addr) = config.ops_listen {
-        let router = ops::router(telemetry.clone(), config.ops_token.clone());
+        let router = ops::router(telemetry.clone(), config.ops_token.clone(), sessions.clone(), gate.audit.clone());
         let ops = serve::HttpListener::bind(addr, router, "ops").await?;
-        tracing::info!(addr = %ops.local_addr()?, auth = config.ops_token.is_some(), "ops listening (/metrics, /health)");
+        tracing::info!(addr = %ops.local_addr()?, auth = config.ops_token.is_some(), "ops listening (/metrics, /health, POST /sessions/ID/close)");
         listeners.spawn(ops.run(stopping.clone()));
     }
     tracing::info!(fingerprint = %tls.fingerprint, hop_id, "relay ready");
@@ -233,10 +245,31 @@ async fn drain(sessions: &Sessions, window: Duration) {
     }
 }
 
+/// The access layer from the configuration: who decides (keys + public patterns, or the auth
+/// server), the limits, the audit log (whose writer runs as a background service).
+fn gatekeeper(config: &config::Config) -> anyhow::Result<(Arc<access::gate::Gatekeeper>, access::audit::AuditWriter)> {
+    use access::policy::{Policy, Public};
+    let auth = &config.auth;
+    let policy = match &auth.url {
+        Some(url) => Policy::Server(access::auth_server::AuthServer::new(url, auth.timeout)?),
+        None => Policy::Local {
+            keys: auth.key.as_deref().map(access::keys::Keys::load).transpose()?,
+            public: Public::parse(&auth.public_publish, &auth.public_subscribe)?,
+        },
+    };
+    let (audit, writer) = access::audit::Audit::open(auth.audit_log.as_deref())?;
+    let node = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "moq-relay".into());
+    let limits = access::limits::Counter::new(config.limits.clone());
+    Ok((Arc::new(access::gate::Gatekeeper { policy, limits, audit, node }), writer))
+}
+
 /// The public HTTP endpoints' view of the relay: the certificate to pin, and the broadcasts anyone
-/// may subscribe to.
+/// may subscribe to (the public subscribe patterns).
 fn web_state(origin: &Origin, config: &config::Config, tls: &tls::Tls) -> web::WebState {
-    let (origin, allow) = (origin.clone(), config.subscribe_allow.clone());
+    let allow = access::policy::Public::parse(&config.auth.public_publish, &config.auth.public_subscribe)
+        .map(|p| p.subscribe)
+        .unwrap_or_default();
+    let origin = origin.clone();
     web::WebState {
         fingerprint: tls.fingerprint.clone(),
         announced: Arc::new(move |prefix: &str| {

@@ -132,7 +132,7 @@ async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Cl
         SessionConfig {
             setup_path,
             publish: None,
-            subscribe: Some(Scope::new(origin.clone(), "", vec![String::new()])),
+            subscribe: Some(Scope::everything(origin.clone(), "")),
             ..Default::default()
         },
     );

@@ -3,18 +3,25 @@
 
 use super::origin::{Announced, Announcement, Origin, Route};
 use crate::path;
+use crate::pattern::Patterns;
 
 #[derive(Debug, Clone)]
 pub struct Scope {
     origin: Origin,
     root: String,
-    allow: Vec<String>,
+    allow: Patterns,
 }
 
 impl Scope {
-    /// `root` is the session's path; `allow` are absolute, segment-aware prefixes (`""` = all).
-    pub fn new(origin: Origin, root: &str, allow: Vec<String>) -> Self {
+    /// `root` is the session's path; `allow` are absolute patterns (rooted at the origin's root,
+    /// not at `root`): a broadcast is usable when its full path matches one.
+    pub fn new(origin: Origin, root: &str, allow: Patterns) -> Self {
         Self { origin, root: path::normalize(root), allow }
+    }
+
+    /// Everything under `root`.
+    pub fn everything(origin: Origin, root: &str) -> Self {
+        Self::new(origin, root, std::iter::once(crate::pattern::Pattern::all()).collect())
     }
 
     pub fn origin(&self) -> &Origin {
@@ -32,13 +39,12 @@ impl Scope {
     }
 
     fn allows(&self, full: &str) -> bool {
-        self.allow.iter().any(|a| path::has_prefix(full, a))
+        self.allow.matches(full)
     }
 
-    /// Whether anything under `relative` could ever be visible (an allowed prefix overlaps it).
+    /// Whether anything under `relative` could ever be visible (an allowed pattern reaches into it).
     pub fn overlaps(&self, relative: &str) -> bool {
-        let full = path::join(&self.root, relative);
-        self.allow.iter().any(|a| path::has_prefix(&full, a) || path::has_prefix(a, &full))
+        self.allow.matches_below(&path::join(&self.root, relative))
     }
 
     pub fn route(&self, relative: &str) -> Option<Route> {

@@ -15,7 +15,7 @@ mod stream;
 mod subscriber;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Notify};
@@ -31,7 +31,9 @@ use stream::{Reader, Writer};
 
 pub use crate::transport::Connection;
 pub use probe::send_rate_estimate;
+pub use publisher::MAX_SUBSCRIPTIONS;
 pub use setup::read_setup;
+pub use subscriber::MAX_ANNOUNCED;
 
 /// QUIC send priority of control streams: above every group stream.
 const CONTROL_PRIORITY: i32 = i32::MAX;
@@ -60,6 +62,38 @@ pub struct SessionConfig {
     /// The peer's SETUP when the embedder read it already ([`read_setup`]: a server on raw QUIC
     /// needs its Path before admitting the session); another SETUP is then a violation.
     pub peer_setup: Option<Setup>,
+    /// Most broadcasts the peer may have announced at once; more are ignored (and reported to
+    /// the gate), the session goes on.
+    pub max_announces: usize,
+    /// Most SUBSCRIBE streams the peer may have running at once; more are refused on their stream
+    /// (`too_many_tracks`) and reported to the gate.
+    pub max_subscriptions: usize,
+    /// Told of every request refused for access or limit reasons, so the embedder can count, log
+    /// and audit it; the session itself only refuses.
+    pub gate: Option<Gate>,
+}
+
+/// What the session refused its peer, for the embedder's [`Gate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused<'a> {
+    /// The peer announced a broadcast outside its publish scope (the full path).
+    Announce(&'a str),
+    /// The peer subscribed to a broadcast outside its subscribe scope (the full path).
+    Subscribe(&'a str),
+    /// The peer announced more broadcasts than [`SessionConfig::max_announces`].
+    AnnounceLimit(&'a str),
+    /// The peer ran more subscriptions than [`SessionConfig::max_subscriptions`].
+    SubscriptionLimit,
+}
+
+/// The embedder's callback for [`Refused`] requests. Called on the session's task: keep it cheap.
+#[derive(Clone)]
+pub struct Gate(pub Arc<dyn Fn(Refused<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
 }
 
 impl Default for SessionConfig {
@@ -73,6 +107,9 @@ impl Default for SessionConfig {
             id: None,
             setup_path: None,
             peer_setup: None,
+            max_announces: subscriber::MAX_ANNOUNCED,
+            max_subscriptions: publisher::MAX_SUBSCRIPTIONS,
+            gate: None,
         }
     }
 }
@@ -98,6 +135,8 @@ struct Inner {
     config: SessionConfig,
     /// Upstream subscriptions by id, so arriving group streams find their track.
     subscriptions: Mutex<HashMap<u64, Arc<subscriber::Upstream>>>,
+    /// SUBSCRIBE streams of the peer being served now (against `max_subscriptions`).
+    serving: Arc<AtomicUsize>,
     next_subscribe_id: AtomicU64,
     /// The first fatal error ends the session.
     fatal: mpsc::Sender<Error>,
@@ -122,6 +161,7 @@ impl Session {
                 version,
                 config,
                 subscriptions: Mutex::new(HashMap::new()),
+                serving: Default::default(),
                 next_subscribe_id: AtomicU64::new(0),
                 fatal,
                 fatal_rx: Mutex::new(Some(fatal_rx)),
@@ -289,6 +329,13 @@ impl Inner {
 
     fn telemetry(&self) -> &Telemetry {
         &self.config.telemetry
+    }
+
+    /// Tells the embedder's gate what was refused.
+    fn refused(&self, what: Refused<'_>) {
+        if let Some(gate) = &self.config.gate {
+            (gate.0)(what);
+        }
     }
 
     fn fail(&self, err: Error) {

@@ -22,6 +22,9 @@ const ROUTE_WAIT: Duration = Duration::from_secs(2);
 /// oldest group is reset, which bounds the memory a stalled viewer can hold.
 pub const MAX_INFLIGHT_GROUPS: usize = 16;
 
+/// Default most SUBSCRIBE streams one peer may have running at once.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+
 pub(super) async fn serve_announce(inner: &Arc<Inner>, reader: &mut Reader, writer: &mut Writer) -> Result<(), Error> {
     let request: AnnounceRequest = reader.decode().await?;
     let prefix = path::normalize(&request.prefix);
@@ -160,8 +163,31 @@ pub(super) async fn serve_subscribe(
     writer: &mut Writer,
     span: tracing::Span,
 ) -> Result<(), Error> {
+    let _serving = Serving::enter(inner)?;
     let accepted = accept_subscribe(inner, reader, writer).instrument(span.clone()).await?;
     forward_subscription(inner, reader, writer, accepted, &span).await
+}
+
+/// One running SUBSCRIBE stream, counted against the session's `max_subscriptions`.
+struct Serving(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Serving {
+    fn enter(inner: &Inner) -> Result<Self, Error> {
+        use std::sync::atomic::Ordering;
+        let serving = inner.serving.clone();
+        if serving.fetch_add(1, Ordering::AcqRel) >= inner.config.max_subscriptions {
+            serving.fetch_sub(1, Ordering::AcqRel);
+            inner.refused(super::Refused::SubscriptionLimit);
+            return Err(Error::TooManyTracks);
+        }
+        Ok(Self(serving))
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// What an accepted SUBSCRIBE forwards from.
@@ -327,6 +353,7 @@ async fn resolve(
         return Err(Error::Unauthorized);
     };
     let Some(full) = scope.resolve(broadcast) else {
+        inner.refused(super::Refused::Subscribe(&path::join(scope.root(), broadcast)));
         return Err(Error::Unauthorized);
     };
     let origin = scope.origin().clone();

@@ -13,7 +13,7 @@ use crate::message::*;
 use crate::model::{BroadcastConsumer, BroadcastProducer, Publication, TrackProducer};
 use crate::{code, path, telemetry, Error};
 
-/// Most broadcasts one peer may have announced at once.
+/// Default most broadcasts one peer may have announced at once.
 pub const MAX_ANNOUNCED: usize = 4096;
 
 /// Opens the Announce stream toward the peer and mirrors what it announces into the scope.
@@ -63,11 +63,12 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
             continue; // our own announcement came back: a loop
         }
         let Some(full) = scope.resolve(&suffix) else {
-            tracing::debug!(path = %suffix, "peer announced a path it may not publish");
+            inner.refused(super::Refused::Announce(&path::join(scope.root(), &suffix)));
             continue;
         };
-        if active.0.len() >= MAX_ANNOUNCED {
-            return Err(Error::ProtocolViolation("too many announced broadcasts".into()));
+        if active.0.len() >= inner.config.max_announces {
+            inner.refused(super::Refused::AnnounceLimit(&full));
+            continue;
         }
         let broadcast = BroadcastProducer::dynamic();
         let publication = scope.origin().publish(&full, broadcast.consume(), hops);

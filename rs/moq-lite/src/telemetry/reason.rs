@@ -34,6 +34,8 @@ pub enum Reason {
     HandshakeFailed,
     /// Refused at the door: the relay admits no more sessions.
     Capacity,
+    /// Refused at the door: a per-client limit (the relay has room, this client took its share).
+    Limit,
 }
 
 impl Reason {
@@ -62,6 +64,7 @@ impl Reason {
             Reason::IdleTimeout => "idle_timeout",
             Reason::HandshakeFailed => "handshake_failed",
             Reason::Capacity => "capacity",
+            Reason::Limit => "limit",
         }
     }
 

@@ -200,7 +200,13 @@ impl Request {
         match self.inner {
             RequestKind::Raw(conn) => conn.close(err.code().into(), err.to_string().as_bytes()),
             RequestKind::WebTransport(request) => {
-                let _ = request.reject(status).await;
+                // Dropping the connection at once would discard the response in flight: the client
+                // would see the connection vanish instead of the status. Let it read the answer and
+                // close, for at most a moment.
+                let conn = request.conn().clone();
+                if request.reject(status).await.is_ok() {
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.closed()).await;
+                }
             }
             RequestKind::WebSocket(upgrade) => upgrade.reject(status),
         }

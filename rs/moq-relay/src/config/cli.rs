@@ -58,15 +58,79 @@ pub(super) struct Settings {
     #[arg(long, env = "MOQ_HTTP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub(super) http: Option<bool>,
 
-    /// Broadcast path prefixes anyone may publish under, comma-separated;
-    /// segment-aware, "" allows everything. [default: ""]
-    #[arg(long, env = "MOQ_PUBLISH_ALLOW", value_name = "PREFIX", value_delimiter = ',')]
+    /// Replaced by --auth-public-publish (patterns, e.g. `live/**`); refused with a migration
+    /// message.
+    #[arg(long, env = "MOQ_PUBLISH_ALLOW", value_name = "PREFIX", value_delimiter = ',', hide = true)]
     pub(super) publish_allow: Option<Vec<String>>,
 
-    /// Broadcast path prefixes anyone may subscribe to, comma-separated;
-    /// segment-aware, "" allows everything. [default: ""]
-    #[arg(long, env = "MOQ_SUBSCRIBE_ALLOW", value_name = "PREFIX", value_delimiter = ',')]
+    /// Replaced by --auth-public-subscribe; refused with a migration message.
+    #[arg(long, env = "MOQ_SUBSCRIBE_ALLOW", value_name = "PREFIX", value_delimiter = ',', hide = true)]
     pub(super) subscribe_allow: Option<Vec<String>>,
+
+    /// Verify the `?jwt=` tokens of sessions (and the token in a raw-QUIC lite-05+ SETUP Path)
+    /// with this JWK file, or with `{kid}.jwk` from this directory chosen by the token's `kid`.
+    /// Keys are re-read when their files change. [default: none]
+    #[arg(long, env = "MOQ_AUTH_KEY", value_name = "FILE_OR_DIR")]
+    pub(super) auth_key: Option<PathBuf>,
+
+    /// Path patterns anyone may publish and subscribe to without a token, rooted at `/`:
+    /// `live/**` a subtree, `**` everything, `room/*/cam` one segment. Repeatable. [default: none]
+    #[arg(long, env = "MOQ_AUTH_PUBLIC", value_name = "PATTERN", value_delimiter = ',')]
+    pub(super) auth_public: Option<Vec<String>>,
+
+    /// Path patterns anyone may publish to without a token (added to --auth-public). [default: none]
+    #[arg(long, env = "MOQ_AUTH_PUBLIC_PUBLISH", value_name = "PATTERN", value_delimiter = ',')]
+    pub(super) auth_public_publish: Option<Vec<String>>,
+
+    /// Path patterns anyone may subscribe to without a token (added to --auth-public). [default: none]
+    #[arg(long, env = "MOQ_AUTH_PUBLIC_SUBSCRIBE", value_name = "PATTERN", value_delimiter = ',')]
+    pub(super) auth_public_subscribe: Option<Vec<String>>,
+
+    /// Ask this auth server about every session (the reference's JSON contract: connect,
+    /// revalidate, end): http:// on loopback only, https://, or unix:///path. Excludes
+    /// --auth-key and --auth-public*. [default: none]
+    #[arg(long, env = "MOQ_AUTH_URL", value_name = "URL")]
+    pub(super) auth_url: Option<String>,
+
+    /// How long the auth server may take to answer before the session is refused. [default: 10s]
+    #[arg(long, env = "MOQ_AUTH_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(super) auth_timeout: Option<Duration>,
+
+    /// Append one JSON line per access decision, revalidation, limit hit and operator action to
+    /// this file (also sent as OTLP log records named `moq.auth.*`). [default: none]
+    #[arg(long, env = "MOQ_AUDIT_LOG", value_name = "FILE")]
+    pub(super) audit_log: Option<PathBuf>,
+
+    /// Live sessions one client address may hold (IPv6: one /64). [default: 100]
+    #[arg(long, env = "MOQ_LIMIT_SESSIONS_PER_ADDRESS", value_name = "COUNT")]
+    pub(super) limit_sessions_per_address: Option<usize>,
+
+    /// Live sessions presenting tokens of one subject (`sub` claim). [default: 1000]
+    #[arg(long, env = "MOQ_LIMIT_SESSIONS_PER_SUBJECT", value_name = "COUNT")]
+    pub(super) limit_sessions_per_subject: Option<usize>,
+
+    /// New sessions per second one client address may open, sustained (bursts of twice this
+    /// pass). [default: 20]
+    #[arg(long, env = "MOQ_LIMIT_SESSION_RATE_PER_ADDRESS", value_name = "PER_SECOND")]
+    pub(super) limit_session_rate_per_address: Option<f64>,
+
+    /// Broadcasts one session may have announced at once (at most 4096); more are ignored.
+    /// [default: 1024]
+    #[arg(long, env = "MOQ_LIMIT_ANNOUNCES_PER_SESSION", value_name = "COUNT")]
+    pub(super) limit_announces_per_session: Option<usize>,
+
+    /// Subscriptions one session may run at once; more are refused on their stream. [default: 1024]
+    #[arg(long, env = "MOQ_LIMIT_SUBSCRIPTIONS_PER_SESSION", value_name = "COUNT")]
+    pub(super) limit_subscriptions_per_session: Option<usize>,
+
+    /// From a client's first packet to its request being known (QUIC, TLS and the WebTransport
+    /// CONNECT, or a raw-QUIC client's SETUP); slower clients are refused. [default: 10s]
+    #[arg(long, env = "MOQ_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(super) handshake_timeout: Option<Duration>,
+
+    /// Most bytes of a WebSocket upgrade request's head (at least 8192). [default: 16384]
+    #[arg(long, env = "MOQ_LIMIT_WEBSOCKET_UPGRADE_BYTES", value_name = "BYTES")]
+    pub(super) limit_websocket_upgrade_bytes: Option<usize>,
 
     /// On shutdown, how long sessions get to leave after GOAWAY before they are
     /// closed, e.g. 5s or 500ms. [default: 5s]
@@ -232,7 +296,7 @@ mod tests {
     /// moq-lite's types: giving each shown default explicitly must change nothing.
     #[test]
     fn help_defaults_are_the_applied_defaults() {
-        let base = load(&["--tls-generate=h"], &[]).unwrap();
+        let base = load(&["--tls-generate=h", "--auth-public=**"], &[]).unwrap();
         // Left unset by the relay: moq-telemetry applies these after the OTEL_* variables.
         let downstream = ["trace-sample-ratio", "environment"];
         assert_eq!((base.trace_sample_ratio, &base.environment), (None, &None));
@@ -256,7 +320,7 @@ mod tests {
             }
             // `""` is the empty string.
             let value = shown.trim_matches('"');
-            let explicit = load(&["--tls-generate=h", &format!("--{long}={value}")], &[])
+            let explicit = load(&["--tls-generate=h", "--auth-public=**", &format!("--{long}={value}")], &[])
                 .unwrap_or_else(|err| panic!("--{long}={value}: {err:#}"));
             assert_eq!(explicit, base, "--{long}: --help says [default: {shown}], the relay applies another");
             checked.push(long);
@@ -275,8 +339,14 @@ mod tests {
             "worker-threads",
             "listen",
             "http",
-            "publish-allow",
-            "subscribe-allow",
+            "auth-timeout",
+            "limit-sessions-per-address",
+            "limit-sessions-per-subject",
+            "limit-session-rate-per-address",
+            "limit-announces-per-session",
+            "limit-subscriptions-per-session",
+            "handshake-timeout",
+            "limit-websocket-upgrade-bytes",
             "log-level",
             "ops-listen",
             "peer-ip",

@@ -1,5 +1,5 @@
 //! The TOML file layer. Keys are the flag names, grouped into sections (`[tls]`, `[auth]`,
-//! `[quic]`, `[ops]`, `[metrics]`, `[telemetry]`); durations are humantime strings.
+//! `[limits]`, `[quic]`, `[ops]`, `[metrics]`, `[telemetry]`); durations are humantime strings.
 
 use std::{
     net::SocketAddr,
@@ -45,6 +45,8 @@ struct File {
     #[serde(default)]
     auth: FileAuth,
     #[serde(default)]
+    limits: FileLimits,
+    #[serde(default)]
     quic: FileQuic,
     #[serde(default)]
     ops: FileOps,
@@ -84,8 +86,30 @@ struct FileTls {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileAuth {
+    /// The old allow-lists, kept only to refuse them with a migration message.
     publish: Option<Vec<String>>,
     subscribe: Option<Vec<String>>,
+    key: Option<PathBuf>,
+    public: Option<Vec<String>>,
+    public_publish: Option<Vec<String>>,
+    public_subscribe: Option<Vec<String>>,
+    url: Option<String>,
+    #[serde(default, with = "duration")]
+    timeout: Option<Duration>,
+    audit_log: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    sessions_per_address: Option<usize>,
+    sessions_per_subject: Option<usize>,
+    session_rate_per_address: Option<f64>,
+    announces_per_session: Option<usize>,
+    subscriptions_per_session: Option<usize>,
+    #[serde(default, with = "duration")]
+    handshake_timeout: Option<Duration>,
+    websocket_upgrade_bytes: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -131,6 +155,20 @@ impl From<File> for Settings {
             http: file.http,
             publish_allow: file.auth.publish,
             subscribe_allow: file.auth.subscribe,
+            auth_key: file.auth.key,
+            auth_public: file.auth.public,
+            auth_public_publish: file.auth.public_publish,
+            auth_public_subscribe: file.auth.public_subscribe,
+            auth_url: file.auth.url,
+            auth_timeout: file.auth.timeout,
+            audit_log: file.auth.audit_log,
+            limit_sessions_per_address: file.limits.sessions_per_address,
+            limit_sessions_per_subject: file.limits.sessions_per_subject,
+            limit_session_rate_per_address: file.limits.session_rate_per_address,
+            limit_announces_per_session: file.limits.announces_per_session,
+            limit_subscriptions_per_session: file.limits.subscriptions_per_session,
+            handshake_timeout: file.limits.handshake_timeout,
+            limit_websocket_upgrade_bytes: file.limits.websocket_upgrade_bytes,
             drain_timeout: file.drain_timeout,
             versions: None, // parsed (fallibly) in `read`
             max_streams: file.quic.max_streams,

@@ -28,8 +28,6 @@ pub(super) struct Listen {
     pub(super) addrs: Vec<SocketAddr>,
     pub(super) tls: TlsSource,
     pub(super) http: bool,
-    pub(super) publish_allow: Vec<String>,
-    pub(super) subscribe_allow: Vec<String>,
 }
 
 impl Listen {
@@ -39,13 +37,7 @@ impl Listen {
         let addrs = settings.listen.clone().unwrap_or_else(|| vec![DEFAULT_LISTEN]);
         ensure!(!addrs.is_empty(), "at least one listen address is required");
 
-        Ok(Self {
-            addrs,
-            tls,
-            http: settings.http.unwrap_or(DEFAULT_HTTP),
-            publish_allow: prefixes(settings.publish_allow.as_deref()),
-            subscribe_allow: prefixes(settings.subscribe_allow.as_deref()),
-        })
+        Ok(Self { addrs, tls, http: settings.http.unwrap_or(DEFAULT_HTTP) })
     }
 }
 
@@ -68,11 +60,6 @@ fn tls_source(settings: &Settings) -> anyhow::Result<TlsSource> {
              (check the flags, MOQ_TLS_* variables and the [tls] section of the config file)"
         ),
     })
-}
-
-/// Path prefixes without leading/trailing slashes; unset means "everything".
-fn prefixes(list: Option<&[String]>) -> Vec<String> {
-    list.map_or_else(|| vec![String::new()], |list| list.iter().map(|p| p.trim_matches('/').to_string()).collect())
 }
 
 #[cfg(test)]

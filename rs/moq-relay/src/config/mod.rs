@@ -15,6 +15,7 @@
 //!   (logs, traces, peer addresses). Defaults the library already has are taken from it
 //!   ([`moq_lite::transport::QuicOptions`], [`moq_lite::telemetry::LabelLimits`]).
 
+mod auth;
 mod cli;
 mod file;
 mod listen;
@@ -26,6 +27,7 @@ use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 
 use cli::{Cli, Settings};
 
+pub use auth::Auth;
 pub use listen::TlsSource;
 pub use ops::Secret;
 pub use quic::MAX_WORKER_THREADS;
@@ -41,10 +43,10 @@ pub struct Config {
     pub tls: TlsSource,
     /// Whether to serve the HTTP endpoints on TCP beside QUIC.
     pub http: bool,
-    /// Broadcast path prefixes anyone may publish under ("" = everything).
-    pub publish_allow: Vec<String>,
-    /// Broadcast path prefixes anyone may subscribe to ("" = everything).
-    pub subscribe_allow: Vec<String>,
+    /// Who may do what: token keys, public patterns, auth server, audit log.
+    pub auth: Auth,
+    /// What one client may take.
+    pub limits: crate::access::limits::Limits,
     /// How long sessions may take to leave after GOAWAY before they are closed.
     pub drain_timeout: Duration,
     /// moq-lite versions offered, most preferred first.
@@ -130,6 +132,24 @@ impl Settings {
             http: self.http.or(lower.http),
             publish_allow: self.publish_allow.or(lower.publish_allow),
             subscribe_allow: self.subscribe_allow.or(lower.subscribe_allow),
+            auth_key: self.auth_key.or(lower.auth_key),
+            auth_public: self.auth_public.or(lower.auth_public),
+            auth_public_publish: self.auth_public_publish.or(lower.auth_public_publish),
+            auth_public_subscribe: self.auth_public_subscribe.or(lower.auth_public_subscribe),
+            auth_url: self.auth_url.or(lower.auth_url),
+            auth_timeout: self.auth_timeout.or(lower.auth_timeout),
+            audit_log: self.audit_log.or(lower.audit_log),
+            limit_sessions_per_address: self.limit_sessions_per_address.or(lower.limit_sessions_per_address),
+            limit_sessions_per_subject: self.limit_sessions_per_subject.or(lower.limit_sessions_per_subject),
+            limit_session_rate_per_address: self
+                .limit_session_rate_per_address
+                .or(lower.limit_session_rate_per_address),
+            limit_announces_per_session: self.limit_announces_per_session.or(lower.limit_announces_per_session),
+            limit_subscriptions_per_session: self
+                .limit_subscriptions_per_session
+                .or(lower.limit_subscriptions_per_session),
+            handshake_timeout: self.handshake_timeout.or(lower.handshake_timeout),
+            limit_websocket_upgrade_bytes: self.limit_websocket_upgrade_bytes.or(lower.limit_websocket_upgrade_bytes),
             drain_timeout: self.drain_timeout.or(lower.drain_timeout),
             versions: self.versions.or(lower.versions),
             max_streams: self.max_streams.or(lower.max_streams),
@@ -159,14 +179,15 @@ impl Settings {
         let quic = quic::Quic::resolve(&self)?;
         let ops = ops::Ops::resolve(&self);
         let telemetry = telemetry::Telemetry::resolve(&self);
+        let (auth, limits) = auth::resolve(&self)?;
 
         Ok(Config {
             file,
             listen: listen.addrs,
             tls: listen.tls,
             http: listen.http,
-            publish_allow: listen.publish_allow,
-            subscribe_allow: listen.subscribe_allow,
+            auth,
+            limits,
             drain_timeout: quic.drain_timeout,
             versions: quic.versions,
             max_streams: quic.max_streams,
@@ -196,7 +217,20 @@ mod tests {
     use std::collections::HashMap;
 
     /// Loads with `args` after the program name and only the variables in `env`.
+    /// Tests of other sections don't care about access control: unless they configure it,
+    /// everything is public (`MOQ_AUTH_PUBLIC=**`), which the relay itself never assumes.
     pub(super) fn load(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let configured =
+            args.iter().any(|a| a.starts_with("--auth")) || env.iter().any(|(k, _)| k.starts_with("MOQ_AUTH"));
+        let mut env = env.to_vec();
+        if !configured {
+            env.push(("MOQ_AUTH_PUBLIC", "**"));
+        }
+        load_strict(args, &env)
+    }
+
+    /// Loads with `args` after the program name and only the variables in `env`.
+    pub(super) fn load_strict(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Config> {
         let env: HashMap<String, OsString> = env.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect();
         let args = std::iter::once("moq-relay").chain(args.iter().copied());
         load_from(args, |name| env.get(name).cloned())
@@ -229,8 +263,7 @@ mod tests {
         assert_eq!(config.listen, vec!["[::]:4443".parse().unwrap()]);
         assert_eq!(config.tls, TlsSource::Generate(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]));
         assert!(config.http);
-        assert_eq!(config.publish_allow, vec![String::new()]);
-        assert_eq!(config.subscribe_allow, vec![String::new()]);
+        assert_eq!(config.limits, crate::access::limits::Limits::default());
         assert_eq!(config.drain_timeout, Duration::from_secs(5));
         assert_eq!(config.versions, moq_lite::Version::ALL.to_vec());
         assert_eq!(config.max_streams, 1_000);
@@ -327,8 +360,9 @@ mod tests {
                 "--listen=127.0.0.1:1",
                 "--listen=[::1]:2",
                 "--http=false",
-                "--publish-allow=/live/,demo",
-                "--subscribe-allow=",
+                "--auth-public-publish=live/**,demo/**",
+                "--auth-key=keys/",
+                "--limit-sessions-per-address=7",
                 "--ops-listen=[::1]:9",
                 "--keep-alive=1s",
                 "--idle-timeout=2s",
@@ -339,8 +373,10 @@ mod tests {
         assert_eq!(config.tls, TlsSource::Files { cert: "cert.pem".into(), key: "key.pem".into() });
         assert_eq!(config.listen.len(), 2);
         assert!(!config.http);
-        assert_eq!(config.publish_allow, vec!["live", "demo"]);
-        assert_eq!(config.subscribe_allow, vec![""]);
+        assert_eq!(config.auth.public_publish, vec!["live/**", "demo/**"]);
+        assert!(config.auth.public_subscribe.is_empty());
+        assert_eq!(config.auth.key, Some("keys/".into()));
+        assert_eq!(config.limits.sessions_per_address, 7);
         assert_eq!(config.ops_listen, Some("[::1]:9".parse().unwrap()));
 
         let config = load(&["--tls-generate=localhost", "--http"], &[]).unwrap();

@@ -36,6 +36,8 @@ pub struct HttpListener {
 struct Public {
     tls: tokio_rustls::TlsAcceptor,
     peer_ip: moq_telemetry::redact::PeerIp,
+    /// The upgrade-size limit and where its hits are counted.
+    gate: Arc<crate::access::gate::Gatekeeper>,
 }
 
 impl HttpListener {
@@ -47,9 +49,14 @@ impl HttpListener {
 
     /// Serves connections itself (TLS detection, request timeouts, upgrades) instead of
     /// through `axum::serve`; `tls`'s ALPN is set to `http/1.1`.
-    pub fn public(mut self, mut tls: rustls::ServerConfig, peer_ip: moq_telemetry::redact::PeerIp) -> Self {
+    pub fn public(
+        mut self,
+        mut tls: rustls::ServerConfig,
+        peer_ip: moq_telemetry::redact::PeerIp,
+        gate: Arc<crate::access::gate::Gatekeeper>,
+    ) -> Self {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        self.public = Some(Public { tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls)), peer_ip });
+        self.public = Some(Public { tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls)), peer_ip, gate });
         self
     }
 
@@ -110,14 +117,19 @@ async fn connection(tcp: tokio::net::TcpStream, remote: SocketAddr, router: Rout
             Ok(Err(e)) => return fail(UpgradeFailure::Tls, &e),
             Ok(Ok(stream)) => stream,
         };
-        http(stream, Peer { remote, tls: true }, router, fail).await
+        http(stream, Peer { remote, tls: true }, router, &public, fail).await
     } else {
-        http(tcp, Peer { remote, tls: false }, router, fail).await
+        http(tcp, Peer { remote, tls: false }, router, &public, fail).await
     }
 }
 
-async fn http<S>(io: S, peer: Peer, router: Router, fail: impl Fn(UpgradeFailure, &dyn std::fmt::Display))
-where
+async fn http<S>(
+    io: S,
+    peer: Peer,
+    router: Router,
+    public: &Public,
+    fail: impl Fn(UpgradeFailure, &dyn std::fmt::Display),
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // Whether a request arrived: a kept-alive connection that later idles out is not a failure.
@@ -132,6 +144,7 @@ where
     let result = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(REQUEST_TIMEOUT)
+        .max_buf_size(public.gate.limits.limits().websocket_upgrade_bytes)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades()
         .await;
@@ -140,6 +153,11 @@ where
     };
     if served.load(Ordering::Relaxed) && !e.is_parse() {
         return;
+    }
+    if e.is_parse_too_large() {
+        let client = public.peer_ip.show(peer.remote);
+        let audit = crate::access::audit::AuditContext::default().client(client.as_deref());
+        public.gate.limit_hit(&audit, crate::access::limits::Limit::WebSocketUpgradeSize);
     }
     let reason = match () {
         _ if e.is_timeout() => UpgradeFailure::Timeout,

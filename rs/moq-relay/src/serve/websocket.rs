@@ -127,6 +127,9 @@ impl WebSockets {
                 .emit();
             return (StatusCode::SERVICE_UNAVAILABLE, "at capacity\n").into_response();
         };
+        let Some(address) = ctx.admit_address(remote, moq_lite::transport::Transport::WebSocket) else {
+            return (StatusCode::TOO_MANY_REQUESTS, "too many sessions from this address\n").into_response();
+        };
         let (respond, decision) = oneshot::channel();
         let upgrade = Upgrade {
             url,
@@ -143,7 +146,7 @@ impl WebSockets {
         let ctx = ctx.clone();
         worker.spawn(async move {
             let request = moq_lite::transport::Request::websocket(upgrade);
-            connection::serve(request, ctx, placement.worker, started, client).await;
+            connection::serve(request, ctx, placement.worker, started, client, address).await;
             drop((slot, placement));
         });
 

@@ -64,6 +64,7 @@ pub const SESSIONS: Metric = Metric::counter(
             Reason::Version.as_str(),
             Reason::Transport.as_str(),
             Reason::Capacity.as_str(),
+            Reason::Limit.as_str(),
         ],
     ),
 ])
@@ -74,6 +75,7 @@ pub const SESSIONS: Metric = Metric::counter(
     &["rejected", "version"],
     &["rejected", "transport"],
     &["rejected", "capacity"],
+    &["rejected", "limit"],
 ]);
 pub const SESSION_CLOSES: Metric = Metric::counter(
     "moq_relay_session_closes_total",
@@ -185,6 +187,72 @@ pub const WEBSOCKET_UPGRADE_FAILURES: Metric = Metric::counter(
 )
 .labels(&[Label::known("reason", &["no_protocol", "bad_request", "timeout", "tls", "io"])]);
 
+/// Why an access decision came out as it did: accepted by its source, rejected by its denial.
+/// Spelled from `access::Source` and `access::Denial` (a test holds them equal).
+pub const AUTH_REASONS: &[&str] = &[
+    "token",
+    "public",
+    "auth_server",
+    "expired",
+    "not_yet_valid",
+    "bad_signature",
+    "unknown_key",
+    "unknown_claim",
+    "malformed",
+    "bad_algorithm",
+    "root_mismatch",
+    "path_denied",
+    "no_credentials",
+    "limit",
+    "auth_server_unavailable",
+    "auth_server_denied",
+    "revoked",
+];
+pub const AUTH_DECISIONS: Metric = Metric::counter(
+    "moq_relay_auth_decisions_total",
+    Unit::Count("decisions"),
+    "Access decisions: sessions admitted or refused (reason = the grant's source or the denial), announces and subscribes refused outside a grant (path_denied), revalidations that withdrew a right (revoked, expired).",
+)
+.labels(&[Label::known("result", &["accepted", "rejected"]), Label::known("reason", AUTH_REASONS)])
+.initial(&[&["accepted", "token"], &["accepted", "public"], &["rejected", "path_denied"], &["rejected", "expired"]]);
+/// One limit each, spelled from `access::limits::Limit`.
+pub const LIMIT_NAMES: &[&str] = &[
+    "sessions_per_address",
+    "sessions_per_subject",
+    "session_rate_per_address",
+    "announces_per_session",
+    "subscriptions_per_session",
+    "handshake_timeout",
+    "websocket_upgrade_size",
+];
+pub const LIMIT_HITS: Metric = Metric::counter(
+    "moq_relay_limit_hits_total",
+    Unit::Count("refusals"),
+    "Clients refused by a per-client limit, by limit. The client is refused; the relay and its other clients are not.",
+)
+.labels(&[Label::known("limit", LIMIT_NAMES)]);
+const AUTH_SERVER_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+pub const AUTH_SERVER_REQUESTS: Metric = Metric::counter(
+    "moq_relay_auth_server_requests_total",
+    Unit::Count("requests"),
+    "Requests to the --auth-url server, by event (connect|revalidate|end) and outcome (ok|denied|unavailable).",
+)
+.labels(&[
+    Label::known("event", &["connect", "revalidate", "end"]),
+    Label::known("outcome", &["ok", "denied", "unavailable"]),
+]);
+pub const AUTH_SERVER_DURATION: Metric = Metric::histogram(
+    "moq_relay_auth_server_request_duration_seconds",
+    Unit::Seconds,
+    AUTH_SERVER_BUCKETS,
+    "Time the --auth-url server took to answer (timeouts included, at the timeout).",
+);
+pub const AUDIT_DROPPED: Metric = Metric::counter(
+    "moq_relay_audit_records_dropped_total",
+    Unit::Count("records"),
+    "Audit records dropped because the audit writer's bounded queue was full or its file failed.",
+);
+
 /// The relay's own metrics, recorded through the `metrics` facade.
 pub const RELAY: &[Metric] = &[
     ACTIVE_STREAMS,
@@ -207,6 +275,11 @@ pub const RELAY: &[Metric] = &[
     WORKER_BUSY,
     WORKER_CONNECTIONS,
     WEBSOCKET_UPGRADE_FAILURES,
+    AUTH_DECISIONS,
+    LIMIT_HITS,
+    AUTH_SERVER_REQUESTS,
+    AUTH_SERVER_DURATION,
+    AUDIT_DROPPED,
 ];
 
 pub const PROCESS_CPU: Metric =

@@ -68,6 +68,8 @@ impl<'a> SessionRejected<'a> {
             // too; the counter carries the rate.
             Reason::Capacity => tracing::debug!(max_sessions = self.max_sessions, "connection refused: at capacity"),
             Reason::HandshakeFailed => tracing::debug!(client.address = self.client, error, "handshake failed"),
+            // The access events (telemetry::access) wrote the line that says why.
+            Reason::AuthFailed | Reason::Limit => tracing::debug!(reason, error, "session rejected"),
             _ => tracing::info!(reason, token = self.token, error, "session rejected"),
         }
     }

@@ -10,6 +10,7 @@
 //! sets in the catalog), namespace and broadcast (capped by the transport's label pools), worker
 //! (an index below `--worker-threads`, itself capped in config).
 
+pub mod access;
 pub mod catalog;
 pub mod events;
 mod live;
