@@ -48,10 +48,10 @@ bench-instructions *flags:
 bench-overhead viewers="50" seconds="20" repeats="3":
     python3 scripts/bench_overhead.py --viewers {{viewers}} --seconds {{seconds}} --repeats {{repeats}}
 
-# Fuzz every wire decoder for N seconds each: the moq-lite messages (`decode`) and a qmux session fed hostile peer bytes, under every WebSocket session (`qmux_session`); installs cargo-fuzz when missing, builds on stable via RUSTC_BOOTSTRAP.
+# Fuzz every decoder of hostile input for N seconds each: the moq-lite messages (`decode`), a qmux session fed hostile peer bytes, under every WebSocket session (`qmux_session`), and the relay's access input: tokens, key files, auth-server answers, path patterns (`access`); installs cargo-fuzz when missing, builds on stable via RUSTC_BOOTSTRAP.
 fuzz seconds="60":
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
-    cd fuzz && for target in decode qmux_session; do CARGO_TARGET_DIR="$PWD/target" RUSTC_BOOTSTRAP=1 nice -n 10 cargo fuzz run "$target" -- -max_total_time={{seconds}} -print_final_stats=1; done
+    cd fuzz && for target in decode qmux_session access; do CARGO_TARGET_DIR="$PWD/target" RUSTC_BOOTSTRAP=1 nice -n 10 cargo fuzz run "$target" -- -max_total_time={{seconds}} -print_final_stats=1; done
 
 # Format the code.
 fmt:

@@ -290,3 +290,52 @@ fn the_operator_closes_a_session_and_it_is_audited() {
     assert_eq!(actions[1]["result"], "accepted");
     assert!(!std::fs::read_to_string(&audit).unwrap().contains("ops-secret-1234"));
 }
+
+/// `--auth-url` with revalidation: the reference server re-checks each grant every 2 s; once the
+/// viewer's key is withdrawn from its key directory the revalidation is refused and this relay
+/// closes that session (revoked, one line, audited) while the publisher's session goes on.
+#[test]
+fn a_revalidation_that_withdraws_the_grant_closes_the_session() {
+    let _serial = serial();
+    let lab = TokenLab::new();
+    let port = free_port();
+    let mut server = Proc::spawn(
+        "reference moq auth serve",
+        std::process::Command::new(moq_interop::auth::reference_moq())
+            .args(["auth", "serve", "--listen", &format!("127.0.0.1:{port}"), "--key-dir"])
+            .arg(&lab.key_dir)
+            .args(["--revalidate", "2s", "--expires", "1h"]),
+    );
+    let up = eventually(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    assert!(up, "moq auth serve never listened: {:?}", server.drain());
+    let audit = lab.dir.join("audit.jsonl");
+    let auth_url = format!("http://127.0.0.1:{port}");
+    let mut relay =
+        Relay::builder().ops().args(["--auth-url", &auth_url, "--audit-log", audit.to_str().unwrap()]).start();
+    let publish = lab.sign(&lab.k1, &Grant::new("demo").publish(["**"]).expires(now() + 3600));
+    let watch = lab.sign(&lab.es256, &Grant::new("demo").subscribe(["**"]).expires(now() + 3600));
+    let mut publisher = Publisher::new(&url(&relay, "demo", &publish), "cam").spawn();
+    let viewer = Viewer::new(&url(&relay, "demo", &watch), "cam").summary().background();
+    std::thread::sleep(Duration::from_millis(3000));
+    std::fs::remove_file(lab.key_dir.join("e1.jwk")).unwrap();
+    let removed = Instant::now();
+    let out = viewer.finish_in_time(Duration::from_secs(20));
+    let after = removed.elapsed();
+    assert!(after < Duration::from_secs(6), "closed within a revalidation period or two: {after:?}");
+    let summary = watch_summary(&out);
+    assert!(summary["tracks"]["video"]["frames_min_per_viewer"].as_u64().unwrap_or(0) > 0, "it watched: {summary:#}");
+    assert!(publisher.wait_exit(Duration::from_millis(200)).is_none(), "the publisher's session goes on");
+    let scrape = relay.scrape();
+    assert_eq!(scrape.total(RX, &[("result", "rejected"), ("reason", "revoked")]), 1.0);
+    assert!(scrape.total("moq_relay_auth_server_requests_total", &[("event", "revalidate"), ("outcome", "ok")]) >= 1.0);
+    assert!(
+        scrape.total("moq_relay_auth_server_requests_total", &[("event", "revalidate"), ("outcome", "denied")]) >= 1.0
+    );
+    let logs = relay.drain().join("\n");
+    let ended: Vec<&str> = logs.lines().filter(|l| l.contains("its access right ended")).collect();
+    assert_eq!(ended.len(), 1, "{logs}");
+    assert!(ended[0].contains("revoked"), "{}", ended[0]);
+    let lines = audit_lines(&audit);
+    assert!(lines.iter().any(|l| l["event.name"] == "moq.auth.revalidation" && l["result"] == "accepted"));
+    assert!(lines.iter().any(|l| l["event.name"] == "moq.auth.session_ended" && l["reason"] == "revoked"));
+}

@@ -422,13 +422,42 @@ impl AuditWriter {
     /// tries again. Returns once every [`Audit`] handle has been dropped and the queue is
     /// drained (at once for a disabled audit).
     pub async fn run(self) -> anyhow::Result<()> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// As [`run`](Self::run), but once `stop` resolves (the relay shutting down) it writes what
+    /// is queued then and returns, so the last records of a run reach the file.
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         let Some(Sink { mut queue, mut file, path }) = self.sink else {
             return Ok(());
         };
         let mut batch = Vec::with_capacity(BATCH);
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut warned: Option<Instant> = None;
-        while queue.recv_many(&mut batch, BATCH).await > 0 {
+        let mut stop = std::pin::pin!(stop);
+        let mut stopping = false;
+        loop {
+            let received = match stopping {
+                false => tokio::select! {
+                    n = queue.recv_many(&mut batch, BATCH) => n,
+                    _ = &mut stop => {
+                        stopping = true;
+                        continue;
+                    }
+                },
+                true => {
+                    while batch.len() < BATCH {
+                        match queue.try_recv() {
+                            Ok(record) => batch.push(record),
+                            Err(_) => break,
+                        }
+                    }
+                    batch.len()
+                }
+            };
+            if received == 0 {
+                break;
+            }
             buf.clear();
             for record in batch.drain(..) {
                 buf.extend_from_slice(record.to_json().as_bytes());
@@ -736,6 +765,21 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{mode:o}");
         }
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// At shutdown the writer stops while handles still exist, writing what was queued first.
+    #[tokio::test]
+    async fn stopping_writes_what_is_queued_then_returns() {
+        let path = scratch("stop");
+        let (audit, writer) = Audit::open(Some(&path)).unwrap();
+        for id in 0..300 {
+            audit.record(AuditRecord::decision(&AuditContext::session(id), Source::Public));
+        }
+        // `audit` is still alive: only the stop signal can end the writer.
+        tokio::time::timeout(std::time::Duration::from_secs(5), writer.run_until(async {})).await.unwrap().unwrap();
+        assert_eq!(lines(&path).len(), 300);
+        drop(audit);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

@@ -281,7 +281,7 @@ impl AuthServer {
         let (status, answer) = self.post(&wire(req, event)).await?;
         match status.as_u16() {
             // Any 2xx carries the grant, as the reference client reads it.
-            200..=299 => grant(&answer, &req.path, SystemTime::now()),
+            200..=299 => decode_grant(&answer, &req.path, SystemTime::now()),
             _ => Err(refused(status, &answer)),
         }
     }
@@ -542,7 +542,7 @@ struct WireGrant {
 /// failures): a grant of nothing is a refusal; a re-check without an expiry, a zero cadence, or
 /// an expiry already past is an answer the relay cannot use, so the server counts as
 /// unavailable.
-fn grant(answer: &[u8], dialed: &str, now: SystemTime) -> Result<Grant, Refusal> {
+pub fn decode_grant(answer: &[u8], dialed: &str, now: SystemTime) -> Result<Grant, Refusal> {
     let unavailable = |detail: String| Refusal::new(Denial::AuthServerUnavailable, sanitize(&detail));
     let denied = |detail: &str| Refusal::new(Denial::AuthServerDenied, detail);
 
@@ -1038,7 +1038,7 @@ mod tests {
         let now = SystemTime::now();
         let at = |secs: u64| now + Duration::from_secs(secs);
         let unix = |time: SystemTime| time.duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let parse = |json: String, dialed: &str| grant(json.as_bytes(), dialed, now);
+        let parse = |json: String, dialed: &str| decode_grant(json.as_bytes(), dialed, now);
 
         let ok = parse(
             format!(

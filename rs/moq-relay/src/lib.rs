@@ -1,0 +1,270 @@
+//! moq-relay: routes moq-lite broadcasts between publishers and subscribers. The binary
+//! (`main.rs`) parses the configuration and runs [`serve`]; the library holds the relay, so its
+//! decoders of hostile input (tokens, keys, auth-server answers) can be fuzzed (`fuzz/`).
+
+pub mod access;
+pub mod config;
+mod connection;
+mod ops;
+mod serve;
+pub mod telemetry;
+mod tls;
+mod web;
+pub mod workers;
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use moq_lite::code;
+use moq_lite::model::Origin;
+use moq_lite::session::Session;
+use moq_lite::transport::{QuicOptions, WebSocketOptions};
+use tokio::task::JoinSet;
+
+/// Live sessions, so shutdown can send each a GOAWAY.
+#[derive(Clone, Default)]
+pub struct Sessions {
+    inner: Arc<Mutex<HashMap<u64, Session>>>,
+}
+
+impl Sessions {
+    fn insert(&self, id: u64, session: Session) {
+        self.inner.lock().unwrap().insert(id, session);
+    }
+    fn remove(&self, id: u64) {
+        self.inner.lock().unwrap().remove(&id);
+    }
+    fn get(&self, id: u64) -> Option<Session> {
+        self.inner.lock().unwrap().get(&id).cloned()
+    }
+    fn all(&self) -> Vec<Session> {
+        self.inner.lock().unwrap().values().cloned().collect()
+    }
+    fn len(&self) -> usize {
+        self.inner.lock().unwrap().len()
+    }
+}
+
+/// Runs the relay until SIGTERM/SIGINT, on the runtime of [`workers::single_threaded`].
+pub async fn serve(config: config::Config) -> ExitCode {
+    let telemetry = match moq_telemetry::init(&telemetry_config(&config)) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("moq-relay: telemetry: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "relay failed");
+            ExitCode::FAILURE
+        }
+    };
+    // Flush queued spans and logs; blocking, so off the async workers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
+}
+
+/// Standard OTEL_* variables first, then the relay's own flags, variables and file on top.
+fn telemetry_config(config: &config::Config) -> moq_telemetry::Config {
+    let mut t = moq_telemetry::Config::from_env("moq-relay", env!("CARGO_PKG_VERSION"), &config.log_level);
+    if let Some(endpoint) = &config.otlp_endpoint {
+        t.otlp_endpoint = Some(endpoint.clone());
+    }
+    if let Some(protocol) = config.otlp_protocol.as_deref().and_then(|p| p.parse().ok()) {
+        t.otlp_protocol = protocol;
+    }
+    if let Some(ratio) = config.trace_sample_ratio {
+        t.sample_ratio = ratio;
+    }
+    if let Some(env) = &config.environment {
+        t.environment = env.clone();
+    }
+    t
+}
+
+async fn run(config: config::Config) -> anyhow::Result<()> {
+    // Without the ops listener nothing could read metrics: leave the recorder out entirely.
+    let telemetry = match config.ops_listen {
+        Some(_) => telemetry::install(moq_lite::telemetry::LabelLimits {
+            broadcasts: config.metrics_max_broadcasts,
+            namespaces: config.metrics_max_namespaces,
+            linger: config.metrics_linger,
+        })?,
+        None => telemetry::disabled(),
+    };
+    let tls = match &config.tls {
+        config::TlsSource::Files { cert, key } => tls::load(cert, key)?,
+        config::TlsSource::Generate(hosts) => tls::generate(hosts)?,
+    };
+    let origin = Origin::new();
+    let sessions = Sessions::default();
+    // A random hop id (below 2^53 so JavaScript peers can hold it) marks our announcements.
+    let hop_id = rand_hop_id();
+    let quic = QuicOptions {
+        max_streams: config.max_streams,
+        idle_timeout: config.idle_timeout,
+        keep_alive: config.keep_alive,
+        ..Default::default()
+    };
+    telemetry.started(env!("CARGO_PKG_VERSION"), tls.not_after, config.max_sessions);
+    let count = match config.worker_threads {
+        // Capped like an explicit count, which also bounds the `worker` metric label.
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(config::MAX_WORKER_THREADS)),
+        n => n,
+    };
+    let workers = Arc::new(
+        workers::Workers::start(tokio::runtime::Handle::current(), count, config.worker_spill_at)
+            .context("starting worker threads")?,
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = serve::Stopping(stop_rx);
+    let (gate, audit_writer) = gatekeeper(&config)?;
+    let ctx = Arc::new(connection::Context {
+        telemetry: telemetry.clone(),
+        peer_ip: config.peer_ip,
+        draining: stopping.clone(),
+        origin: origin.clone(),
+        gate: gate.clone(),
+        hop_id,
+        max_streams: config.max_streams,
+        sessions: sessions.clone(),
+        admission: connection::Admission::new(config.max_sessions),
+        workers: workers.clone(),
+    });
+
+    let mut background = JoinSet::new();
+    // Outside `background`: at shutdown it writes what is queued before it stops.
+    let (audit_stop, audit_stopped) = tokio::sync::oneshot::channel::<()>();
+    let audit_task = tokio::spawn(async move {
+        if let Err(e) = audit_writer.run_until(async move { drop(audit_stopped.await) }).await {
+            tracing::error!(error = format!("{e:#}"), "audit log writer failed");
+        }
+    });
+    background
+        .spawn(serve::Upkeep { telemetry: telemetry.clone(), workers: workers.clone(), origin: origin.clone() }.run());
+    let mut servers = Vec::new();
+    let mut listeners = JoinSet::new();
+    let server_tls = tls::server_config(&tls)?;
+    let websocket = WebSocketOptions::from_quic(&quic);
+    for addr in &config.listen {
+        let quic = serve::QuicListener::bind(*addr, server_tls.clone(), &config.versions, &quic, ctx.clone())?;
+        servers.push(quic.server());
+        listeners.spawn(quic.run(stopping.clone()));
+        if config.http {
+            // WebSocket upgrades at any path are sessions; the other requests reach the routes.
+            let websockets = serve::WebSockets::new(ctx.clone(), config.versions.clone(), websocket.clone());
+            let router = web::router(web_state(&origin, &config, &tls))
+                .layer(axum::middleware::from_fn_with_state(websockets, serve::websocket::intercept));
+            let http = serve::HttpListener::bind(*addr, router, "public").await?.public(
+                server_tls.clone(),
+                config.peer_ip,
+                gate.clone(),
+            );
+            tracing::info!(
+                addr = %http.local_addr()?,
+                "HTTP listening (/certificate.sha256, /health, /announced; WebSocket sessions; TLS on the same port)"
+            );
+            listeners.spawn(http.run(stopping.clone()));
+        }
+    }
+    if let Some(addr) = config.ops_listen {
+        let router = ops::router(telemetry.clone(), config.ops_token.clone(), sessions.clone(), gate.audit.clone());
+        let ops = serve::HttpListener::bind(addr, router, "ops").await?;
+        tracing::info!(addr = %ops.local_addr()?, auth = config.ops_token.is_some(), "ops listening (/metrics, /health, POST /sessions/ID/close)");
+        listeners.spawn(ops.run(stopping.clone()));
+    }
+    tracing::info!(fingerprint = %tls.fingerprint, hop_id, "relay ready");
+
+    shutdown_signal().await;
+    tracing::info!(sessions = sessions.len(), drain = ?config.drain_timeout, "shutting down: sending GOAWAY");
+    let _ = stop_tx.send(true);
+    drain(&sessions, config.drain_timeout).await;
+    for server in &servers {
+        server.close(code::GOAWAY_TIMEOUT, b"relay shutting down");
+    }
+    for server in &servers {
+        let _ = tokio::time::timeout(Duration::from_secs(1), server.wait_idle()).await;
+    }
+    listeners.shutdown().await;
+    background.shutdown().await;
+    let _ = audit_stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), audit_task).await;
+    workers.stop();
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+/// Sends GOAWAY to every session and waits up to `window` for them to leave.
+#[tracing::instrument(name = "moq.shutdown.drain", skip_all, fields(moq.sessions = sessions.len(), moq.drain.window_ms = window.as_millis() as u64, moq.sessions.remaining = tracing::field::Empty))]
+async fn drain(sessions: &Sessions, window: Duration) {
+    let mut goaways = JoinSet::new();
+    for session in sessions.all() {
+        goaways.spawn(async move {
+            let _ = session.goaway().await;
+        });
+    }
+    let deadline = tokio::time::Instant::now() + window;
+    while sessions.len() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    goaways.shutdown().await;
+    let left = sessions.len();
+    tracing::Span::current().record("moq.sessions.remaining", left);
+    if left > 0 {
+        tracing::warn!(sessions = left, "drain window over: closing remaining sessions");
+    }
+}
+
+/// The access layer from the configuration: who decides (keys + public patterns, or the auth
+/// server), the limits, the audit log (whose writer runs as a background service).
+fn gatekeeper(config: &config::Config) -> anyhow::Result<(Arc<access::gate::Gatekeeper>, access::audit::AuditWriter)> {
+    use access::policy::{Policy, Public};
+    let auth = &config.auth;
+    let policy = match &auth.url {
+        Some(url) => Policy::Server(access::auth_server::AuthServer::new(url, auth.timeout)?),
+        None => Policy::Local {
+            keys: auth.key.as_deref().map(access::keys::Keys::load).transpose()?,
+            public: Public::parse(&auth.public_publish, &auth.public_subscribe)?,
+        },
+    };
+    let (audit, writer) = access::audit::Audit::open(auth.audit_log.as_deref())?;
+    let node = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "moq-relay".into());
+    let limits = access::limits::Counter::new(config.limits.clone());
+    Ok((Arc::new(access::gate::Gatekeeper { policy, limits, audit, node }), writer))
+}
+
+/// The public HTTP endpoints' view of the relay: the certificate to pin, and the broadcasts anyone
+/// may subscribe to (the public subscribe patterns).
+fn web_state(origin: &Origin, config: &config::Config, tls: &tls::Tls) -> web::WebState {
+    let allow = access::policy::Public::parse(&config.auth.public_publish, &config.auth.public_subscribe)
+        .map(|p| p.subscribe)
+        .unwrap_or_default();
+    let origin = origin.clone();
+    web::WebState {
+        fingerprint: tls.fingerprint.clone(),
+        announced: Arc::new(move |prefix: &str| {
+            moq_lite::model::Scope::new(origin.clone(), "", allow.clone()).list(&moq_lite::path::normalize(prefix))
+        }),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+fn rand_hop_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    (h.finish() & ((1 << 53) - 1)).max(1)
+}
