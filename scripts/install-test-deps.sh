@@ -11,17 +11,28 @@ CLOCK_VERSION=0.10.21
 install_ref() {
   local crate=$1 version=$2; shift 2
   local root="$REF_DIR/$crate-$version"
-  if [ -x "$root/bin/$crate" ]; then
+  # A build records its `cargo install` arguments; one made with other arguments (say, fewer
+  # features) is rebuilt. Builds from before the record are kept unless `want_args` says otherwise.
+  if [ -x "$root/bin/$crate" ] && { [ ! -f "$root/.args" ] || [ "$(cat "$root/.args")" = "$*" ]; }; then
     return
   fi
   echo "install-test-deps: building reference $crate $version (cached in $root)" >&2
   # Without --locked: the registry index may lack some locked versions (see the protocol notes).
   # One shared target directory: the reference crates have most dependencies in common, so each
   # build after the first reuses what the others compiled (kept between runs under the cache).
-  cargo install "$crate" --version "$version" --root "$root" --target-dir "$REF_DIR/target" "$@" >&2
+  cargo install --force "$crate" --version "$version" --root "$root" --target-dir "$REF_DIR/target" "$@" >&2
+  echo "$*" > "$root/.args"
 }
 
-install_ref moq-relay "$RELAY_VERSION" --no-default-features --features noq
+# The reference relay with its WebSocket (qmux) listener, for the WebSocket columns of the access
+# matrix (rs/moq-interop/tests/auth.rs). A cached build from before it had WebSocket is rebuilt.
+RELAY_ARGS="--no-default-features --features noq,websocket"
+relay_root="$REF_DIR/moq-relay-$RELAY_VERSION"
+if [ -x "$relay_root/bin/moq-relay" ] && [ "$(cat "$relay_root/.args" 2>/dev/null)" != "$RELAY_ARGS" ]; then
+  rm -f "$relay_root/bin/moq-relay"
+fi
+# shellcheck disable=SC2086 # RELAY_ARGS is a word list
+install_ref moq-relay "$RELAY_VERSION" $RELAY_ARGS
 install_ref moq-clock "$CLOCK_VERSION"
 # >>> interop matrix (rs/moq-interop/tests/interop_matrix.rs): reference moq-cli + ffmpeg
 # moq-cli's binary is `moq` (same name as our CLI: always use the cached path). The `moq-cli` link

@@ -26,7 +26,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::{eventually, free_port, http, reference, run, Proc, REFERENCE_RELAY};
+use crate::{eventually, free_port, reference, run, Proc};
 
 /// The reference CLI whose `moq auth` subcommands make keys and tokens.
 pub const REFERENCE_CLI: (&str, &str) = ("moq-cli", "0.14.10");
@@ -297,26 +297,11 @@ impl AuthServer {
     }
 }
 
-/// The reference `moq-relay` on a free port of 127.0.0.1 (like [`crate::reference_relay`]:
-/// a generated certificate, WebTransport and raw QUIC on UDP, HTTP and WebSocket on TCP, same
-/// port), asking `auth_url` about every session instead of granting anonymous access. Ready once
-/// it serves its fingerprint; with its `http://127.0.0.1:PORT/` URL and port. Killed on drop.
+/// The reference `moq-relay` (as [`crate::relay::reference_relay_with`] starts it) asking
+/// `auth_url` about every session instead of granting anonymous access; with its
+/// `http://127.0.0.1:PORT/` URL and port. Killed on drop.
 pub fn reference_relay_with_auth(auth_url: &str) -> (Proc, String, u16) {
-    let port = free_port();
-    let mut relay = Proc::spawn(
-        "reference moq-relay",
-        Command::new(reference(REFERENCE_RELAY.0, REFERENCE_RELAY.1))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--listen-tls-generate", "localhost,127.0.0.1"])
-            .args(["--web-http-listen", &format!("127.0.0.1:{port}")])
-            .args(["--auth-url", auth_url, "--drain-timeout", "1s"]),
-    );
-    let url = format!("http://127.0.0.1:{port}/");
-    let ready = eventually(Duration::from_secs(10), || {
-        http::get(&format!("{url}certificate.sha256")).is_ok_and(|r| r.is_success())
-    });
-    assert!(ready, "reference relay never served its fingerprint: {:?}", relay.drain());
-    (relay, url, port)
+    crate::relay::reference_relay_with(&["--auth-url", auth_url])
 }
 
 #[cfg(test)]

@@ -115,6 +115,15 @@ pub const REFERENCE_RELAY: (&str, &str) = ("moq-relay", "0.17.10");
 /// certificate, WebTransport and HTTP on the same port), ready once it serves its fingerprint;
 /// with its `http://127.0.0.1:PORT/` URL. Killed on drop.
 pub fn reference_relay() -> (Proc, String) {
+    let (relay, url, _port) = reference_relay_with(&["--auth-public", "**"]);
+    (relay, url)
+}
+
+/// The reference `moq-relay` on a free port of 127.0.0.1 with `args` (its access rules) after the
+/// common ones: a generated certificate, WebTransport and raw QUIC on UDP, HTTP and WebSocket on
+/// TCP, same port, a 1 s drain. Ready once it serves its fingerprint; with its
+/// `http://127.0.0.1:PORT/` URL and port. Killed on drop.
+pub fn reference_relay_with(args: &[&str]) -> (Proc, String, u16) {
     let port = free_port();
     let mut relay = Proc::spawn(
         "reference moq-relay",
@@ -122,12 +131,13 @@ pub fn reference_relay() -> (Proc, String) {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--listen-tls-generate", "localhost,127.0.0.1"])
             .args(["--web-http-listen", &format!("127.0.0.1:{port}")])
-            .args(["--auth-public", "**", "--drain-timeout", "1s"]),
+            .args(["--drain-timeout", "1s"])
+            .args(args),
     );
     let url = format!("http://127.0.0.1:{port}/");
     let ready = eventually(Duration::from_secs(10), || {
         http::get(&format!("{url}certificate.sha256")).is_ok_and(|r| r.is_success())
     });
     assert!(ready, "reference relay never served its fingerprint: {:?}", relay.drain());
-    (relay, url)
+    (relay, url, port)
 }

@@ -339,3 +339,42 @@ fn a_revalidation_that_withdraws_the_grant_closes_the_session() {
     assert!(lines.iter().any(|l| l["event.name"] == "moq.auth.revalidation" && l["result"] == "accepted"));
     assert!(lines.iter().any(|l| l["event.name"] == "moq.auth.session_ended" && l["reason"] == "revoked"));
 }
+
+/// A raw-QUIC lite-05 client that completes QUIC but never sends its SETUP (the slowloris of this
+/// protocol) is cut at `--handshake-timeout`, counted and audited; a prompt client is not.
+#[test]
+fn a_client_that_never_sends_its_setup_is_cut_at_the_handshake_deadline() {
+    use moq_lite::transport::{Client, ClientConfig, ClientTls};
+    let _serial = serial();
+    let lab = TokenLab::new();
+    let audit = lab.dir.join("audit.jsonl");
+    let relay = Relay::builder()
+        .ops()
+        .args(["--auth-public", "**", "--handshake-timeout", "1s", "--audit-log", audit.to_str().unwrap()])
+        .start();
+    let url = format!("moqt://localhost:{}/", relay.port);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let lasted = rt.block_on(async {
+        let tls = ClientTls { insecure: true, ..Default::default() };
+        let versions = vec![moq_lite::Version::Lite05];
+        let client = Client::new(ClientConfig { tls, versions, ..Default::default() }).unwrap();
+        let connected = client.connect(&url.parse().unwrap()).await.unwrap();
+        let started = Instant::now();
+        // No session: nothing is ever sent on this connection.
+        let closed = tokio::time::timeout(Duration::from_secs(8), connected.conn.closed()).await;
+        assert!(closed.is_ok(), "the relay kept a silent connection open");
+        started.elapsed()
+    });
+    assert!(lasted >= Duration::from_millis(500) && lasted < Duration::from_secs(4), "cut after {lasted:?}");
+    // A prompt client is unaffected.
+    let summary = {
+        let _publisher = Publisher::new(&format!("http://localhost:{}/", relay.port), "demo/ok").spawn();
+        watch_summary(
+            &Viewer::new(&url, "demo/ok").summary().groups(1).args(["--tls-insecure"]).run(Duration::from_secs(20)),
+        )
+    };
+    assert_eq!(summary["ok"], true, "{summary:#}");
+    assert_eq!(relay.scrape().total("moq_relay_limit_hits_total", &[("limit", "handshake_timeout")]), 1.0);
+    let lines = audit_lines(&audit);
+    assert!(lines.iter().any(|l| l["limit"] == "handshake_timeout"), "{lines:#?}");
+}

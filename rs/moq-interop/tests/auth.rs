@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use moq_interop::auth::{now, payload, reference_moq, signature, tamper};
 use moq_interop::media;
 use moq_interop::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// The public rule both relays are configured with: anonymous publish and subscribe under
 /// `anon/`.
@@ -69,238 +69,137 @@ impl Row {
     }
 }
 
-/// The rows. Each row has a namespace of its own (`tNN`, or `anon/tNN`), so all of a column's
-/// rows run at once without seeing each other's broadcasts.
+/// The rows being written. Each row has a namespace of its own (`tNN`, or `anon/tNN`), so all of
+/// a column's rows run at once without seeing each other's broadcasts.
+#[derive(Default)]
+struct Rows(Vec<Row>);
+
+impl Rows {
+    /// A row in its namespace `r`: the token `token(r)` dials `/{r}{dial}` and publishes or
+    /// watches `broadcast` there.
+    fn at(
+        &mut self,
+        name: &str,
+        token: impl FnOnce(&str) -> Option<String>,
+        dial: &str,
+        action: Action,
+        broadcast: &str,
+        expect: bool,
+    ) {
+        let r = self.ns();
+        self.push(name, token(&r), format!("/{r}{dial}"), action, broadcast, expect);
+    }
+
+    /// A row on the public path: `token` dials `/anon` and publishes or watches the row's
+    /// namespace there.
+    fn public(&mut self, name: &str, token: Option<String>, action: Action, expect: bool) {
+        let r = self.ns();
+        self.push(name, token, "/anon".into(), action, &r, expect);
+    }
+
+    /// The next row's namespace.
+    fn ns(&self) -> String {
+        format!("t{:02}", self.0.len() + 1)
+    }
+
+    fn push(&mut self, name: &str, token: Option<String>, path: String, action: Action, broadcast: &str, expect: bool) {
+        self.0.push(Row { name: name.to_string(), token, path, action, broadcast: broadcast.to_string(), expect });
+    }
+}
+
+/// The rows.
 fn rows(lab: &TokenLab) -> Vec<Row> {
     use Action::{Publish, Subscribe};
-    let mut rows = Vec::new();
-    let mut n = 0;
     let hour_ago = now() - 3600;
     let in_an_hour = now() + 3600;
-    let mut add = |name: &str, token: Option<String>, path: String, action, broadcast: &str, expect| {
-        rows.push(Row { name: name.to_string(), token, path, action, broadcast: broadcast.to_string(), expect });
-    };
-    let mut ns = || {
-        n += 1;
-        format!("t{n:02}")
-    };
-    let k1 = |grant: Grant| Some(lab.sign(&lab.k1, &grant));
+    let mut t = Rows::default();
+
+    // Tokens: signed with `key` (`k1` the trusted one), tampered after signing with k1, or crafted
+    // by hand.
+    let sign = |key: &Path, grant: Grant| Some(lab.sign(key, &grant));
+    let k1 = |grant: Grant| sign(&lab.k1, grant);
+    let tampered = |grant: Grant| Some(tamper(&lab.sign(&lab.k1, &grant)));
+    let craft = |claims: Value| Some(lab.craft(&claims));
+    // Token makers, given the row's namespace `r` (the root): k1 granting publishing or watching
+    // of `patterns`.
+    let put = |patterns: &'static [&'static str]| move |r: &str| k1(Grant::new(r).publish(patterns));
+    let get = |patterns: &'static [&'static str]| move |r: &str| k1(Grant::new(r).subscribe(patterns));
+    let pub_bbb = |r: &str| Grant::new(r).publish(["bbb/**"]);
 
     // Publishing: the grant's pattern kinds.
-    let r = ns();
-    add("pub subtree bbb/** -> bbb/x", k1(Grant::new(&r).publish(["bbb/**"])), format!("/{r}"), Publish, "bbb/x", true);
-    let r = ns();
-    add("pub subtree bbb/** -> bbb", k1(Grant::new(&r).publish(["bbb/**"])), format!("/{r}"), Publish, "bbb", true);
-    let r = ns();
-    add(
-        "pub subtree bbb/** -> ccc (wrong path)",
-        k1(Grant::new(&r).publish(["bbb/**"])),
-        format!("/{r}"),
-        Publish,
-        "ccc",
-        false,
-    );
-    let r = ns();
-    add("pub exact bbb -> bbb", k1(Grant::new(&r).publish(["bbb"])), format!("/{r}"), Publish, "bbb", true);
-    let r = ns();
-    add("pub exact bbb -> bbb/x", k1(Grant::new(&r).publish(["bbb"])), format!("/{r}"), Publish, "bbb/x", false);
-    let r = ns();
-    add(
-        "pub one-segment bbb/* -> bbb/x",
-        k1(Grant::new(&r).publish(["bbb/*"])),
-        format!("/{r}"),
-        Publish,
-        "bbb/x",
-        true,
-    );
-    let r = ns();
-    add(
-        "pub one-segment bbb/* -> bbb/x/y",
-        k1(Grant::new(&r).publish(["bbb/*"])),
-        format!("/{r}"),
-        Publish,
-        "bbb/x/y",
-        false,
-    );
-    let r = ns();
-    add("pub everything ** -> x/y", k1(Grant::new(&r).publish(["**"])), format!("/{r}"), Publish, "x/y", true);
-    let r = ns();
-    add("pub subscribe-only token", k1(Grant::new(&r).subscribe(["**"])), format!("/{r}"), Publish, "bbb", false);
+    t.at("pub subtree bbb/** -> bbb/x", put(&["bbb/**"]), "", Publish, "bbb/x", true);
+    t.at("pub subtree bbb/** -> bbb", put(&["bbb/**"]), "", Publish, "bbb", true);
+    t.at("pub subtree bbb/** -> ccc (wrong path)", put(&["bbb/**"]), "", Publish, "ccc", false);
+    t.at("pub exact bbb -> bbb", put(&["bbb"]), "", Publish, "bbb", true);
+    t.at("pub exact bbb -> bbb/x", put(&["bbb"]), "", Publish, "bbb/x", false);
+    t.at("pub one-segment bbb/* -> bbb/x", put(&["bbb/*"]), "", Publish, "bbb/x", true);
+    t.at("pub one-segment bbb/* -> bbb/x/y", put(&["bbb/*"]), "", Publish, "bbb/x/y", false);
+    t.at("pub everything ** -> x/y", put(&["**"]), "", Publish, "x/y", true);
+    t.at("pub subscribe-only token", get(&["**"]), "", Publish, "bbb", false);
 
     // Publishing: validity.
-    let r = ns();
-    add(
-        "pub expired",
-        k1(Grant::new(&r).publish(["bbb/**"]).expires(hour_ago)),
-        format!("/{r}"),
-        Publish,
-        "bbb/x",
-        false,
-    );
-    let r = ns();
-    let t = lab.sign(&lab.k1, &Grant::new(&r).publish(["bbb/**"]).expires(in_an_hour));
-    add("pub exp in an hour", Some(t), format!("/{r}"), Publish, "bbb/x", true);
-    let r = ns();
-    let t = lab.craft(&json!({ "root": r, "put": ["bbb"], "nbf": in_an_hour }));
-    add("pub not yet valid (nbf +1h, crafted)", Some(t), format!("/{r}"), Publish, "bbb/x", false);
-    let r = ns();
-    let t = lab.craft(&json!({ "root": r, "put": ["bbb"], "nbf": hour_ago, "iat": hour_ago, "exp": in_an_hour }));
-    add("pub crafted control (nbf -1h)", Some(t), format!("/{r}"), Publish, "bbb/x", true);
-    let r = ns();
-    let t = lab.craft(&json!({ "root": r, "put": ["bbb"], "iss": "lab", "sub": "alice", "jti": "1" }));
-    add("pub crafted iss/sub/jti (ignored)", Some(t), format!("/{r}"), Publish, "bbb/x", true);
-    let r = ns();
-    let t = lab.craft(&json!({ "root": r, "put": ["bbb"], "admin": true }));
-    add("pub unknown claim admin:true", Some(t), format!("/{r}"), Publish, "bbb/x", false);
-    let r = ns();
-    let t = lab.craft(&json!({ "root": r, "put": ["bbb"], "publish": ["bbb/**"] }));
-    add("pub mixed put + publish", Some(t), format!("/{r}"), Publish, "bbb/x", false);
-    let r = ns();
-    add(
-        "pub alg none",
-        Some(lab.unsigned(&json!({ "root": r, "put": ["bbb"] }))),
-        format!("/{r}"),
-        Publish,
-        "bbb/x",
-        false,
-    );
-    let r = ns();
-    let t = tamper(&lab.sign(&lab.k1, &Grant::new(&r).publish(["bbb/**"])));
-    add("pub tampered (same claims, old signature)", Some(t), format!("/{r}"), Publish, "bbb/x", false);
-    let r = ns();
-    let t = lab.sign(&lab.impostor, &Grant::new(&r).publish(["bbb/**"]));
-    add("pub wrong key (kid k1, other secret)", Some(t), format!("/{r}"), Publish, "bbb/x", false);
-    let r = ns();
-    let t = lab.sign(&lab.k2, &Grant::new(&r).publish(["bbb/**"]));
-    add("pub key k2 not trusted", Some(t), format!("/{r}"), Publish, "bbb/x", false);
-    let r = ns();
-    let t = lab.sign(&lab.k9, &Grant::new(&r).publish(["bbb/**"]));
-    add("pub unknown kid k9", Some(t), format!("/{r}"), Publish, "bbb/x", false);
-    let r = ns();
-    let t = lab.sign(&lab.es256, &Grant::new(&r).publish(["bbb/**"]));
-    add("pub ES256 (public half trusted)", Some(t), format!("/{r}"), Publish, "bbb/x", true);
+    t.at("pub expired", |r| k1(pub_bbb(r).expires(hour_ago)), "", Publish, "bbb/x", false);
+    t.at("pub exp in an hour", |r| k1(pub_bbb(r).expires(in_an_hour)), "", Publish, "bbb/x", true);
+    // Crafted: `{"root": r, "put": ["bbb"]}` and then these claims.
+    for (name, more, expect) in [
+        ("pub not yet valid (nbf +1h, crafted)", json!({ "nbf": in_an_hour }), false),
+        ("pub crafted control (nbf -1h)", json!({ "nbf": hour_ago, "iat": hour_ago, "exp": in_an_hour }), true),
+        ("pub crafted iss/sub/jti (ignored)", json!({ "iss": "lab", "sub": "alice", "jti": "1" }), true),
+        ("pub unknown claim admin:true", json!({ "admin": true }), false),
+        ("pub mixed put + publish", json!({ "publish": ["bbb/**"] }), false),
+    ] {
+        let claims = |r: &str| {
+            let mut claims = json!({ "root": r, "put": ["bbb"] });
+            claims.as_object_mut().unwrap().extend(more.as_object().unwrap().clone());
+            claims
+        };
+        t.at(name, |r| craft(claims(r)), "", Publish, "bbb/x", expect);
+    }
+    t.at("pub alg none", |r| Some(lab.unsigned(&json!({ "root": r, "put": ["bbb"] }))), "", Publish, "bbb/x", false);
+    t.at("pub tampered (same claims, old signature)", |r| tampered(pub_bbb(r)), "", Publish, "bbb/x", false);
+    t.at("pub wrong key (kid k1, other secret)", |r| sign(&lab.impostor, pub_bbb(r)), "", Publish, "bbb/x", false);
+    t.at("pub key k2 not trusted", |r| sign(&lab.k2, pub_bbb(r)), "", Publish, "bbb/x", false);
+    t.at("pub unknown kid k9", |r| sign(&lab.k9, pub_bbb(r)), "", Publish, "bbb/x", false);
+    t.at("pub ES256 (public half trusted)", |r| sign(&lab.es256, pub_bbb(r)), "", Publish, "bbb/x", true);
 
     // Publishing: legacy prefixes, hand-written in their string form.
-    let r = ns();
-    let t = lab.craft(&json!({ "root": r, "put": "bbb", "get": ["bbb"] }));
-    add("pub legacy put:\"bbb\" -> bbb/x", Some(t), format!("/{r}"), Publish, "bbb/x", true);
-    let r = ns();
-    let t = lab.craft(&json!({ "root": r, "put": "bbb", "get": ["bbb"] }));
-    add("pub legacy put:\"bbb\" -> ccc", Some(t), format!("/{r}"), Publish, "ccc", false);
+    let legacy = |r: &str| craft(json!({ "root": r, "put": "bbb", "get": ["bbb"] }));
+    t.at("pub legacy put:\"bbb\" -> bbb/x", legacy, "", Publish, "bbb/x", true);
+    t.at("pub legacy put:\"bbb\" -> ccc", legacy, "", Publish, "ccc", false);
 
     // Publishing: the dialed path against the token's root.
-    let r = ns();
-    add("pub root mismatch", k1(Grant::new(&r).publish(["**"])), format!("/{r}-other"), Publish, "x", false);
-    let r = ns();
-    add("pub dial deeper than root", k1(Grant::new(&r).publish(["bbb/**"])), format!("/{r}/bbb"), Publish, "x", true);
-    let r = ns();
-    add(
-        "pub dial deeper, outside grant",
-        k1(Grant::new(&r).publish(["bbb/**"])),
-        format!("/{r}/ccc"),
-        Publish,
-        "x",
-        false,
-    );
-    let r = ns();
-    add(
-        "pub dial above root",
-        k1(Grant::new(&format!("{r}/bbb")).publish(["**"])),
-        format!("/{r}"),
-        Publish,
-        "bbb/x",
-        true,
-    );
-    let r = ns();
-    add(
-        "pub dial above root, outside",
-        k1(Grant::new(&format!("{r}/bbb")).publish(["**"])),
-        format!("/{r}"),
-        Publish,
-        "ccc",
-        false,
-    );
+    t.at("pub root mismatch", put(&["**"]), "-other", Publish, "x", false);
+    t.at("pub dial deeper than root", put(&["bbb/**"]), "/bbb", Publish, "x", true);
+    t.at("pub dial deeper, outside grant", put(&["bbb/**"]), "/ccc", Publish, "x", false);
+    let above = |r: &str| k1(Grant::new(&format!("{r}/bbb")).publish(["**"]));
+    t.at("pub dial above root", above, "", Publish, "bbb/x", true);
+    t.at("pub dial above root, outside", above, "", Publish, "ccc", false);
 
     // Publishing: anonymous.
-    let r = ns();
-    add("pub anonymous under anon/**", None, "/anon".into(), Publish, &r, true);
-    let r = ns();
-    add("pub anonymous outside public", None, format!("/{r}"), Publish, "x", false);
-    let r = ns();
-    let t = lab.sign(&lab.k1, &Grant::new("anon").publish(["**"]).expires(hour_ago));
-    add("pub expired token on public path", Some(t), "/anon".into(), Publish, &r, false);
+    t.public("pub anonymous under anon/**", None, Publish, true);
+    t.at("pub anonymous outside public", |_| None, "", Publish, "x", false);
+    let expired = k1(Grant::new("anon").publish(["**"]).expires(hour_ago));
+    t.public("pub expired token on public path", expired, Publish, false);
 
     // Subscribing.
-    let r = ns();
-    add(
-        "sub subtree bbb/** -> bbb/x",
-        k1(Grant::new(&r).subscribe(["bbb/**"])),
-        format!("/{r}"),
-        Subscribe,
-        "bbb/x",
-        true,
-    );
-    let r = ns();
-    add(
-        "sub subtree bbb/** -> ccc (wrong path)",
-        k1(Grant::new(&r).subscribe(["bbb/**"])),
-        format!("/{r}"),
-        Subscribe,
-        "ccc",
-        false,
-    );
-    let r = ns();
-    add("sub exact bbb -> bbb", k1(Grant::new(&r).subscribe(["bbb"])), format!("/{r}"), Subscribe, "bbb", true);
-    let r = ns();
-    add("sub exact bbb -> bbb/x", k1(Grant::new(&r).subscribe(["bbb"])), format!("/{r}"), Subscribe, "bbb/x", false);
-    let r = ns();
-    add(
-        "sub one-segment bbb/* -> bbb/x",
-        k1(Grant::new(&r).subscribe(["bbb/*"])),
-        format!("/{r}"),
-        Subscribe,
-        "bbb/x",
-        true,
-    );
-    let r = ns();
-    add("sub publish-only token", k1(Grant::new(&r).publish(["**"])), format!("/{r}"), Subscribe, "bbb", false);
-    let r = ns();
-    add(
-        "sub expired",
-        k1(Grant::new(&r).subscribe(["**"]).expires(hour_ago)),
-        format!("/{r}"),
-        Subscribe,
-        "bbb",
-        false,
-    );
-    let r = ns();
-    let t = lab.craft(&json!({ "root": r, "get": "bbb" }));
-    add("sub legacy get:\"bbb\" -> bbb/x", Some(t), format!("/{r}"), Subscribe, "bbb/x", true);
-    let r = ns();
-    let t = lab.sign(&lab.es256, &Grant::new(&r).subscribe(["**"]));
-    add("sub ES256", Some(t), format!("/{r}"), Subscribe, "bbb", true);
-    let r = ns();
-    let t = lab.sign(&lab.impostor, &Grant::new(&r).subscribe(["**"]));
-    add("sub wrong key", Some(t), format!("/{r}"), Subscribe, "bbb", false);
-    let r = ns();
-    let t = tamper(&lab.sign(&lab.k1, &Grant::new(&r).subscribe(["**"])));
-    add("sub tampered", Some(t), format!("/{r}"), Subscribe, "bbb", false);
-    let r = ns();
-    add("sub root mismatch", k1(Grant::new(&r).subscribe(["**"])), format!("/{r}-other"), Subscribe, "x", false);
-    let r = ns();
-    add(
-        "sub dial deeper than root",
-        k1(Grant::new(&r).subscribe(["bbb/**"])),
-        format!("/{r}/bbb"),
-        Subscribe,
-        "x",
-        true,
-    );
-    let r = ns();
-    add("sub anonymous under anon/**", None, "/anon".into(), Subscribe, &r, true);
-    let r = ns();
-    add("sub anonymous outside public", None, format!("/{r}"), Subscribe, "x", false);
-    rows
+    t.at("sub subtree bbb/** -> bbb/x", get(&["bbb/**"]), "", Subscribe, "bbb/x", true);
+    t.at("sub subtree bbb/** -> ccc (wrong path)", get(&["bbb/**"]), "", Subscribe, "ccc", false);
+    t.at("sub exact bbb -> bbb", get(&["bbb"]), "", Subscribe, "bbb", true);
+    t.at("sub exact bbb -> bbb/x", get(&["bbb"]), "", Subscribe, "bbb/x", false);
+    t.at("sub one-segment bbb/* -> bbb/x", get(&["bbb/*"]), "", Subscribe, "bbb/x", true);
+    t.at("sub publish-only token", put(&["**"]), "", Subscribe, "bbb", false);
+    t.at("sub expired", |r| k1(Grant::new(r).subscribe(["**"]).expires(hour_ago)), "", Subscribe, "bbb", false);
+    let legacy = |r: &str| craft(json!({ "root": r, "get": "bbb" }));
+    t.at("sub legacy get:\"bbb\" -> bbb/x", legacy, "", Subscribe, "bbb/x", true);
+    let get_all = |r: &str| Grant::new(r).subscribe(["**"]);
+    t.at("sub ES256", |r| sign(&lab.es256, get_all(r)), "", Subscribe, "bbb", true);
+    t.at("sub wrong key", |r| sign(&lab.impostor, get_all(r)), "", Subscribe, "bbb", false);
+    t.at("sub tampered", |r| tampered(get_all(r)), "", Subscribe, "bbb", false);
+    t.at("sub root mismatch", get(&["**"]), "-other", Subscribe, "x", false);
+    t.at("sub dial deeper than root", get(&["bbb/**"]), "/bbb", Subscribe, "x", true);
+    t.public("sub anonymous under anon/**", None, Subscribe, true);
+    t.at("sub anonymous outside public", |_| None, "", Subscribe, "x", false);
+    t.0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,31 +268,29 @@ struct Cell {
 /// Runs every row at once against the relay on `port` over `transport`; the all-access side
 /// (`admin`, a token granting everything from the root) always uses WebTransport.
 fn column(port: u16, transport: Via, rows: &[Row], admin: &str) -> Vec<Cell> {
+    // A row's end (its token over `transport` at its path, its broadcast) and the all-access end
+    // (at the root, the broadcast's full path): (publishing, watching).
+    let ends = |row: &Row| {
+        let own = (transport.dial(port, &row.path, row.token.as_deref()), row.broadcast.clone());
+        let all = (Via::WebTransport.dial(port, "/", Some(admin)), row.full());
+        match row.action {
+            Action::Publish => (own, all),
+            Action::Subscribe => (all, own),
+        }
+    };
     let viewers: Vec<Background> = rows
         .iter()
-        .map(|row| match row.action {
-            Action::Publish => {
-                let (url, args) = Via::WebTransport.dial(port, "/", Some(admin));
-                viewer(&url, &row.full(), &args)
-            }
-            Action::Subscribe => {
-                let (url, args) = transport.dial(port, &row.path, row.token.as_deref());
-                viewer(&url, &row.broadcast, &args)
-            }
+        .map(|row| {
+            let (_, ((url, args), broadcast)) = ends(row);
+            viewer(&url, &broadcast, &args)
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1000));
     let mut publishers: Vec<Proc> = rows
         .iter()
-        .map(|row| match row.action {
-            Action::Publish => {
-                let (url, args) = transport.dial(port, &row.path, row.token.as_deref());
-                publisher(&url, &row.broadcast, &args)
-            }
-            Action::Subscribe => {
-                let (url, args) = Via::WebTransport.dial(port, "/", Some(admin));
-                publisher(&url, &row.full(), &args)
-            }
+        .map(|row| {
+            let (((url, args), broadcast), _) = ends(row);
+            publisher(&url, &broadcast, &args)
         })
         .collect();
     viewers
@@ -443,6 +340,22 @@ fn catching<T>(f: impl FnOnce() -> T) -> Result<T, String> {
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "panic".to_string())
     })
+}
+
+/// Runs `column` (`None`: the relay has no such column) over every transport into `columns` as
+/// `{relay}.{transport}`, a panic making the column an error; how long that took.
+fn run_columns(
+    columns: &mut BTreeMap<String, Result<Vec<Cell>, String>>,
+    relay: &str,
+    mut column: impl FnMut(Via) -> Option<Vec<Cell>>,
+) -> Duration {
+    let started = Instant::now();
+    for transport in Via::ALL {
+        if let Some(result) = catching(|| column(transport)).transpose() {
+            columns.insert(format!("{relay}.{}", transport.label()), result);
+        }
+    }
+    started.elapsed()
 }
 
 /// Whether the relay's TCP port upgrades an anonymous WebSocket (qmux, moq-lite-04) at the
@@ -533,45 +446,31 @@ fn decision_matrix() {
 
     // The reference relay and its auth server: a fresh relay per transport, one auth server.
     let mut columns: BTreeMap<String, Result<Vec<Cell>, String>> = BTreeMap::new();
-    let reference_started = Instant::now();
-    {
-        let auth = AuthServer::start(&lab.key_dir, &[PUBLIC], &[PUBLIC]);
-        for transport in Via::ALL {
-            let result = catching(|| {
-                let (_relay, _url, port) = reference_relay_with_auth(&auth.url());
-                if transport == Via::WebSocket && !serves_websocket(port) {
-                    return None;
-                }
-                Some(column(port, transport, &rows, &admin))
-            });
-            match result {
-                Ok(None) => eprintln!(
-                    "NOTE: the installed reference relay serves no WebSocket (built without its `websocket` \
-                     feature); this relay's WebSocket column is compared with the reference's WebTransport one"
-                ),
-                Ok(Some(cells)) => drop(columns.insert(format!("reference.{}", transport.label()), Ok(cells))),
-                Err(e) => drop(columns.insert(format!("reference.{}", transport.label()), Err(e))),
-            }
+    let auth = AuthServer::start(&lab.key_dir, &[PUBLIC], &[PUBLIC]);
+    let reference_took = run_columns(&mut columns, "reference", |transport| {
+        let (_relay, _url, port) = reference_relay_with_auth(&auth.url());
+        if transport == Via::WebSocket && !serves_websocket(port) {
+            eprintln!(
+                "NOTE: the installed reference relay serves no WebSocket (built without its `websocket` \
+                 feature); this relay's WebSocket column is compared with the reference's WebTransport one"
+            );
+            return None;
         }
-    }
-    let reference_took = reference_started.elapsed();
+        Some(column(port, transport, &rows, &admin))
+    });
+    drop(auth);
 
     // This relay, a fresh one per transport.
-    let this_started = Instant::now();
     let audit_dir = lab.dir.join("audit");
     std::fs::create_dir_all(&audit_dir).unwrap();
     let mut captured = Captured::default();
-    for transport in Via::ALL {
+    let this_took = run_columns(&mut columns, "this", |transport| {
         let audit = audit_dir.join(format!("{}.jsonl", transport.label()));
-        let result = catching(|| {
-            let mut relay = our_relay(&lab, &audit);
-            let cells = column(relay.port, transport, &rows, &admin);
-            captured.relay(&mut relay, Some(&audit));
-            cells
-        });
-        columns.insert(format!("this.{}", transport.label()), result);
-    }
-    let this_took = this_started.elapsed();
+        let mut relay = our_relay(&lab, &audit);
+        let cells = column(relay.port, transport, &rows, &admin);
+        captured.relay(&mut relay, Some(&audit));
+        Some(cells)
+    });
 
     // The table.
     let order: Vec<String> = Via::ALL
@@ -644,12 +543,8 @@ fn decision_matrix() {
     tokens.push(&admin);
     if columns.keys().any(|k| k.starts_with("this.") && columns[k].is_ok()) {
         let paths: Vec<String> = rows.iter().map(|r| r.path.trim_matches('/').to_string()).collect();
-        if let Err(e) = catching(|| captured.assert_mentions(&paths)) {
-            problems.push(e);
-        }
-        if let Err(e) = catching(|| captured.assert_no_token(&tokens)) {
-            problems.push(e);
-        }
+        problems.extend(catching(|| captured.assert_mentions(&paths)).err());
+        problems.extend(catching(|| captured.assert_no_token(&tokens)).err());
     }
     eprintln!("decision_matrix took {:?}", started.elapsed());
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
@@ -815,9 +710,7 @@ fn reference_cli_publishes_with_a_token() {
     if let Ok(mut relay) = ours {
         let mut captured = Captured::default();
         captured.relay(&mut relay, Some(&audit));
-        if let Err(e) = catching(|| captured.assert_no_token(&[&token, &admin])) {
-            problems.push(e);
-        }
+        problems.extend(catching(|| captured.assert_no_token(&[&token, &admin])).err());
     }
     eprintln!("reference_cli_publishes_with_a_token took {:?}", started.elapsed());
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -228,8 +228,6 @@ fn tokio_stream(
     })
 }
 
-const TOKEN: &str = "tok-SECRET-9f3c1a77e2";
-
 /// The relay exporting to `otlp` over gRPC and logging JSON lines.
 fn traced_relay(otlp: &str) -> RelayBuilder {
     Relay::builder()
@@ -248,8 +246,11 @@ fn one_trace_from_viewer_through_relay_with_logs_links_and_no_token() {
     let _serial = serial();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (store, grpc, http) = rt.block_on(receiver());
-    let mut relay = traced_relay(&format!("http://{grpc}")).start();
-    let url = relay.url(&format!("?jwt={TOKEN}"));
+    // A real token, verified by the relay: the one secret that must never leave in telemetry.
+    let lab = auth::TokenLab::new();
+    let token = lab.sign(&lab.k1, &auth::Grant::new("").publish(["trace/**"]).subscribe(["trace/**"]));
+    let mut relay = traced_relay(&format!("http://{grpc}")).args(["--auth-key", lab.key_dir.to_str().unwrap()]).start();
+    let url = relay.url(&format!("?jwt={token}"));
     let otlp_http = format!("http://{http}");
 
     let viewer = Viewer::new(&url, "trace/cam").groups(2).summary().envs(cli_otlp(&otlp_http)).background();
@@ -313,11 +314,23 @@ fn one_trace_from_viewer_through_relay_with_logs_links_and_no_token() {
 
     // The token never leaves in any exported or printed byte.
     let raw = store.0.lock().unwrap().raw.clone();
-    assert!(!contains(&raw, TOKEN.as_bytes()), "token in exported telemetry");
-    for output in [&publisher.stdout, &publisher.stderr, &watched.stdout, &watched.stderr] {
-        assert!(!contains(output, TOKEN.as_bytes()), "token printed by the CLI");
+    for secret in [token.as_str(), auth::signature(&token)] {
+        assert!(!contains(&raw, secret.as_bytes()), "token in exported telemetry");
+        for output in [&publisher.stdout, &publisher.stderr, &watched.stdout, &watched.stderr] {
+            assert!(!contains(output, secret.as_bytes()), "token printed by the CLI");
+        }
+        assert!(!relay_lines.iter().any(|l| l.contains(secret)), "token in relay logs");
     }
-    assert!(!relay_lines.iter().any(|l| l.contains(TOKEN)), "token in relay logs");
+    // The access decisions went out as OTLP log records too (the audit trail's events), in the
+    // sessions' traces, and the moq.auth span says how each was decided.
+    assert!(
+        logs.iter().any(|l| l.service == "moq-relay" && l.body == "audit" && l.trace_id == watch.trace_id),
+        "an audit record in the viewer's trace"
+    );
+    let auth = spans("moq-relay", "moq.auth");
+    let viewer_auth = auth.iter().find(|s| s.parent == viewer_session.span_id).expect("moq.auth under the session");
+    assert_eq!(attr(viewer_auth, "moq.auth.reason").as_deref(), Some("token"));
+    assert!(attr(viewer_auth, "moq.auth.token").is_some_and(|h| h.starts_with("sha256:")));
     eprintln!(
         "trace {}: {} spans, {} log records exported",
         watch.trace_id,

@@ -27,8 +27,11 @@ const FAILURES: &str = "moq_relay_websocket_upgrade_failures_total";
 #[test]
 fn websocket_publish_to_websocket_viewers_every_frame_intact() {
     let _serial = serial();
-    let relay = Relay::builder().ops().start();
-    let url = format!("ws://127.0.0.1:{}/room?jwt=secret-token", relay.port);
+    // A real token (verified by the relay), so its absence from the logs means something.
+    let lab = auth::TokenLab::new();
+    let token = lab.sign(&lab.k1, &auth::Grant::new("room").publish(["**"]).subscribe(["**"]));
+    let relay = Relay::builder().ops().args(["--auth-key", lab.key_dir.to_str().unwrap()]).start();
+    let url = format!("ws://127.0.0.1:{}/room?jwt={token}", relay.port);
     let viewers = Viewer::new(&url, "cam").summary().viewers(3).groups(3).background();
     std::thread::sleep(Duration::from_millis(1500));
     let mut publisher = Publisher::new(&url, "cam").groups(3).spawn();
@@ -41,7 +44,8 @@ fn websocket_publish_to_websocket_viewers_every_frame_intact() {
     assert!(opened >= 4.0, "{opened}");
     assert!(scrape.value("moq_relay_active_connections", &[("transport", "websocket")]).is_some());
     let mut relay = relay;
-    assert!(relay.drain().iter().all(|l| !l.contains("secret-token")));
+    assert!(scrape.total("moq_relay_auth_decisions_total", &[("result", "accepted"), ("reason", "token")]) >= 4.0);
+    assert!(relay.drain().iter().all(|l| !l.contains(&token) && !l.contains(auth::signature(&token))));
 }
 
 #[test]

@@ -405,6 +405,18 @@ mod tests {
         hs_jwk(&SECRET, "k1")
     }
 
+    /// The claims of the reference tool's usual token: root `demo`, publishing under `bbb/`,
+    /// watching everything.
+    fn demo_claims(expires: Option<SystemTime>) -> Claims {
+        Claims {
+            root: "demo".into(),
+            publish: patterns(&["bbb/**"]),
+            subscribe: patterns(&["**"]),
+            expires,
+            ..Default::default()
+        }
+    }
+
     /// Keys from one file holding `jwk` (the directory lives as long as the keys are used).
     fn keys_for(jwk: &str) -> (TempDir, Keys) {
         let dir = TempDir::new("token");
@@ -459,16 +471,7 @@ mod tests {
         let token = sign(&hs(), Some("k1"), &json!({"root": "demo", "put": ["bbb"], "get": [""], "exp": at(3600)}));
         let claims = verify(&keys, &token, now()).unwrap();
         let expires = Some(now() + Duration::from_secs(3600));
-        assert_eq!(
-            claims,
-            Claims {
-                root: "demo".into(),
-                publish: patterns(&["bbb/**"]),
-                subscribe: patterns(&["**"]),
-                expires,
-                ..Default::default()
-            }
-        );
+        assert_eq!(claims, demo_claims(expires));
         assert_eq!(
             claims.grant_at("demo").unwrap(),
             Grant {
@@ -927,17 +930,7 @@ mod tests {
             for keys in [Keys::load(&verifying).unwrap(), Keys::load(&public).unwrap()] {
                 let claims = verify(&keys, &token, SystemTime::now()).unwrap_or_else(|r| panic!("{alg}: {r}"));
                 let expires = Some(UNIX_EPOCH + Duration::from_secs(expires));
-                assert_eq!(
-                    claims,
-                    Claims {
-                        root: "demo".into(),
-                        publish: patterns(&["bbb/**"]),
-                        subscribe: patterns(&["**"]),
-                        expires,
-                        ..Default::default()
-                    },
-                    "{alg}"
-                );
+                assert_eq!(claims, demo_claims(expires), "{alg}");
                 let grant = claims.grant_at("demo/room").unwrap();
                 assert_eq!(
                     (grant.publish, grant.subscribe, grant.expires, grant.source),

@@ -195,12 +195,9 @@ mod tests {
 
     #[test]
     fn decisions_and_refusals_count_by_result_and_reason() {
-        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
         let ctx = AuditContext::session(7);
         let audit = Audit::disabled();
-        metrics::with_local_recorder(&recorder, || {
+        let counts = crate::telemetry::counters_during(|| {
             let grant = Grant { source: Source::Token, ..Default::default() };
             AccessDecided { ctx: &ctx, outcome: Ok(&grant) }.emit(&audit);
             let refusal = Refusal::new(Denial::Expired, "exp passed");
@@ -211,17 +208,6 @@ mod tests {
             StreamRefused { ctx: &ctx, refused: moq_lite::session::Refused::SubscriptionLimit, nth: 4 }.emit(&audit);
             LimitHit { ctx: &ctx, limit: Limit::SessionsPerAddress, log: true, broadcast: None }.emit(&audit);
         });
-        let mut counts: Vec<(String, u64)> = snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .map(|(key, _, _, value)| {
-                let DebugValue::Counter(n) = value else { panic!("a counter") };
-                let labels: Vec<String> = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
-                (format!("{}{{{}}}", key.key().name(), labels.join(",")), n)
-            })
-            .collect();
-        counts.sort();
         assert_eq!(
             counts,
             vec![

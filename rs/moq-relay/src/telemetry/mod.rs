@@ -144,3 +144,24 @@ impl Telemetry {
 fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
+
+/// The counters `f` records, as sorted `name{label=value,...}` and their values (for unit tests).
+#[cfg(test)]
+pub(crate) fn counters_during(f: impl FnOnce()) -> Vec<(String, u64)> {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, f);
+    let mut counts: Vec<(String, u64)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let DebugValue::Counter(n) = value else { return None };
+            let labels: Vec<String> = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+            Some((format!("{}{{{}}}", key.key().name(), labels.join(",")), n))
+        })
+        .collect();
+    counts.sort();
+    counts
+}
