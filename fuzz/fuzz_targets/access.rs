@@ -86,7 +86,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
-            let (left, right) = text.split_at(text.len() / 2);
+            let (left, right) = input.split_at(input.len() / 2);
+            let (left, right) = (String::from_utf8_lossy(left), String::from_utf8_lossy(right));
+            let right = right.as_ref();
             if let Ok(pattern) = left.parse::<Pattern>() {
                 assert_eq!(pattern.as_str().parse::<Pattern>().as_ref(), Ok(&pattern), "text round trip");
                 let _ = pattern.matches(right);
