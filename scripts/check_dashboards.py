@@ -72,7 +72,9 @@ VAR_RE = re.compile(
     r"|\$(?P<p>[A-Za-z_][A-Za-z0-9_]*)"
 )
 
-METRIC_RE = re.compile(r"(?<![A-Za-z0-9_:.])(moq_[A-Za-z0-9_:]*|process_[A-Za-z0-9_:]*|up)(?![A-Za-z0-9_:(])")
+METRIC_RE = re.compile(
+    r"(?<![A-Za-z0-9_:.])(moq_[A-Za-z0-9_:]*|netplay_[A-Za-z0-9_:]*|process_[A-Za-z0-9_:]*|up)(?![A-Za-z0-9_:(])"
+)
 LABEL_VALUES_RE = re.compile(r"^\s*label_values\s*\((?P<args>.*)\)\s*$", re.S)
 QUERY_RESULT_RE = re.compile(r"^\s*query_result\s*\((?P<args>.*)\)\s*$", re.S)
 GRAFANA_FUNC_RE = re.compile(r"^\s*(label_names|metrics|label_values|query_result)\s*\(", re.S)

@@ -30,7 +30,7 @@ fi
 # Both loopbacks: browsers resolve localhost to ::1 only.
 "$bin/moq-relay" --listen "127.0.0.1:$port" --listen "[::1]:$port" \
   --tls-generate localhost,127.0.0.1,::1 --drain-timeout 2s \
-  --auth-public 'demo/**' \
+  --auth-public 'demo/**' --netplay \
   --ops-listen "$metrics_host:9101" "${telemetry[@]}" 2>&1 | sed -u 's/^/[relay] /' &
 pids+=($!)
 for _ in $(seq 1 100); do

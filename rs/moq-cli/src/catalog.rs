@@ -1,5 +1,6 @@
-//! Every metric `moq watch` exports, defined once. Each series also carries the `broadcast` label
-//! the installer adds (one value per process: the broadcast it watches).
+//! Every metric `moq watch` and `moq netplay` export, defined once. Each `moq watch` series also
+//! carries the `broadcast` label the installer adds (one value per process: the broadcast it
+//! watches); `moq netplay` adds none (a session id would make one series per session).
 
 use moq_metrics::{Label, Metric, Unit};
 
@@ -83,10 +84,53 @@ pub fn catalog() -> moq_metrics::Catalog<'static> {
     moq_metrics::Catalog::new("", CATALOG)
 }
 
+/// The signaling provider of netplay sessions: the relay itself (the only value of `provider`).
+pub const NETPLAY_PROVIDER: &str = "moq-relay";
+
+const PROVIDER: Label = Label::known("provider", &[NETPLAY_PROVIDER]);
+
+/// Buckets of `netplay_signaling_latency_ms` (milliseconds), as docs/netplay.md gives them.
+pub const NETPLAY_LATENCY_BUCKETS: &[f64] =
+    &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
+
+pub const NETPLAY_SIGNALING_LATENCY: Metric = Metric::histogram(
+    "netplay_signaling_latency_ms",
+    Unit::Count("milliseconds"),
+    NETPLAY_LATENCY_BUCKETS,
+    "Round trip of each netplay signaling request that got an answer, by operation (create|join|delete).",
+)
+.labels(&[PROVIDER, Label::known("operation", &["create", "join", "delete"])]);
+pub const NETPLAY_SESSIONS_CREATED: Metric = Metric::counter(
+    "netplay_sessions_created_total",
+    Unit::Count("requests"),
+    "Netplay session create requests sent (each retry counts), by result.",
+)
+.labels(&[
+    PROVIDER,
+    Label::known("result", &["ok", "invalid_request", "invalid_ttl", "conflict", "rate_limited", "capacity", "error"]),
+]);
+pub const NETPLAY_PARTICIPANTS_JOINED: Metric = Metric::counter(
+    "netplay_participants_joined_total",
+    Unit::Count("requests"),
+    "Netplay join requests sent (each retry counts), by result.",
+)
+.labels(&[Label::known(
+    "result",
+    &["accepted", "unknown_code", "expired", "full", "duplicate", "rate_limited", "invalid_request", "error"],
+)]);
+
+pub const NETPLAY: &[Metric] = &[NETPLAY_SIGNALING_LATENCY, NETPLAY_SESSIONS_CREATED, NETPLAY_PARTICIPANTS_JOINED];
+
+/// The `moq netplay` client's signaling metrics (full names, as the relay names its own).
+pub fn netplay_catalog() -> moq_metrics::Catalog<'static> {
+    moq_metrics::Catalog::new("", NETPLAY)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_catalog_is_well_formed() {
-        assert_eq!(moq_metrics::lint(&[super::catalog(), moq_telemetry::catalog::catalog()]), Vec::<String>::new());
+        let catalogs = [super::catalog(), super::netplay_catalog(), moq_telemetry::catalog::catalog()];
+        assert_eq!(moq_metrics::lint(&catalogs), Vec::<String>::new());
     }
 }

@@ -3,6 +3,7 @@
 mod catalog;
 mod connect;
 mod media;
+mod netplay;
 mod player;
 mod publish;
 mod watch;
@@ -24,7 +25,10 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Watch a broadcast, verify every frame and report quality statistics.
     Watch(watch::WatchArgs),
-    /// Print every metric `moq watch` exports (name, kind, unit, labels, help, buckets) as JSON.
+    /// Netplay sessions on the relay: host one (prints a join code) or join one with its code.
+    Netplay(netplay::NetplayArgs),
+    /// Print every metric `moq watch` and `moq netplay` export (name, kind, unit, labels, help,
+    /// buckets) as JSON.
     Metrics,
 }
 
@@ -34,10 +38,11 @@ async fn main() -> ExitCode {
     let service = match cli.command {
         Command::Publish(_) => "moq-publish",
         Command::Watch(_) => "moq-watch",
+        Command::Netplay(_) => "moq-netplay",
         Command::Metrics => {
             // Quietly: a closed pipe (`| head`) is not an error worth a panic.
-            let json =
-                format!("{:#}\n", moq_metrics::to_json(&[catalog::catalog(), moq_telemetry::catalog::catalog()]));
+            let catalogs = [catalog::catalog(), catalog::netplay_catalog(), moq_telemetry::catalog::catalog()];
+            let json = format!("{:#}\n", moq_metrics::to_json(&catalogs));
             let _ = std::io::Write::write_all(&mut std::io::stdout(), json.as_bytes());
             return ExitCode::SUCCESS;
         }
@@ -61,6 +66,7 @@ async fn main() -> ExitCode {
                 ExitCode::from(watch::exit::CONNECT)
             }
         },
+        Command::Netplay(args) => ExitCode::from(netplay::run(args, &mut telemetry).await),
         Command::Watch(args) => {
             // Every client series carries the broadcast. The transport records nothing here: its
             // sessions get no telemetry handle.

@@ -17,6 +17,14 @@ pub struct PublishArgs {
     /// Broadcast path, relative to the URL path.
     #[arg(long)]
     pub broadcast: String,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+}
+
+/// The shape and lifetime of the synthetic media stream (shared by `moq publish` and
+/// `moq netplay host`).
+#[derive(Args, Debug, Clone)]
+pub struct StreamArgs {
     /// Video-like track bitrate in bits per second.
     #[arg(long, default_value_t = 2_000_000)]
     pub video_bitrate: u64,
@@ -124,137 +132,292 @@ impl Source {
     }
 }
 
+/// Frames ticking together at one rate: the video renditions (which share GOP boundaries), the
+/// audio, a netplay input track.
+#[derive(Debug, Clone)]
+pub struct ClockShape {
+    /// Its key in the summary (`video`, `audio`, `input`).
+    pub name: String,
+    /// The catalog `kind` of its tracks.
+    pub kind: String,
+    pub fps: f64,
+    /// Frames per group.
+    pub gop: u32,
+    /// Each group starts with a larger frame (video).
+    pub key_frames: bool,
+    pub priority: u8,
+    /// (track name, bitrate in bits per second), highest first.
+    pub tracks: Vec<(String, u64)>,
+}
+
+/// What a synthetic broadcast carries: a catalog track plus the tracks of every clock.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub clocks: Vec<ClockShape>,
+}
+
+impl Shape {
+    /// The media-like broadcast of `moq publish`: video renditions and (unless disabled) audio.
+    pub fn media(args: &StreamArgs) -> anyhow::Result<Self> {
+        anyhow::ensure!(args.fps > 0.0 && args.gop > 0, "--fps and --gop must be positive");
+        anyhow::ensure!((1..=8).contains(&args.renditions), "--renditions must be 1..=8");
+        let video = ClockShape {
+            name: "video".into(),
+            kind: "video".into(),
+            fps: args.fps,
+            gop: args.gop,
+            key_frames: true,
+            priority: 2,
+            tracks: (0..args.renditions)
+                .map(|i| {
+                    let name = if args.renditions == 1 { "video".to_string() } else { format!("video/{i}") };
+                    (name, args.video_bitrate >> i)
+                })
+                .collect(),
+        };
+        let mut clocks = vec![video];
+        if args.audio_bitrate > 0 {
+            // Audio groups span the video GOP's duration.
+            let gop = (AUDIO_FPS * args.gop as f64 / args.fps).round().max(1.0) as u32;
+            clocks.push(ClockShape {
+                name: "audio".into(),
+                kind: "audio".into(),
+                fps: AUDIO_FPS,
+                gop,
+                key_frames: false,
+                priority: 3,
+                tracks: vec![("audio".into(), args.audio_bitrate)],
+            });
+        }
+        Ok(Self { clocks })
+    }
+
+    fn catalog(&self) -> Catalog {
+        Catalog {
+            tracks: self
+                .clocks
+                .iter()
+                .flat_map(|c| {
+                    c.tracks.iter().map(|(name, bitrate)| CatalogTrack {
+                        name: name.clone(),
+                        kind: c.kind.clone(),
+                        bitrate: *bitrate,
+                        fps: c.fps,
+                        gop: c.gop,
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One synthetic broadcast to publish through one relay.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    pub connect: ConnectArgs,
+    /// Broadcast path, relative to the URL path.
+    pub broadcast: String,
+    pub shape: Shape,
+    /// Stop after this many groups of the first clock (the others stop at the same time).
+    pub groups: Option<u64>,
+    /// Consecutive failed (re)connection attempts before giving up.
+    pub max_retries: u32,
+    /// Prefix of the lines printed on stderr (`moq publish`).
+    pub label: &'static str,
+}
+
+/// Frames and payload bytes one clock produced (bytes of its first track: the top rendition).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+/// A publication whose tracks are finished; its session is still open until [`Self::close`].
+pub struct Published {
+    /// Groups of the first clock.
+    pub groups: u64,
+    /// Per clock, by its name.
+    pub totals: Vec<(String, Totals)>,
+    pub catalog_bytes: usize,
+    connection: AbortOnDrop<anyhow::Error>,
+    current: tokio::sync::watch::Receiver<Option<Session>>,
+}
+
+impl Published {
+    pub fn totals(&self, clock: &str) -> Totals {
+        self.totals.iter().find(|(name, _)| name == clock).map(|(_, t)| *t).unwrap_or_default()
+    }
+
+    /// Keeps the session open `linger` so viewers receive the last group, then closes it
+    /// explicitly so the relay sees us leave now, not after its idle timeout.
+    pub async fn close(self, linger: Duration) {
+        tokio::time::sleep(linger).await;
+        drop(self.connection);
+        if let Some(session) = self.current.borrow().clone() {
+            session.close(&moq_lite::Error::Cancel);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Aborts a task when dropped (an early return must not leave the reconnect loop running).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.fps > 0.0 && args.gop > 0, "--fps and --gop must be positive");
+    let publication = Publication {
+        connect: args.connect,
+        broadcast: args.broadcast,
+        shape: Shape::media(&args.stream)?,
+        groups: args.stream.groups,
+        max_retries: args.stream.max_retries,
+        label: "moq publish",
+    };
+    let published = publish(&publication, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    report(&published, "moq publish", args.stream.json);
+    published.close(args.stream.linger).await;
+    Ok(())
+}
+
+/// The `done after` line on stderr and, with `json`, the payload totals per track on stdout (for
+/// checking what relays and viewers counted).
+pub fn report(published: &Published, label: &str, json: bool) {
+    let (video, audio) = (published.totals("video"), published.totals("audio"));
+    eprintln!(
+        "{label}: done after {} groups, {} video frames, {} audio frames",
+        published.groups, video.frames, audio.frames
+    );
+    if json {
+        let mut tracks = serde_json::json!({
+            "video": { "frames": video.frames, "bytes": video.bytes },
+            "audio": { "frames": audio.frames, "bytes": audio.bytes },
+            "catalog": { "frames": 1, "bytes": published.catalog_bytes },
+        });
+        for (name, totals) in &published.totals {
+            tracks[name] = serde_json::json!({ "frames": totals.frames, "bytes": totals.bytes });
+        }
+        println!("{}", serde_json::json!({ "groups": published.groups, "tracks": tracks }));
+    }
+}
+
+/// A clock's tracks and how far it got.
+struct Clock {
+    fps: f64,
+    gop: u32,
+    sources: Vec<Source>,
+    frames: u64,
+    /// Frames to produce (`None`: until stopped).
+    limit: Option<u64>,
+}
+
+impl Clock {
+    fn done(&self) -> bool {
+        self.limit.is_some_and(|l| self.frames >= l)
+    }
+}
+
+/// Publishes `p` until its `groups` are written, `stop` resolves, or reconnecting gives up (the
+/// error). The tracks are finished on return; the session stays open until
+/// [`Published::close`].
+pub async fn publish(p: &Publication, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<Published> {
+    anyhow::ensure!(!p.shape.clocks.is_empty(), "nothing to publish");
+    for c in &p.shape.clocks {
+        anyhow::ensure!(c.fps > 0.0 && c.gop > 0, "{}: fps and frames per group must be positive", c.name);
+    }
     let origin = Origin::new();
     let broadcast = BroadcastProducer::new();
     let mut catalog_track = broadcast.create_track(media::CATALOG_TRACK, 255);
-    anyhow::ensure!((1..=8).contains(&args.renditions), "--renditions must be 1..=8");
-    let renditions: Vec<(String, u64)> = (0..args.renditions)
-        .map(|i| {
-            let name = if args.renditions == 1 { "video".to_string() } else { format!("video/{i}") };
-            (name, args.video_bitrate >> i)
+    let mut clocks: Vec<Clock> = p
+        .shape
+        .clocks
+        .iter()
+        .map(|c| Clock {
+            fps: c.fps,
+            gop: c.gop,
+            sources: c
+                .tracks
+                .iter()
+                .map(|(name, bitrate)| Source::new(&broadcast, name, c.priority, *bitrate, c.fps, c.gop, c.key_frames))
+                .collect(),
+            frames: 0,
+            limit: p.groups.map(|n| n * c.gop as u64),
         })
         .collect();
-    let mut videos: Vec<Source> = renditions
-        .iter()
-        .map(|(name, bitrate)| Source::new(&broadcast, name, 2, *bitrate, args.fps, args.gop, true))
-        .collect();
-    // Audio groups span the video GOP's duration.
-    let audio_gop = (AUDIO_FPS * args.gop as f64 / args.fps).round().max(1.0) as u32;
-    let mut audio = (args.audio_bitrate > 0)
-        .then(|| Source::new(&broadcast, "audio", 3, args.audio_bitrate, AUDIO_FPS, audio_gop, false));
 
-    let mut catalog = Catalog {
-        tracks: renditions
-            .iter()
-            .map(|(name, bitrate)| CatalogTrack {
-                name: name.clone(),
-                kind: "video".into(),
-                bitrate: *bitrate,
-                fps: args.fps,
-                gop: args.gop,
-            })
-            .collect(),
-    };
-    if audio.is_some() {
-        catalog.tracks.push(CatalogTrack {
-            name: "audio".into(),
-            kind: "audio".into(),
-            bitrate: args.audio_bitrate,
-            fps: AUDIO_FPS,
-            gop: audio_gop,
-        });
-    }
     let mut group = catalog_track.append_group();
-    let catalog_json = serde_json::to_vec(&catalog)?;
+    let catalog_json = serde_json::to_vec(&p.shape.catalog())?;
     let catalog_bytes = catalog_json.len();
     group.write_frame(catalog_json.into())?;
     group.finish();
 
-    let path = moq_lite::path::normalize(&args.broadcast);
+    let path = moq_lite::path::normalize(&p.broadcast);
     let _publication = origin.publish(&path, broadcast.consume(), vec![]);
 
-    let client = args.connect.client()?;
-    let span = tracing::info_span!("moq.publish", moq.broadcast = %path, url.full = %args.connect.url_for_logs());
+    let client = p.connect.client()?;
+    let span = tracing::info_span!("moq.publish", moq.broadcast = %path, url.full = %p.connect.url_for_logs());
     let (current_tx, current) = tokio::sync::watch::channel(None);
-    let mut connection = tokio::spawn(
-        keep_connected(args.connect.clone(), client, origin, path.clone(), args.max_retries, current_tx)
+    let mut connection = AbortOnDrop(tokio::spawn(
+        keep_connected(p.connect.clone(), client, origin, path.clone(), p.max_retries, current_tx, p.label)
             .instrument(span.clone()),
-    );
+    ));
 
-    let video_limit = args.groups.map(|n| n * args.gop as u64);
-    let audio_limit = match audio {
-        Some(_) => args.groups.map(|n| n * audio_gop as u64),
-        None => Some(0),
-    };
     let start = tokio::time::Instant::now();
-    let (mut video_frames, mut audio_frames) = (0u64, 0u64);
     let mut ticker = tokio::time::interval(Duration::from_millis(5));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // One listener for the whole loop: a `ctrl_c()` made afresh each turn misses a SIGINT that
+    // One future for the whole loop: a `ctrl_c()` made afresh each turn misses a SIGINT that
     // arrives while the loop body runs (Tokio's listener only sees signals after it subscribes).
-    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut stop = std::pin::pin!(stop);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             // Only returns once reconnecting gave up.
-            result = &mut connection => return Err(match result {
+            result = &mut connection.0 => return Err(match result {
                 Ok(gave_up) => gave_up,
                 Err(panicked) => panicked.into(),
             }),
-            _ = &mut interrupted => break,
+            _ = &mut stop => break,
         }
         // Emit every frame that is due by the wall clock; a group starts every `gop` frames.
         let elapsed = start.elapsed().as_secs_f64();
-        while (video_frames as f64) < elapsed * args.fps && video_limit.is_none_or(|l| video_frames < l) {
-            // Every rendition has the same GOP, so all start their groups on the same frame and a
-            // viewer can switch at a group edge.
-            for video in &mut videos {
-                video.write()?;
-            }
-            video_frames += 1;
-        }
-        if let Some(audio) = audio.as_mut() {
-            while (audio_frames as f64) < elapsed * AUDIO_FPS && audio_limit.is_none_or(|l| audio_frames < l) {
-                audio.write()?;
-                audio_frames += 1;
+        for clock in &mut clocks {
+            while (clock.frames as f64) < elapsed * clock.fps && !clock.done() {
+                // Every track of a clock (the video renditions) has the same GOP, so all start
+                // their groups on the same frame and a viewer can switch at a group edge.
+                for source in &mut clock.sources {
+                    source.write()?;
+                }
+                clock.frames += 1;
             }
         }
-        if video_limit.is_some_and(|l| video_frames >= l) && audio_limit.is_some_and(|l| audio_frames >= l) {
+        if clocks.iter().all(Clock::done) {
             break;
         }
     }
-    let groups = video_frames.div_ceil(args.gop as u64);
-    let (video_bytes, audio_bytes) = (videos[0].bytes, audio.as_ref().map_or(0, |a| a.bytes));
-    for video in videos {
-        video.finish();
-    }
-    if let Some(audio) = audio {
-        audio.finish();
-    }
-    catalog_track.finish();
-    eprintln!("moq publish: done after {groups} groups, {video_frames} video frames, {audio_frames} audio frames");
-    if args.json {
-        // Payload totals per track, for checking what relays and viewers counted.
-        let summary = serde_json::json!({
-            "groups": groups,
-            "tracks": {
-                "video": { "frames": video_frames, "bytes": video_bytes },
-                "audio": { "frames": audio_frames, "bytes": audio_bytes },
-                "catalog": { "frames": 1, "bytes": catalog_bytes },
+    let groups = clocks[0].frames.div_ceil(clocks[0].gop as u64);
+    let totals = p
+        .shape
+        .clocks
+        .iter()
+        .zip(clocks)
+        .map(|(shape, clock)| {
+            let bytes = clock.sources.first().map_or(0, |s| s.bytes);
+            for source in clock.sources {
+                source.finish();
             }
-        });
-        println!("{summary}");
-    }
-    tokio::time::sleep(args.linger).await;
-    // Close explicitly so the relay sees us leave now, not after its idle timeout.
-    connection.abort();
-    if let Some(session) = current.borrow().clone() {
-        session.close(&moq_lite::Error::Cancel);
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    Ok(())
+            (shape.name.clone(), Totals { frames: clock.frames, bytes })
+        })
+        .collect();
+    catalog_track.finish();
+    Ok(Published { groups, totals, catalog_bytes, connection, current })
 }
 
 /// How long one connection attempt may take.
@@ -272,6 +435,7 @@ async fn keep_connected(
     path: String,
     max_retries: u32,
     current: tokio::sync::watch::Sender<Option<Session>>,
+    label: &'static str,
 ) -> anyhow::Error {
     let span = tracing::Span::current();
     let mut failures = 0u32;
@@ -281,7 +445,7 @@ async fn keep_connected(
         let failed: Option<(Option<u32>, String)> = match attempt {
             Ok(Ok(connected)) => {
                 eprintln!(
-                    "moq publish: {} via {} ({}) as {path:?}",
+                    "{label}: {} via {} ({}) as {path:?}",
                     connect.url_for_logs(),
                     connected.transport,
                     connected.version
@@ -307,7 +471,7 @@ async fn keep_connected(
                     None => {
                         // Close now so the relay can finish draining, then come back at once.
                         session.close(&moq_lite::Error::Cancel);
-                        eprintln!("moq publish: the relay is going away (GOAWAY); reconnecting");
+                        eprintln!("{label}: the relay is going away (GOAWAY); reconnecting");
                         tracing::info!("relay sent GOAWAY; reconnecting");
                         None
                     }

@@ -12,6 +12,7 @@ pub struct Request {
     method: String,
     url: String,
     headers: Vec<(String, String)>,
+    body: Vec<u8>,
     timeout: Duration,
 }
 
@@ -35,7 +36,13 @@ pub fn text(url: &str) -> String {
 
 impl Request {
     pub fn new(method: &str, url: &str) -> Self {
-        Self { method: method.to_string(), url: url.to_string(), headers: Vec::new(), timeout: Duration::from_secs(5) }
+        Self {
+            method: method.to_string(),
+            url: url.to_string(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout: Duration::from_secs(5),
+        }
     }
 
     pub fn get(url: &str) -> Self {
@@ -45,6 +52,12 @@ impl Request {
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_string(), value.to_string()));
         self
+    }
+
+    /// A JSON body (`Content-Type: application/json`).
+    pub fn json(mut self, body: &serde_json::Value) -> Self {
+        self.body = body.to_string().into_bytes();
+        self.header("Content-Type", "application/json")
     }
 
     /// `Authorization: Bearer TOKEN`.
@@ -67,8 +80,12 @@ impl Request {
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
+        if !self.body.is_empty() {
+            head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
         head.push_str("\r\n");
         (&stream).write_all(head.as_bytes())?;
+        (&stream).write_all(&self.body)?;
         let mut reader = BufReader::new(Deadline { stream, deadline });
         read_response(&mut reader, self.method == "HEAD")
     }

@@ -61,7 +61,7 @@ fn client_catalog() -> BTreeMap<String, Def> {
 }
 
 /// The namespaces our metrics live in; any identifier starting with one is a metric name.
-const NAMESPACES: [&str; 4] = ["moq_relay_", "moq_client_", "moq_telemetry_", "process_"];
+const NAMESPACES: [&str; 5] = ["moq_relay_", "moq_client_", "moq_telemetry_", "process_", "netplay_"];
 
 /// Metric names written in `text`: identifiers in our namespaces, except prefixes written as
 /// wildcards (`moq_relay_*`).

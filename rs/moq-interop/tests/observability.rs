@@ -41,6 +41,10 @@ fn alert_rules_pass_promtool_unit_tests() {
     assert!(out.contains("SUCCESS"), "{out}");
     let out = check("promtool test rules", "promtool", &["test", "rules", "observability/prometheus-alerts.test.yml"]);
     assert!(out.contains("SUCCESS"), "{out}");
+    // The netplay outage alert's 7-day baseline, from eight days of counters (~30 s).
+    let history = "observability/prometheus-alerts.netplay-history.test.yml";
+    let out = check("promtool test rules (netplay history)", "promtool", &["test", "rules", history]);
+    assert!(out.contains("SUCCESS"), "{out}");
     let out =
         check("promtool check config", "promtool", &["check", "config", "observability/prometheus/prometheus.yml"]);
     assert!(out.contains("SUCCESS"), "{out}");
@@ -69,7 +73,7 @@ fn dashboards() -> Vec<String> {
         .map(|p| p.strip_prefix(repo()).unwrap().display().to_string())
         .collect();
     files.sort();
-    assert_eq!(files.len(), 3, "{files:?}");
+    assert_eq!(files.len(), 4, "{files:?}");
     files
 }
 
@@ -187,8 +191,17 @@ fn live_prometheus_and_alertmanager_see_the_relay_and_deliver_alerts() {
 
     // The relay and clients: a 3-rendition ladder watched by one viewer, and a 1 Mbit/s stream
     // watched by a viewer throttled to 400 kbit/s (it falls further behind every second).
-    let mut relay = Relay::builder().ops().args(["--metrics-linger", "20s"]).start();
+    // Netplay on (its gauges exist only then), sweeping every second so the cleanup alert's
+    // "sweeps stopped" cause (held 3 s here) never sees a pause; one room created so its
+    // histograms have data.
+    let mut relay =
+        Relay::builder().ops().args(["--metrics-linger", "20s", "--netplay", "--netplay-sweep-interval", "1s"]).start();
     let ops = relay.ops.unwrap();
+    let created = http::Request::new("POST", &relay.url("api/netplay/sessions"))
+        .json(&serde_json::json!({ "ttlMinutes": 30, "romId": "obs" }))
+        .send()
+        .unwrap();
+    assert_eq!(created.status, 201, "{created:?}");
     let url = relay.url("demo");
     let mut cam = Publisher::new(&url, "cam").args(["--renditions", "3", "--video-bitrate", "1600000"]).spawn();
     let mut slow = Publisher::new(&url, "slow").args(["--video-bitrate", "1000000"]).spawn();

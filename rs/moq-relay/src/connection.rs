@@ -36,6 +36,8 @@ pub struct Context {
     pub admission: Admission,
     /// Which thread runs each new connection.
     pub workers: Arc<crate::workers::Workers>,
+    /// Netplay rooms (`--netplay`), told when their members' sessions open and close.
+    pub netplay: Option<Arc<crate::netplay::Netplay>>,
 }
 
 /// The session cap: connection attempts hold a slot from before the handshake until the session
@@ -295,7 +297,13 @@ pub async fn serve(
     let handshake = started.elapsed();
     let guard =
         span.in_scope(|| SessionAccepted { session: &session, transport, version, handshake }.emit(&ctx.telemetry));
-    ctx.sessions.insert(id, session.clone());
+    ctx.sessions.insert(id, session.clone(), admitted.grant.subject.clone());
+    // A netplay member is present in its room while this runs (registered above first, so a room
+    // ending from now on finds it to close; one that ended since the decision closes it here).
+    let presence = ctx
+        .netplay
+        .as_ref()
+        .and_then(|n| n.opened(target.token.as_deref(), admitted.grant.subject.as_deref(), &session));
     let opened = Instant::now();
     // The session runs until it ends by itself or its right ends (expiry, revocation).
     let watch = ctx.gate.watch(&audit, &admitted.grant, &auth_request);
@@ -326,7 +334,7 @@ pub async fn serve(
         })
         .unwrap_or_default();
     ctx.gate.ended(auth_request, reason.as_str(), opened.elapsed(), sent, received);
-    drop((admitted, address));
+    drop((admitted, address, presence));
 }
 
 /// The negotiated ALPN of a request, for the auth server.

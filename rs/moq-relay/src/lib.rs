@@ -5,6 +5,7 @@
 pub mod access;
 pub mod config;
 mod connection;
+pub mod netplay;
 mod ops;
 mod serve;
 pub mod telemetry;
@@ -24,24 +25,45 @@ use moq_lite::session::Session;
 use moq_lite::transport::{QuicOptions, WebSocketOptions};
 use tokio::task::JoinSet;
 
-/// Live sessions, so shutdown can send each a GOAWAY.
+/// Live sessions, so shutdown can send each a GOAWAY, and with the subject of their grant, so
+/// a right withdrawn from a subject (a netplay room that ended) can close its sessions.
 #[derive(Clone, Default)]
 pub struct Sessions {
-    inner: Arc<Mutex<HashMap<u64, Session>>>,
+    inner: Arc<Mutex<HashMap<u64, Registered>>>,
 }
 
+/// A live session and the subject of its grant.
+type Registered = (Session, Option<String>);
+
 impl Sessions {
-    fn insert(&self, id: u64, session: Session) {
-        self.inner.lock().unwrap().insert(id, session);
+    fn insert(&self, id: u64, session: Session, subject: Option<String>) {
+        self.inner.lock().unwrap().insert(id, (session, subject));
     }
     fn remove(&self, id: u64) {
         self.inner.lock().unwrap().remove(&id);
     }
     fn get(&self, id: u64) -> Option<Session> {
-        self.inner.lock().unwrap().get(&id).cloned()
+        self.inner.lock().unwrap().get(&id).map(|(s, _)| s.clone())
     }
     fn all(&self) -> Vec<Session> {
-        self.inner.lock().unwrap().values().cloned().collect()
+        self.inner.lock().unwrap().values().map(|(s, _)| s.clone()).collect()
+    }
+    /// Closes (code `unauthorized`) every session whose subject `matches`; returns how many.
+    fn close_subjects(&self, matches: impl Fn(&str) -> bool) -> usize {
+        let chosen: Vec<Session> = {
+            let inner = self.inner.lock().unwrap();
+            let mut chosen = Vec::new();
+            for (session, subject) in inner.values() {
+                if subject.as_deref().is_some_and(&matches) {
+                    chosen.push(session.clone());
+                }
+            }
+            chosen
+        };
+        for session in &chosen {
+            session.close(&moq_lite::Error::Unauthorized);
+        }
+        chosen.len()
     }
     fn len(&self) -> usize {
         self.inner.lock().unwrap().len()
@@ -123,7 +145,11 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopping = serve::Stopping(stop_rx);
-    let (gate, audit_writer) = gatekeeper(&config)?;
+    let netplay = match config.netplay.enabled {
+        true => Some(netplay::Netplay::with_peer_ip(config.netplay.clone(), sessions.clone(), config.peer_ip)?),
+        false => None,
+    };
+    let (gate, audit_writer) = gatekeeper(&config, netplay.clone())?;
     let ctx = Arc::new(connection::Context {
         telemetry: telemetry.clone(),
         peer_ip: config.peer_ip,
@@ -135,6 +161,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         sessions: sessions.clone(),
         admission: connection::Admission::new(config.max_sessions),
         workers: workers.clone(),
+        netplay: netplay.clone(),
     });
 
     let mut background = JoinSet::new();
@@ -147,6 +174,9 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     });
     background
         .spawn(serve::Upkeep { telemetry: telemetry.clone(), workers: workers.clone(), origin: origin.clone() }.run());
+    if let Some(netplay) = &netplay {
+        background.spawn(netplay.clone().run());
+    }
     let mut servers = Vec::new();
     let mut listeners = JoinSet::new();
     let server_tls = tls::server_config(&tls)?;
@@ -158,8 +188,12 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         if config.http {
             // WebSocket upgrades at any path are sessions; the other requests reach the routes.
             let websockets = serve::WebSockets::new(ctx.clone(), config.versions.clone(), websocket.clone());
-            let router = web::router(web_state(&origin, &config, &tls))
+            let mut router = web::router(web_state(&origin, &config, &tls))
                 .layer(axum::middleware::from_fn_with_state(websockets, serve::websocket::intercept));
+            // Beside the intercept, not behind it: no API path is taken for a WebSocket session.
+            if let Some(netplay) = &netplay {
+                router = router.merge(netplay::api::router(netplay.clone()));
+            }
             let http = serve::HttpListener::bind(*addr, router, "public").await?.public(
                 server_tls.clone(),
                 config.peer_ip,
@@ -222,7 +256,10 @@ async fn drain(sessions: &Sessions, window: Duration) {
 
 /// The access layer from the configuration: who decides (keys + public patterns, or the auth
 /// server), the limits, the audit log (whose writer runs as a background service).
-fn gatekeeper(config: &config::Config) -> anyhow::Result<(Arc<access::gate::Gatekeeper>, access::audit::AuditWriter)> {
+fn gatekeeper(
+    config: &config::Config,
+    netplay: Option<Arc<netplay::Netplay>>,
+) -> anyhow::Result<(Arc<access::gate::Gatekeeper>, access::audit::AuditWriter)> {
     use access::policy::{Policy, Public};
     let auth = &config.auth;
     let policy = match &auth.url {
@@ -235,7 +272,9 @@ fn gatekeeper(config: &config::Config) -> anyhow::Result<(Arc<access::gate::Gate
     let (audit, writer) = access::audit::Audit::open(auth.audit_log.as_deref())?;
     let node = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "moq-relay".into());
     let limits = access::limits::Counter::new(config.limits.clone());
-    Ok((Arc::new(access::gate::Gatekeeper { policy, limits, audit, node }), writer))
+    // Netplay tokens are the relay's own: decided by the netplay service whatever the policy.
+    let issuer = netplay.map(|n| n as Arc<dyn access::policy::Issuer>);
+    Ok((Arc::new(access::gate::Gatekeeper { policy, limits, audit, node, issuer }), writer))
 }
 
 /// The public HTTP endpoints' view of the relay: the certificate to pin, and the broadcasts anyone

@@ -68,6 +68,11 @@ fn list(state: &WebState, prefix: &str) -> String {
 
 /// Allow any origin, and answer every `OPTIONS` preflight directly.
 async fn cors(request: Request, next: Next) -> Response {
+    cors_allowing("GET, OPTIONS", request, next).await
+}
+
+/// [`cors`] for routes answering `methods` (the netplay API's POST and DELETE).
+pub(crate) async fn cors_allowing(methods: &'static str, request: Request, next: Next) -> Response {
     let preflight = request.method() == Method::OPTIONS;
     let request_headers = request.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
 
@@ -76,7 +81,7 @@ async fn cors(request: Request, next: Next) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     if preflight {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));
         // Echo what was asked for: nothing here depends on request headers.
         if let Some(requested) = request_headers {
             headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);

@@ -35,6 +35,14 @@ struct Viewer {
 }
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<u8> {
+    run_until(args, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}
+
+/// As [`run`], stopping early (with the summary so far) when `stop` resolves instead of on Ctrl-C.
+pub async fn run_until(args: WatchArgs, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<u8> {
     let started = Instant::now();
     impairment::measure_from(started, args.warmup);
     let mut viewers = tokio::task::JoinSet::new();
@@ -64,9 +72,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<u8> {
     });
     report.tick().await;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    // One listener for the whole loop: a `ctrl_c()` made afresh each turn misses a SIGINT that
+    // One future for the whole loop: a `ctrl_c()` made afresh each turn misses a SIGINT that
     // arrives while the loop body runs (Tokio's listener only sees signals after it subscribes).
-    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut interrupted = std::pin::pin!(stop);
     loop {
         tokio::select! {
             joined = viewers.join_next() => match joined {
@@ -95,6 +103,18 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<u8> {
 }
 
 type ViewerResult = Result<(), (u8, anyhow::Error)>;
+
+/// How long tracks may still finish after their session ended before the viewer gives up on them.
+const SESSION_GONE_DRAIN: Duration = Duration::from_millis(500);
+
+/// Aborts a task when dropped, however the future owning it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Counts this viewer in `moq_client_active_viewers` from connect until it stops, however it stops.
 struct Watching(metrics::Gauge);
@@ -136,12 +156,12 @@ async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Cl
             ..Default::default()
         },
     );
-    let run = tokio::spawn({
+    let mut run = tokio::spawn({
         let session = session.clone();
         async move { session.run().await }
     });
     let path = moq_lite::path::normalize(&args.broadcast);
-    let result = async {
+    let received = async {
         let broadcast = if args.direct {
             session.subscribe_broadcast(&path)
         } else {
@@ -152,8 +172,8 @@ async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Cl
         };
         // The player's clock runs beside the tracks feeding it (not when only verifying: at 100
         // wake-ups a second per viewer it would cost a load test more than the frames do).
-        let clock = (!args.all_renditions).then(|| {
-            tokio::spawn({
+        let _clock = (!args.all_renditions).then(|| {
+            AbortOnDrop(tokio::spawn({
                 let player = me.player.clone();
                 async move {
                     let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -167,15 +187,26 @@ async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Cl
                         }
                     }
                 }
-            })
+            }))
         });
-        let result = receive(&broadcast, &args, &me).await;
-        if let Some(clock) = clock {
-            clock.abort();
+        receive(&broadcast, &args, &me).await
+    };
+    let mut received = std::pin::pin!(received);
+    let result = tokio::select! {
+        result = &mut received => result,
+        // The session is gone (e.g. the relay closed it: a netplay session ended) and the tracks
+        // may never end: let what already arrived drain, then stop with why.
+        ended = &mut run => {
+            let why = match ended {
+                Ok(err) => err.to_string(),
+                Err(e) => e.to_string(),
+            };
+            match tokio::time::timeout(SESSION_GONE_DRAIN, &mut received).await {
+                Ok(result) => result,
+                Err(_) => Err((exit::CONNECT, anyhow::anyhow!("session lost: {why}"))),
+            }
         }
-        result
-    }
-    .await;
+    };
     session.close(&moq_lite::Error::Cancel);
     run.abort();
     let _ = tokio::time::timeout(Duration::from_millis(500), client.wait_idle()).await;

@@ -81,7 +81,7 @@ impl Client {
         if matches!(url.scheme(), "ws" | "wss") {
             let rustls_config = match url.scheme() {
                 "wss" => {
-                    let mut config = self.rustls_config(&tls, true)?;
+                    let mut config = rustls_client_config(&tls, true)?;
                     config.alpn_protocols = vec![b"http/1.1".to_vec()];
                     Some(Arc::new(config))
                 }
@@ -156,47 +156,12 @@ impl Client {
     }
 
     fn quinn_config(&self, tls: &ClientTls, alpns: Vec<Vec<u8>>) -> anyhow::Result<quinn::ClientConfig> {
-        let mut rustls_config = self.rustls_config(tls, false)?;
+        let mut rustls_config = rustls_client_config(tls, false)?;
         rustls_config.alpn_protocols = alpns;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(rustls_config)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(self.config.quic.transport_config());
         Ok(config)
-    }
-
-    /// Our trust settings as a rustls client configuration (ring provider); TLS 1.3 only unless
-    /// `tls12` (TLS over TCP may meet a TLS 1.2 proxy; QUIC never does).
-    fn rustls_config(&self, tls: &ClientTls, tls12: bool) -> anyhow::Result<rustls::ClientConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let versions: &[&rustls::SupportedProtocolVersion] = match tls12 {
-            true => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            false => &[&rustls::version::TLS13],
-        };
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
-        let rustls_config = if tls.insecure || !tls.fingerprints.is_empty() {
-            let fingerprints = tls
-                .fingerprints
-                .iter()
-                .map(|f| {
-                    let bytes = hex::decode(f.trim()).context("fingerprint is not hex")?;
-                    bytes.try_into().map_err(|_| anyhow::anyhow!("fingerprint is not 32 bytes"))
-                })
-                .collect::<anyhow::Result<Vec<[u8; 32]>>>()?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedVerifier { fingerprints, provider }))
-                .with_no_client_auth()
-        } else {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            for cert in &tls.roots {
-                roots.add(cert.clone())?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        };
-        Ok(rustls_config)
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -207,6 +172,42 @@ impl Client {
     pub async fn wait_idle(&self) {
         self.endpoint.wait_idle().await
     }
+}
+
+/// A client's trust settings as a rustls client configuration (ring provider); TLS 1.3 only unless
+/// `tls12` (TLS over TCP may meet a TLS 1.2 proxy; QUIC never does). Public so other TLS
+/// clients of a program (an HTTP API client) trust the relay exactly as its MoQ connections do.
+pub fn rustls_client_config(tls: &ClientTls, tls12: bool) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls12 {
+        true => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        false => &[&rustls::version::TLS13],
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
+    let rustls_config = if tls.insecure || !tls.fingerprints.is_empty() {
+        let fingerprints = tls
+            .fingerprints
+            .iter()
+            .map(|f| {
+                let bytes = hex::decode(f.trim()).context("fingerprint is not hex")?;
+                bytes.try_into().map_err(|_| anyhow::anyhow!("fingerprint is not 32 bytes"))
+            })
+            .collect::<anyhow::Result<Vec<[u8; 32]>>>()?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedVerifier { fingerprints, provider }))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        for cert in &tls.roots {
+            roots.add(cert.clone())?;
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(rustls_config)
 }
 
 /// `GET http://host:port/certificate.sha256` over plain TCP: the development bootstrap that lets

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use super::audit::{Audit, AuditContext};
 use super::auth_server::{AuthRequest, SessionEnd};
 use super::limits::{AddressSlot, Counter, Limit, SubjectSlot};
-use super::policy::{Access, Policy};
+use super::policy::{Access, Issuer, Policy};
+use super::token;
 use super::{Denial, Grant, Refusal};
 use crate::telemetry::access::{AccessDecided, AuthServerAnswered, LimitHit, Revalidated, RightEnded, StreamRefused};
 
@@ -22,6 +23,8 @@ pub struct Gatekeeper {
     pub audit: Audit,
     /// This relay's name in auth-server requests.
     pub node: String,
+    /// The relay's own tokens (netplay), decided before the policy.
+    pub issuer: Option<Arc<dyn Issuer>>,
 }
 
 /// What a session holds while it runs: its places in the limits, released on drop.
@@ -54,12 +57,18 @@ impl Gatekeeper {
 
     /// The access decision for a session; emit inside its `moq.auth` span.
     pub async fn decide(&self, ctx: &AuditContext, access: &Access<'_>) -> Result<Admitted, Refusal> {
-        let started = Instant::now();
-        let outcome = self.policy.decide(access).await;
-        if self.policy.server().is_some() {
-            let took = started.elapsed();
-            AuthServerAnswered { event: "connect", outcome: outcome.as_ref().map(|_| ()), took }.emit();
-        }
+        let outcome = match self.issued(access) {
+            Some(outcome) => outcome,
+            None => {
+                let started = Instant::now();
+                let outcome = self.policy.decide(access).await;
+                if self.policy.server().is_some() {
+                    let took = started.elapsed();
+                    AuthServerAnswered { event: "connect", outcome: outcome.as_ref().map(|_| ()), took }.emit();
+                }
+                outcome
+            }
+        };
         let outcome = outcome.and_then(|grant| {
             let subject = match grant.subject.as_deref() {
                 Some(subject) => Some(self.limits.admit_subject(subject).map_err(|limit| {
@@ -76,6 +85,14 @@ impl Gatekeeper {
             _ => AccessDecided { ctx, outcome: outcome.as_ref().map(|a| &a.grant) }.emit(&self.audit),
         }
         outcome
+    }
+
+    /// The decision on a token of the relay's own issuer (by its `kid`); `None` for anything else.
+    fn issued(&self, access: &Access<'_>) -> Option<Result<Grant, Refusal>> {
+        let issuer = self.issuer.as_ref()?;
+        let jwt = access.token?;
+        let ours = token::kid(jwt).is_some_and(|kid| kid == issuer.kid());
+        ours.then(|| issuer.grant(jwt, access.dialed, SystemTime::now()))
     }
 
     /// The callback moq-lite calls for each request it refuses in this session.

@@ -55,6 +55,17 @@ pub enum Policy {
     Server(AuthServer),
 }
 
+/// Tokens the relay issues itself (netplay rooms' tokens), told apart by the `kid` of their
+/// header: the gatekeeper hands them to their issuer whatever the [`Policy`] (keys, public
+/// patterns or auth server), and they are good only while the issuer vouches for them.
+pub trait Issuer: Send + Sync {
+    /// The `kid` its tokens carry.
+    fn kid(&self) -> &'static str;
+    /// The grant of a session dialed at `dialed` (normalized) presenting `token`, one of this
+    /// issuer's by its `kid`.
+    fn grant(&self, token: &str, dialed: &str, now: SystemTime) -> Result<Grant, Refusal>;
+}
+
 /// One session's request, as the access layer sees it.
 pub struct Access<'a> {
     /// The normalized dialed path (the session's root).

@@ -24,7 +24,7 @@ use moq_lite::pattern::{Pattern, Patterns};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::keys::{quote, Keys};
+use super::keys::{quote, Key, Keys};
 use super::{Denial, Grant, Refusal, Source};
 
 /// How far the relay's clock and the issuer's may disagree: `exp`, `nbf` and `iat` are each
@@ -54,14 +54,33 @@ pub struct Claims {
 /// Verifies `token` with `keys` at `now`: the signature with the key's own algorithm, then the
 /// claims, then the times.
 pub fn verify(keys: &Keys, token: &str, now: SystemTime) -> Result<Claims, Refusal> {
+    let (header, signature) = split(token)?;
+    let key = keys.find(header.kid.as_deref())?;
+    verify_signed(&key, header, signature, token, now)
+}
+
+/// Verifies `token` with one `key`, whatever its `kid` says, as [`verify`] does.
+pub fn verify_with(key: &Key, token: &str, now: SystemTime) -> Result<Claims, Refusal> {
+    let (header, signature) = split(token)?;
+    verify_signed(key, header, signature, token, now)
+}
+
+/// The `kid` of a token's header, if it has a readable one (nothing is verified).
+pub fn kid(token: &str) -> Option<String> {
+    split(token).ok()?.0.kid
+}
+
+/// The decoded header and the signature part of a JWT.
+fn split(token: &str) -> Result<(Header, &str), Refusal> {
     let mut parts = token.split('.');
     let (Some(header), Some(_), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(malformed("not a JWT: it needs three dot-separated parts"));
     };
-    let header = Header::decode(header)?;
+    Ok((Header::decode(header)?, signature))
+}
 
-    let key = keys.find(header.kid.as_deref())?;
+fn verify_signed(key: &Key, header: Header, signature: &str, token: &str, now: SystemTime) -> Result<Claims, Refusal> {
     if header.alg != key.algorithm() {
         return Err(Refusal::new(
             Denial::BadAlgorithm,

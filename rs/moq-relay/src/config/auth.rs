@@ -45,15 +45,18 @@ pub(super) fn resolve(settings: &Settings) -> anyhow::Result<(Auth, Limits)> {
 
     let url = settings.auth_url.clone().filter(|u| !u.is_empty());
     let public = !public_publish.is_empty() || !public_subscribe.is_empty();
+    // A relay serving only netplay rooms needs nothing else: their tokens are its own.
+    let netplay = settings.netplay == Some(true);
     match (&url, settings.auth_key.is_some(), public) {
         (Some(_), true, _) | (Some(_), _, true) => bail!(
             "--auth-url excludes --auth-key and --auth-public*: the auth server decides every session \
              (give it the keys and public rules instead)"
         ),
-        (None, false, false) => bail!(
+        (None, false, false) if !netplay => bail!(
             "no access control configured: set --auth-key FILE_OR_DIR to verify tokens, and/or \
              --auth-public-subscribe / --auth-public-publish / --auth-public PATTERN for anonymous access \
-             (`--auth-public '**'` opens everything, for development), or --auth-url URL for an auth server"
+             (`--auth-public '**'` opens everything, for development), --auth-url URL for an auth server, \
+             or --netplay to serve only netplay sessions (docs/netplay.md)"
         ),
         _ => {}
     }

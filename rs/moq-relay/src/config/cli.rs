@@ -132,6 +132,58 @@ pub(super) struct Settings {
     #[arg(long, env = "MOQ_LIMIT_WEBSOCKET_UPGRADE_BYTES", value_name = "BYTES")]
     pub(super) limit_websocket_upgrade_bytes: Option<usize>,
 
+    /// Serve netplay sessions (docs/netplay.md): rooms created and joined over the public HTTP
+    /// listener (/api/netplay/...), with tokens the relay signs itself. Counts as access control
+    /// on its own. [default: false]
+    #[arg(long, env = "MOQ_NETPLAY", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub(super) netplay: Option<bool>,
+
+    /// Shortest TTL a netplay session may ask for, in minutes. [default: 5]
+    #[arg(long, env = "MOQ_NETPLAY_MIN_TTL_MINUTES", value_name = "MINUTES")]
+    pub(super) netplay_min_ttl_minutes: Option<u32>,
+
+    /// Longest TTL a netplay session may ask for, in minutes (at most 1440). [default: 240]
+    #[arg(long, env = "MOQ_NETPLAY_MAX_TTL_MINUTES", value_name = "MINUTES")]
+    pub(super) netplay_max_ttl_minutes: Option<u32>,
+
+    /// TTL of a netplay session that asks for none, in minutes. [default: 60]
+    #[arg(long, env = "MOQ_NETPLAY_DEFAULT_TTL_MINUTES", value_name = "MINUTES")]
+    pub(super) netplay_default_ttl_minutes: Option<u32>,
+
+    /// Participants one netplay session takes, its host not counted. [default: 8]
+    #[arg(long, env = "MOQ_NETPLAY_MAX_PARTICIPANTS", value_name = "COUNT")]
+    pub(super) netplay_max_participants: Option<usize>,
+
+    /// Netplay sessions live at once; more creates are refused (503 capacity). [default: 10000]
+    #[arg(long, env = "MOQ_NETPLAY_MAX_SESSIONS", value_name = "COUNT")]
+    pub(super) netplay_max_sessions: Option<usize>,
+
+    /// Join attempts one client address may make (IPv6: one /64), as COUNT/PERIOD[:BURST]:
+    /// 1/s:5 is one a second with bursts of 5, which makes guessing a join code hopeless.
+    /// [default: 1/s:5]
+    #[arg(long, env = "MOQ_NETPLAY_JOIN_RATE_PER_ADDRESS", value_name = "RATE")]
+    pub(super) netplay_join_rate_per_address: Option<crate::netplay::Rate>,
+
+    /// Netplay sessions one client address may create, as COUNT/PERIOD[:BURST]. Rooms nobody
+    /// connects to end after --netplay-idle-timeout, so at the default one address holds about
+    /// 50 such rooms at most. [default: 10/min:5]
+    #[arg(long, env = "MOQ_NETPLAY_CREATE_RATE_PER_ADDRESS", value_name = "RATE")]
+    pub(super) netplay_create_rate_per_address: Option<crate::netplay::Rate>,
+
+    /// How often the cleanup sweep ends netplay sessions past their TTL. [default: 30s]
+    #[arg(long, env = "MOQ_NETPLAY_SWEEP_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(super) netplay_sweep_interval: Option<Duration>,
+
+    /// How long a netplay host whose last MoQ session closed has to come back before its
+    /// session ends (hostLeft). [default: 10s]
+    #[arg(long, env = "MOQ_NETPLAY_HOST_GRACE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(super) netplay_host_grace: Option<Duration>,
+
+    /// A netplay session nobody has a MoQ session in for this long ends (timeout), counted from
+    /// its creation until the first connection. [default: 5m]
+    #[arg(long, env = "MOQ_NETPLAY_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(super) netplay_idle_timeout: Option<Duration>,
+
     /// On shutdown, how long sessions get to leave after GOAWAY before they are
     /// closed, e.g. 5s or 500ms. [default: 5s]
     #[arg(long, env = "MOQ_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -350,6 +402,17 @@ mod tests {
             "log-level",
             "ops-listen",
             "peer-ip",
+            "netplay",
+            "netplay-min-ttl-minutes",
+            "netplay-max-ttl-minutes",
+            "netplay-default-ttl-minutes",
+            "netplay-max-participants",
+            "netplay-max-sessions",
+            "netplay-join-rate-per-address",
+            "netplay-create-rate-per-address",
+            "netplay-sweep-interval",
+            "netplay-host-grace",
+            "netplay-idle-timeout",
         ] {
             assert!(checked.contains(&long), "--{long}: no [default: ...] in its help was checked");
         }

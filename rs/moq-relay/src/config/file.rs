@@ -1,5 +1,6 @@
 //! The TOML file layer. Keys are the flag names, grouped into sections (`[tls]`, `[auth]`,
-//! `[limits]`, `[quic]`, `[ops]`, `[metrics]`, `[telemetry]`); durations are humantime strings.
+//! `[limits]`, `[quic]`, `[ops]`, `[metrics]`, `[telemetry]`, `[netplay]`); durations are humantime
+//! strings.
 
 use std::{
     net::SocketAddr,
@@ -28,7 +29,16 @@ pub(super) fn read(path: &Path) -> anyhow::Result<Settings> {
         ),
         None => None,
     };
-    Ok(Settings { versions, ..file.into() })
+    let rate = |name: &str, text: &Option<String>| -> anyhow::Result<Option<crate::netplay::Rate>> {
+        text.as_deref()
+            .map(|t| {
+                t.parse().map_err(|e| anyhow::anyhow!("invalid config file {}: netplay.{name}: {e}", path.display()))
+            })
+            .transpose()
+    };
+    let netplay_join_rate_per_address = rate("join_rate_per_address", &file.netplay.join_rate_per_address)?;
+    let netplay_create_rate_per_address = rate("create_rate_per_address", &file.netplay.create_rate_per_address)?;
+    Ok(Settings { versions, netplay_join_rate_per_address, netplay_create_rate_per_address, ..file.into() })
 }
 
 /// The TOML file layout. Unknown keys are rejected so typos don't go unnoticed.
@@ -54,6 +64,28 @@ struct File {
     metrics: FileMetrics,
     #[serde(default)]
     telemetry: FileTelemetry,
+    #[serde(default)]
+    netplay: FileNetplay,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileNetplay {
+    enabled: Option<bool>,
+    min_ttl_minutes: Option<u32>,
+    max_ttl_minutes: Option<u32>,
+    default_ttl_minutes: Option<u32>,
+    max_participants: Option<usize>,
+    max_sessions: Option<usize>,
+    /// `COUNT/PERIOD[:BURST]`, e.g. "1/s:5".
+    join_rate_per_address: Option<String>,
+    create_rate_per_address: Option<String>,
+    #[serde(default, with = "duration")]
+    sweep_interval: Option<Duration>,
+    #[serde(default, with = "duration")]
+    host_grace: Option<Duration>,
+    #[serde(default, with = "duration")]
+    idle_timeout: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -188,6 +220,17 @@ impl From<File> for Settings {
             trace_sample_ratio: file.telemetry.sample_ratio,
             peer_ip: file.telemetry.peer_ip.and_then(|p| p.parse().ok()),
             environment: file.telemetry.environment,
+            netplay: file.netplay.enabled,
+            netplay_min_ttl_minutes: file.netplay.min_ttl_minutes,
+            netplay_max_ttl_minutes: file.netplay.max_ttl_minutes,
+            netplay_default_ttl_minutes: file.netplay.default_ttl_minutes,
+            netplay_max_participants: file.netplay.max_participants,
+            netplay_max_sessions: file.netplay.max_sessions,
+            netplay_join_rate_per_address: None, // parsed (fallibly) in `read`
+            netplay_create_rate_per_address: None,
+            netplay_sweep_interval: file.netplay.sweep_interval,
+            netplay_host_grace: file.netplay.host_grace,
+            netplay_idle_timeout: file.netplay.idle_timeout,
         }
     }
 }

@@ -11,14 +11,15 @@
 //! - [`file`]: the TOML file;
 //! - one module per concern applies its defaults and checks its values: [`listen`]
 //!   (addresses, TLS, HTTP, publish/subscribe prefixes), [`quic`] (streams, sessions,
-//!   workers, timeouts), [`ops`] (operator listener and metric labels) and [`telemetry`]
-//!   (logs, traces, peer addresses). Defaults the library already has are taken from it
+//!   workers, timeouts), [`ops`] (operator listener and metric labels), [`telemetry`]
+//!   (logs, traces, peer addresses) and [`netplay`] (netplay sessions). Defaults the library already has are taken from it
 //!   ([`moq_lite::transport::QuicOptions`], [`moq_lite::telemetry::LabelLimits`]).
 
 mod auth;
 mod cli;
 mod file;
 mod listen;
+mod netplay;
 mod ops;
 mod quic;
 mod telemetry;
@@ -85,6 +86,8 @@ pub struct Config {
     pub peer_ip: moq_telemetry::redact::PeerIp,
     /// `deployment.environment` resource attribute; `None` falls back to `OTEL_RESOURCE_ATTRIBUTES`.
     pub environment: Option<String>,
+    /// Netplay sessions (`--netplay*`); served only when `enabled`.
+    pub netplay: crate::netplay::Settings,
 }
 
 /// Load the configuration from the process arguments and environment.
@@ -169,6 +172,19 @@ impl Settings {
             trace_sample_ratio: self.trace_sample_ratio.or(lower.trace_sample_ratio),
             peer_ip: self.peer_ip.or(lower.peer_ip),
             environment: self.environment.or(lower.environment),
+            netplay: self.netplay.or(lower.netplay),
+            netplay_min_ttl_minutes: self.netplay_min_ttl_minutes.or(lower.netplay_min_ttl_minutes),
+            netplay_max_ttl_minutes: self.netplay_max_ttl_minutes.or(lower.netplay_max_ttl_minutes),
+            netplay_default_ttl_minutes: self.netplay_default_ttl_minutes.or(lower.netplay_default_ttl_minutes),
+            netplay_max_participants: self.netplay_max_participants.or(lower.netplay_max_participants),
+            netplay_max_sessions: self.netplay_max_sessions.or(lower.netplay_max_sessions),
+            netplay_join_rate_per_address: self.netplay_join_rate_per_address.or(lower.netplay_join_rate_per_address),
+            netplay_create_rate_per_address: self
+                .netplay_create_rate_per_address
+                .or(lower.netplay_create_rate_per_address),
+            netplay_sweep_interval: self.netplay_sweep_interval.or(lower.netplay_sweep_interval),
+            netplay_host_grace: self.netplay_host_grace.or(lower.netplay_host_grace),
+            netplay_idle_timeout: self.netplay_idle_timeout.or(lower.netplay_idle_timeout),
         }
     }
 
@@ -180,6 +196,7 @@ impl Settings {
         let ops = ops::Ops::resolve(&self);
         let telemetry = telemetry::Telemetry::resolve(&self);
         let (auth, limits) = auth::resolve(&self)?;
+        let netplay = netplay::resolve(&self)?;
 
         Ok(Config {
             file,
@@ -207,6 +224,7 @@ impl Settings {
             trace_sample_ratio: telemetry.trace_sample_ratio,
             peer_ip: telemetry.peer_ip,
             environment: telemetry.environment,
+            netplay,
         })
     }
 }

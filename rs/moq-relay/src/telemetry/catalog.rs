@@ -282,6 +282,103 @@ pub const RELAY: &[Metric] = &[
     AUDIT_DROPPED,
 ];
 
+/// The netplay signaling provider this relay is (the only `provider` label value).
+pub const NETPLAY_PROVIDER: &str = "moq-relay";
+const PROVIDER: Label = Label::known("provider", &[NETPLAY_PROVIDER]);
+const NETPLAY_MINUTES_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 240.0, 480.0, 1440.0];
+const NETPLAY_LATENCY_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
+const NETPLAY_SWEEP_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0];
+/// How a create request came out: spelled from `netplay::sessions::CreateRefusal` (and `ok`).
+pub const NETPLAY_CREATE_RESULTS: &[&str] =
+    &["ok", "invalid_request", "invalid_ttl", "conflict", "rate_limited", "capacity", "error"];
+/// How a join request came out: spelled from `netplay::sessions::JoinRefusal` (and `accepted`).
+pub const NETPLAY_JOIN_RESULTS: &[&str] =
+    &["accepted", "unknown_code", "expired", "full", "duplicate", "rate_limited", "invalid_request", "error"];
+/// Why a netplay session ended: spelled from `netplay::sessions::EndReason`.
+pub const NETPLAY_END_REASONS: &[&str] = &["hostLeft", "timeout", "cleanupJob"];
+
+pub const NETPLAY_CREATED: Metric = Metric::counter(
+    "netplay_sessions_created_total",
+    Unit::Count("requests"),
+    "Netplay session create requests (POST /api/netplay/sessions), by result.",
+)
+.labels(&[PROVIDER, Label::known("result", NETPLAY_CREATE_RESULTS)]);
+pub const NETPLAY_DURATION: Metric = Metric::histogram(
+    "netplay_session_duration_minutes",
+    Unit::Count("minutes"),
+    NETPLAY_MINUTES_BUCKETS,
+    "Lifetime of ended netplay sessions, from creation to their end.",
+)
+.labels(&[PROVIDER]);
+pub const NETPLAY_JOINED: Metric = Metric::counter(
+    "netplay_participants_joined_total",
+    Unit::Count("requests"),
+    "Netplay join requests (POST /api/netplay/join), by result: accepted or why refused.",
+)
+.labels(&[Label::known("result", NETPLAY_JOIN_RESULTS)]);
+pub const NETPLAY_LATENCY: Metric = Metric::histogram(
+    "netplay_signaling_latency_ms",
+    Unit::Count("milliseconds"),
+    NETPLAY_LATENCY_BUCKETS,
+    "Time the relay took to handle a netplay signaling request, by operation (create|join|delete).",
+)
+.labels(&[PROVIDER, Label::known("operation", &["create", "join", "delete"])]);
+pub const NETPLAY_SWEEPS: Metric =
+    Metric::counter("netplay_cleanup_sweeps_total", Unit::Count("sweeps"), "Netplay cleanup sweeps run.");
+pub const NETPLAY_SWEEP_DURATION: Metric = Metric::histogram(
+    "netplay_cleanup_duration_ms",
+    Unit::Count("milliseconds"),
+    NETPLAY_SWEEP_BUCKETS,
+    "Time one netplay cleanup sweep took.",
+);
+pub const NETPLAY_ACTIVE: Metric =
+    Metric::gauge("netplay_active_sessions", Unit::Count("sessions"), "Netplay sessions currently live.")
+        .labels(&[PROVIDER]);
+pub const NETPLAY_ENDED: Metric = Metric::counter(
+    "netplay_sessions_ended_total",
+    Unit::Count("sessions"),
+    "Netplay sessions ended, by reason (hostLeft, timeout: abandoned, cleanupJob: TTL passed).",
+)
+.labels(&[PROVIDER, Label::known("reason", NETPLAY_END_REASONS)]);
+pub const NETPLAY_SWEEP_EXPIRED: Metric = Metric::gauge(
+    "netplay_cleanup_expired_sessions",
+    Unit::Count("sessions"),
+    "Netplay sessions the last cleanup sweep ended (their TTL had passed).",
+);
+pub const NETPLAY_PAST_TTL: Metric = Metric::gauge(
+    "netplay_sessions_past_ttl",
+    Unit::Count("sessions"),
+    "Netplay sessions past their TTL still alive after the last cleanup sweep; anything but 0 means cleanup is failing.",
+);
+pub const NETPLAY_REQUESTED_TTL: Metric = Metric::histogram(
+    "netplay_requested_ttl_minutes",
+    Unit::Count("minutes"),
+    NETPLAY_MINUTES_BUCKETS,
+    "TTLs create requests asked for (the default when they named none), valid or not.",
+);
+pub const NETPLAY_TTL_LIMIT: Metric = Metric::gauge(
+    "netplay_ttl_limit_minutes",
+    Unit::Count("minutes"),
+    "The configured netplay TTL bounds (--netplay-min/max/default-ttl-minutes).",
+)
+.labels(&[Label::known("bound", &["min", "max", "default"])]);
+
+/// The netplay sessions' metrics (`--netplay`; exported at 0 without it).
+pub const NETPLAY: &[Metric] = &[
+    NETPLAY_CREATED,
+    NETPLAY_DURATION,
+    NETPLAY_JOINED,
+    NETPLAY_LATENCY,
+    NETPLAY_SWEEPS,
+    NETPLAY_SWEEP_DURATION,
+    NETPLAY_ACTIVE,
+    NETPLAY_ENDED,
+    NETPLAY_SWEEP_EXPIRED,
+    NETPLAY_PAST_TTL,
+    NETPLAY_REQUESTED_TTL,
+    NETPLAY_TTL_LIMIT,
+];
+
 pub const PROCESS_CPU: Metric =
     Metric::counter("process_cpu_seconds_total", Unit::Seconds, "User and system CPU time of the relay process.");
 pub const PROCESS_MEMORY: Metric =
@@ -300,6 +397,7 @@ pub fn all() -> Vec<Catalog<'static>> {
     vec![
         Catalog::new(TRANSPORT_PREFIX, moq_lite::telemetry::CATALOG),
         Catalog::new("", RELAY),
+        Catalog::new("", NETPLAY),
         Catalog::new("", PROCESS),
         moq_telemetry::catalog::catalog(),
     ]

@@ -2,7 +2,8 @@
 //!
 //! - [`catalog`]: every metric the relay exports, defined once (its own, and the lists of the
 //!   transport's and the exporter's it exports too);
-//! - [`events`]: the session events, each logging and counting itself;
+//! - [`events`]: the session events, each logging and counting itself ([`access`] and [`netplay`]:
+//!   the access and netplay events);
 //! - `live`: state read into gauges right before each scrape; `quic`: QUIC connection stats
 //!   folded into counters; `process`: CPU, memory and descriptors.
 //!
@@ -14,6 +15,7 @@ pub mod access;
 pub mod catalog;
 pub mod events;
 mod live;
+pub mod netplay;
 mod process;
 mod quic;
 
