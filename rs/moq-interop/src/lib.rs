@@ -11,13 +11,16 @@
 //!   MP4/fMP4 file ([`media::packets`]), for bit-exact comparisons;
 //! - [`auth`]: keys and tokens for access-control tests ([`TokenLab`], [`Grant`]), the reference
 //!   auth server ([`AuthServer`]) and the reference relay using it ([`reference_relay_with_auth`]);
-//! - [`http`]: a blocking HTTP/1.1 client ([`http::get`], [`http::Request`]).
+//! - [`http`]: a blocking HTTP/1.1 client ([`http::get`], [`http::Request`]);
+//! - [`netplay`]: netplay sessions (docs/netplay.md): the relay, `moq netplay host|join`, the API,
+//!   and the documented metrics and log lines to check against.
 
 pub mod auth;
 pub mod browser;
 pub mod clients;
 pub mod http;
 pub mod media;
+pub mod netplay;
 pub mod process;
 pub mod relay;
 pub mod scrape;

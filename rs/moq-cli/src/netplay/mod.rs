@@ -299,22 +299,30 @@ async fn host(args: HostArgs, shutdown: Shutdown) -> anyhow::Result<u8> {
     };
     let published = publish::publish(&publication, shutdown.clone().wait()).await;
     let mut code = 0;
-    match published {
+    let published = match published {
         Ok(published) => {
             publish::report(&published, label, args.stream.json);
-            published.close(args.stream.linger).await;
+            // Viewers get the last group before the session ends.
+            tokio::time::sleep(args.stream.linger).await;
+            Some(published)
         }
         Err(e) => {
             eprintln!("{label}: {e:#}");
             code = watch::exit::CONNECT;
+            None
         }
-    }
-    // The host leaving ends the session.
+    };
+    // The host leaving ends the session, while its own MoQ session is still open: the relay then
+    // closes every member's sessions. Closing ours first would end the host's stream, and the
+    // participants, seeing it end, would race to leave before the session ended.
     if let Err(failure) = api.delete(&session.session_id, &session.host_token).await {
         eprintln!("{label}: ending the session failed: {failure}");
         code = code.max(watch::exit::CONNECT);
     } else {
         eprintln!("{label}: session {} ended", session.session_id);
+    }
+    if let Some(published) = published {
+        published.close(Duration::ZERO).await;
     }
     Ok(code)
 }

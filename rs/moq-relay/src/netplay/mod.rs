@@ -243,7 +243,14 @@ impl Issuer for Netplay {
             return Err(malformed());
         }
         self.registry().vouch(id, member, &token_hash(token)).map_err(|why| Refusal::new(Denial::Revoked, why))?;
-        claims.grant_at(dialed)
+        let mut grant = claims.grant_at(dialed)?;
+        // The room's end closes its sessions, whatever the reason: left to the token's `exp` (the
+        // room's TTL, in whole seconds), the access layer would close them first, at or just
+        // before the TTL, and the room would then end `hostLeft` (the host's leave, or its grace
+        // running out) before the cleanup sweep could end it `cleanupJob`. Past its `exp` the
+        // token still admits no new session.
+        grant.expires = None;
+        Ok(grant)
     }
 }
 
@@ -344,10 +351,12 @@ mod tests {
         assert_eq!(grant.publish, patterns(&[&format!("{root}/host")]));
         assert_eq!(grant.subscribe, patterns(&[&format!("{root}/**")]));
         assert_eq!(grant.subject.as_deref(), Some(subject(&room.id, HOST).as_str()));
-        assert_eq!(
-            grant.expires.map(|e| e.duration_since(UNIX_EPOCH).unwrap().as_secs()),
-            Some(room.expires.duration_since(UNIX_EPOCH).unwrap().as_secs())
-        );
+        // The token expires with the room, but the room's end (the sweep, for a TTL) is what
+        // closes the sessions: no expiry of their own.
+        assert_eq!(grant.expires, None);
+        let payload = URL_SAFE_NO_PAD.decode(room.host_token.split('.').nth(1).unwrap()).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(claims["exp"], room.expires.duration_since(UNIX_EPOCH).unwrap().as_secs());
         let grant = decide(&local, "", &bob.token).await.unwrap();
         assert_eq!(grant.publish, patterns(&[&format!("{root}/p/bob")]));
         assert_eq!(decide(&local, "other", &bob.token).await.unwrap_err().denial, Denial::RootMismatch);

@@ -58,7 +58,7 @@ impl CreateRefused<'_> {
             "error" | "capacity" => {
                 tracing::warn!(
                     result = self.result,
-                    message = self.message,
+                    detail = self.message,
                     provider = PROVIDER,
                     client.address = self.client,
                     "netplay session creation refused"
@@ -66,7 +66,7 @@ impl CreateRefused<'_> {
             }
             _ => tracing::info!(
                 result = self.result,
-                message = self.message,
+                detail = self.message,
                 client.address = self.client,
                 "netplay session creation refused"
             ),
