@@ -225,7 +225,7 @@ pub async fn serve(
         .path(&root)
         .token(target.token.as_deref().map(TokenHash::of));
     let auth_request = AuthRequest {
-        id: format!("{:016x}{id:016x}", rand_u64()),
+        id: format!("{:016x}{id:016x}", crate::random_u64()),
         node: ctx.gate.node.clone(),
         transport: if transport == Transport::WebSocket { AuthRequest::WEBSOCKET } else { AuthRequest::QUIC },
         remote: Some(remote),
@@ -343,14 +343,6 @@ fn request_alpn(stage: &Stage) -> Option<String> {
         Stage::SetUp(_, version, _) => Some(version.alpn().to_string()),
         Stage::Requested(request) => request.version().map(|v| v.alpn().to_string()),
     }
-}
-
-/// A random id part for auth-server requests (one per session; not a secret).
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.finish()
 }
 
 /// How far a session request got before the access decision.

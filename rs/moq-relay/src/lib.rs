@@ -302,8 +302,14 @@ async fn shutdown_signal() {
 }
 
 fn rand_hop_id() -> u64 {
+    (random_u64() & ((1 << 53) - 1)).max(1)
+}
+
+/// A value no one can predict from outside (a randomly keyed hash of the time), for ids that are
+/// not secrets: hop ids, the per-session id sent to the auth server.
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    (h.finish() & ((1 << 53) - 1)).max(1)
+    h.finish()
 }
