@@ -186,6 +186,14 @@ fn a_request_outside_the_grant_is_refused_on_its_stream_and_the_session_goes_on(
         "{denied:?}"
     );
     assert!(allowed.is_ok(), "the same session still serves what it may: {allowed:?}");
+    // `GET /announced` lists what its caller may subscribe to: nothing public here, `a` for this
+    // token, and a refused token is a 403 saying why.
+    let listed = |query: &str| http::get(&relay.url(&format!("announced/demo{query}"))).unwrap();
+    assert_eq!((listed("").status, listed("").body.as_str()), (200, ""));
+    let with_token = listed(&format!("?jwt={only_a}"));
+    assert_eq!((with_token.status, with_token.body.as_str()), (200, "a\n"));
+    let tampered = listed(&format!("?jwt={}", moq_interop::auth::tamper(&only_a)));
+    assert_eq!((tampered.status, tampered.body.as_str()), (403, "bad_signature\n"));
     // Refused requests are counted per stream (a lite-05+ client asks TRACK and SUBSCRIBE).
     let path_denied = relay.scrape().total(RX, &[("result", "rejected"), ("reason", "path_denied")]);
     assert!((1.0..=2.0).contains(&path_denied), "{path_denied}");

@@ -188,7 +188,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         if config.http {
             // WebSocket upgrades at any path are sessions; the other requests reach the routes.
             let websockets = serve::WebSockets::new(ctx.clone(), config.versions.clone(), websocket.clone());
-            let mut router = web::router(web_state(&origin, &config, &tls))
+            let mut router = web::router(web_state(&origin, &config, &tls, &gate))
                 .layer(axum::middleware::from_fn_with_state(websockets, serve::websocket::intercept));
             // Beside the intercept, not behind it: no API path is taken for a WebSocket session.
             if let Some(netplay) = &netplay {
@@ -279,15 +279,43 @@ fn gatekeeper(
 
 /// The public HTTP endpoints' view of the relay: the certificate to pin, and the broadcasts anyone
 /// may subscribe to (the public subscribe patterns).
-fn web_state(origin: &Origin, config: &config::Config, tls: &tls::Tls) -> web::WebState {
-    let allow = access::policy::Public::parse(&config.auth.public_publish, &config.auth.public_subscribe)
+fn web_state(
+    origin: &Origin,
+    config: &config::Config,
+    tls: &tls::Tls,
+    gate: &Arc<access::gate::Gatekeeper>,
+) -> web::WebState {
+    let public = access::policy::Public::parse(&config.auth.public_publish, &config.auth.public_subscribe)
         .map(|p| p.subscribe)
         .unwrap_or_default();
-    let origin = origin.clone();
+    let (origin, gate) = (origin.clone(), gate.clone());
     web::WebState {
         fingerprint: tls.fingerprint.clone(),
-        announced: Arc::new(move |prefix: &str| {
-            moq_lite::model::Scope::new(origin.clone(), "", allow.clone()).list(&moq_lite::path::normalize(prefix))
+        announced: Arc::new(move |prefix: String, token: Option<String>| {
+            let (origin, public, gate) = (origin.clone(), public.clone(), gate.clone());
+            Box::pin(async move {
+                let prefix = moq_lite::path::normalize(&prefix);
+                let patterns = match token {
+                    None => public,
+                    // Decided as a session at `prefix` would be (counted and audited alike).
+                    Some(token) => {
+                        use access::audit::{AuditContext, TokenHash};
+                        let audit = AuditContext::default().path(&prefix).token(Some(TokenHash::of(&token)));
+                        let request = access::auth_server::AuthRequest {
+                            id: format!("{:016x}", random_u64()),
+                            node: gate.node.clone(),
+                            transport: access::auth_server::AuthRequest::HTTP,
+                            path: prefix.clone(),
+                            query: Some(format!("jwt={token}")),
+                            ..Default::default()
+                        };
+                        let access = access::policy::Access { dialed: &prefix, token: Some(&token), request: &request };
+                        let admitted = gate.decide(&audit, &access).await.map_err(|r| r.denial.as_str().to_string())?;
+                        admitted.grant.subscribe.clone()
+                    }
+                };
+                Ok(moq_lite::model::Scope::new(origin, "", patterns).list(&prefix))
+            })
         }),
     }
 }

@@ -3,14 +3,16 @@
 //! - `GET /certificate.sha256`: the leaf certificate fingerprint, so browsers
 //!   can pin a self-signed certificate with `serverCertificateHashes`.
 //! - `GET /health`: liveness.
-//! - `GET /announced[/{prefix}]`: active broadcasts under a prefix, one per line.
+//! - `GET /announced[/{prefix}][?jwt=TOKEN]`: active broadcasts under a prefix that the caller may
+//!   subscribe to (the token's grant, else the public patterns), one per line; 403 with the
+//!   denial for a token that is refused.
 //!
 //! Browser apps fetch these from other origins, so every response allows CORS.
 
 use std::{future::Future, sync::Arc};
 
 use axum::{
-    extract::{Path, Request, State},
+    extract::{Path, RawQuery, Request, State},
     http::{header, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -18,8 +20,11 @@ use axum::{
     Router,
 };
 
-/// Lists active broadcast paths under a prefix, relative to that prefix.
-pub type Announced = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
+/// Lists active broadcast paths under a prefix (relative to it) that the holder of the token (or
+/// anyone, without one) may subscribe to; `Err` is the denial of a refused token.
+pub type Announced = Arc<
+    dyn Fn(String, Option<String>) -> futures::future::BoxFuture<'static, Result<Vec<String>, String>> + Send + Sync,
+>;
 
 #[derive(Clone)]
 pub struct WebState {
@@ -54,16 +59,20 @@ async fn certificate(State(state): State<WebState>) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], state.fingerprint)
 }
 
-async fn announced_root(State(state): State<WebState>) -> String {
-    list(&state, "")
+async fn announced_root(State(state): State<WebState>, RawQuery(query): RawQuery) -> Response {
+    list(&state, "", query).await
 }
 
-async fn announced(State(state): State<WebState>, Path(prefix): Path<String>) -> String {
-    list(&state, &prefix)
+async fn announced(State(state): State<WebState>, Path(prefix): Path<String>, RawQuery(query): RawQuery) -> Response {
+    list(&state, &prefix, query).await
 }
 
-fn list(state: &WebState, prefix: &str) -> String {
-    (state.announced)(prefix.trim_matches('/')).into_iter().map(|path| path + "\n").collect()
+async fn list(state: &WebState, prefix: &str, query: Option<String>) -> Response {
+    let token = query.as_deref().and_then(crate::access::policy::query_token);
+    match (state.announced)(prefix.trim_matches('/').to_string(), token).await {
+        Ok(paths) => paths.into_iter().map(|path| path + "\n").collect::<String>().into_response(),
+        Err(denial) => (StatusCode::FORBIDDEN, format!("{denial}\n")).into_response(),
+    }
 }
 
 /// Allow any origin, and answer every `OPTIONS` preflight directly.
@@ -112,10 +121,16 @@ mod tests {
     async fn start() -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let state = WebState {
             fingerprint: "ab".repeat(32),
-            announced: Arc::new(|prefix: &str| match prefix {
-                "" => vec!["demo/clock".into(), "live".into()],
-                "demo" => vec!["clock".into()],
-                _ => vec![],
+            announced: Arc::new(|prefix: String, token: Option<String>| {
+                Box::pin(async move {
+                    match (prefix.as_str(), token.as_deref()) {
+                        (_, Some("bad")) => Err("bad_signature".to_string()),
+                        (_, Some(_)) => Ok(vec!["secret".into()]),
+                        ("", None) => Ok(vec!["demo/clock".into(), "live".into()]),
+                        ("demo", None) => Ok(vec!["clock".into()]),
+                        _ => Ok(vec![]),
+                    }
+                })
             }),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -159,6 +174,13 @@ mod tests {
 
         let reply = request(addr, "GET", "/announced/nothing", &[]).await;
         assert_eq!((reply.status, reply.body.as_str()), (200, ""));
+
+        // A token's grant decides what is listed; a refused token is a 403 saying why.
+        let reply = request(addr, "GET", "/announced/demo?x=1&jwt=good", &[]).await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "secret\n"));
+        let reply = request(addr, "GET", "/announced?jwt=bad", &[]).await;
+        assert_eq!((reply.status, reply.body.as_str()), (403, "bad_signature\n"));
+        assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
 
         let reply = request(addr, "GET", "/nope", &[]).await;
         assert_eq!(reply.status, 404);
