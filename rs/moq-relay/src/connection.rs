@@ -218,7 +218,6 @@ pub async fn serve(
     }
 
     // The access decision. The token is never logged: only its short hash.
-    let token_hash = target.token.as_deref().map(TokenHash::of);
     let audit = AuditContext::session(id)
         .client(Some(&peer))
         .transport(transport)
@@ -241,7 +240,7 @@ pub async fn serve(
         "moq.auth",
         moq.auth.result = tracing::field::Empty,
         moq.auth.reason = tracing::field::Empty,
-        moq.auth.token = token_hash.as_ref().map(|t| t.as_str()),
+        moq.auth.token = audit.token.as_ref().map(|t| t.as_str()),
         moq.auth.publish = tracing::field::Empty,
         moq.auth.subscribe = tracing::field::Empty,
     );

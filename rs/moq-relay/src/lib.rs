@@ -188,7 +188,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         if config.http {
             // WebSocket upgrades at any path are sessions; the other requests reach the routes.
             let websockets = serve::WebSockets::new(ctx.clone(), config.versions.clone(), websocket.clone());
-            let mut router = web::router(web_state(&origin, &config, &tls, &gate))
+            let mut router = web::router(web_state(&origin, &tls, &gate))
                 .layer(axum::middleware::from_fn_with_state(websockets, serve::websocket::intercept));
             // Beside the intercept, not behind it: no API path is taken for a WebSocket session.
             if let Some(netplay) = &netplay {
@@ -279,15 +279,9 @@ fn gatekeeper(
 
 /// The public HTTP endpoints' view of the relay: the certificate to pin, and the broadcasts anyone
 /// may subscribe to (the public subscribe patterns).
-fn web_state(
-    origin: &Origin,
-    config: &config::Config,
-    tls: &tls::Tls,
-    gate: &Arc<access::gate::Gatekeeper>,
-) -> web::WebState {
-    let public = access::policy::Public::parse(&config.auth.public_publish, &config.auth.public_subscribe)
-        .map(|p| p.subscribe)
-        .unwrap_or_default();
+fn web_state(origin: &Origin, tls: &tls::Tls, gate: &Arc<access::gate::Gatekeeper>) -> web::WebState {
+    // The gate's own public patterns, parsed once at start-up.
+    let public = gate.policy.public().map(|p| p.subscribe.clone()).unwrap_or_default();
     let (origin, gate) = (origin.clone(), gate.clone());
     web::WebState {
         fingerprint: tls.fingerprint.clone(),

@@ -93,6 +93,14 @@ impl Policy {
         }
     }
 
+    /// What anonymous callers may do (nothing in auth-server mode: the server decides).
+    pub fn public(&self) -> Option<&Public> {
+        match self {
+            Policy::Local { public, .. } => Some(public),
+            Policy::Server(_) => None,
+        }
+    }
+
     pub fn server(&self) -> Option<&AuthServer> {
         match self {
             Policy::Server(server) => Some(server),
