@@ -6,8 +6,8 @@
 //! - the low five bits pick the decoder, an index into `properties::KINDS` (0 AnnounceRequest,
 //!   1 Announce, 2 Subscribe, 3 SubscribeUpdate, 4 SubscribeResponse, 5 GroupHeader,
 //!   6 FrameHeader, 7 Probe, 8 Goaway, 9 Setup, 10 AnnounceOk, 11 AnnounceMessage (06),
-//!   12 TrackRequest, 13 TrackInfo, 14 BiStream type, 15 UniStream type);
-//! - any other value (16–31) runs every decoder, in every version, on the same bytes.
+//!   12 TrackRequest, 13 TrackInfo, 14 BiStream type, 15 UniStream type, 16 TraceContext);
+//! - any other value (17–31) runs every decoder, in every version, on the same bytes.
 //!
 //! Each run is `properties::check`, the same check the hostile-input unit tests use: the decoder
 //! runs several ways (slice, `BytesMut`, `decode_partial`, two-chunk buffer) and must agree;

@@ -12,6 +12,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// W3C trace context on subscriptions a relay sends us (moq-lite's traced subscribe), so a
+/// publisher's work joins the trace of the viewer that asked.
+pub(crate) const TRACE_PROPAGATION: moq_lite::session::TracePropagation =
+    moq_lite::session::TracePropagation { inject: moq_telemetry::traceparent, extract: moq_telemetry::set_parent };
+
 #[derive(Parser, Debug)]
 #[command(name = "moq", version, about = "Publish and watch moq-lite broadcasts")]
 struct Cli {

@@ -286,14 +286,28 @@ fn one_trace_from_viewer_through_relay_with_logs_links_and_no_token() {
     assert_eq!(attr(viewer_session, "moq.transport").as_deref(), Some("webtransport"));
     assert!(sessions.iter().any(|s| s.trace_id == publish.trace_id), "publisher session in the publisher's trace");
 
-    // Subscribes are children of the viewer's session; the upstream subscription lives in the
-    // publisher's trace and links to the viewer's.
+    // Subscribes are children of the viewer's session; the upstream subscription they caused is
+    // a child of the first one (one trace from the viewer to the publisher) and links to the
+    // publisher's session, in the publisher's trace.
     let subscribes = spans("moq-relay", "moq.subscribe");
-    assert!(subscribes.iter().any(|s| s.trace_id == watch.trace_id && s.parent == viewer_session.span_id));
+    let viewer_subscribes: Vec<&Span> =
+        subscribes.iter().filter(|s| s.trace_id == watch.trace_id && s.parent == viewer_session.span_id).collect();
+    assert!(!viewer_subscribes.is_empty(), "the viewer's subscribes in its trace: {subscribes:#?}");
     let upstream = spans("moq-relay", "moq.subscribe.upstream");
+    let viewer_upstream = upstream
+        .iter()
+        .find(|s| s.trace_id == watch.trace_id && viewer_subscribes.iter().any(|v| v.span_id == s.parent))
+        .unwrap_or_else(|| panic!("upstream subscription a child of the viewer's subscribe: {upstream:#?}"));
     assert!(
-        upstream.iter().any(|s| s.trace_id == publish.trace_id && s.links.iter().any(|(t, _)| *t == watch.trace_id)),
-        "upstream subscription links the viewer's trace to the publisher's: {upstream:#?}"
+        viewer_upstream.links.iter().any(|(t, _)| *t == publish.trace_id),
+        "upstream subscription links the publisher's trace: {viewer_upstream:#?}"
+    );
+    // The relay carried the trace context to the publisher on its subscription (the traced
+    // subscribe both ends advertise): the publisher's side of it continues the viewer's trace.
+    let served = spans("moq-publish", "moq.subscribe");
+    assert!(
+        served.iter().any(|s| s.trace_id == watch.trace_id && upstream.iter().any(|u| u.span_id == s.parent)),
+        "the publisher's moq.subscribe continues the viewer's trace: {served:#?}"
     );
 
     // Log records carry the trace id, in OTLP and on stdout.

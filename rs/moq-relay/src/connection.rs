@@ -290,6 +290,7 @@ pub async fn serve(
             max_announces: limits.announces_per_session,
             max_subscriptions: limits.subscriptions_per_session,
             gate: Some(span.in_scope(|| ctx.gate.session_gate(audit.clone()))),
+            trace: Some(crate::telemetry::TRACE_PROPAGATION),
             ..Default::default()
         },
     );

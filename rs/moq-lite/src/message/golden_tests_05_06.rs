@@ -4,6 +4,7 @@
 
 use super::golden_tests::golden;
 use super::*;
+use crate::coding::{Decode, Encode};
 
 const V05: Version = Version::Lite05;
 const V06: Version = Version::Lite06;
@@ -26,6 +27,7 @@ fn setup_every_parameter_in_id_order() {
         role: Some(Role::Subscriber),
         cost: Some(1),
         hop: Some(300),
+        trace_context: false,
     };
     #[rustfmt::skip]
     let wire = [
@@ -168,4 +170,30 @@ fn probe_and_stream_types() {
     BiStreamType::Track.encode(&mut out);
     UniStreamType::Setup.encode(&mut out);
     assert_eq!(out, [0x06, 0x01]);
+}
+
+/// The private trace-context extension (message/trace.rs): a SETUP parameter, a stream type and
+/// one message, the same on 05 and 06.
+#[test]
+fn trace_context_extension() {
+    for v in [V05, V06] {
+        // Parameter 0x7f00 (a four-byte varint) = 1.
+        golden(
+            v,
+            &Setup { trace_context: true, ..Default::default() },
+            &[0x07, 0x01, 0x80, 0x00, 0x7f, 0x00, 0x01, 0x01],
+        );
+        golden(v, &TraceContext { traceparent: "00-ab".into() }, &[0x06, 0x05, b'0', b'0', b'-', b'a', b'b']);
+    }
+    let mut out = Vec::new();
+    BiStreamType::TracedSubscribe.encode(&mut out);
+    assert_eq!(out, [0x80, 0x00, 0x7f, 0x00]);
+    assert_eq!(BiStreamType::decode(&mut &out[..]).unwrap(), Ok(BiStreamType::TracedSubscribe));
+    // A parameter value other than 1 is "not advertised"; a traceparent past the cap is refused.
+    let two = [0x07, 0x01, 0x80, 0x00, 0x7f, 0x00, 0x01, 0x02];
+    assert!(!Setup::decode(&mut &two[..], V06).unwrap().trace_context);
+    let long = TraceContext { traceparent: "x".repeat(MAX_TRACEPARENT + 1) };
+    let mut wire = Vec::new();
+    long.encode(&mut wire, V06);
+    assert!(matches!(TraceContext::decode(&mut &wire[..], V06), Err(crate::coding::DecodeError::TooLarge { .. })));
 }

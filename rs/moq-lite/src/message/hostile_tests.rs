@@ -125,9 +125,12 @@ fn sized_samples() -> Vec<(Kind, Version, Vec<u8>, usize)> {
                 role: Some(Role::Subscriber),
                 cost: Some(3),
                 hop: Some(16384),
+                trace_context: true,
             };
             samples.push((Kind::Setup, version, encoded(version, &setup), 0));
             samples.push((Kind::AnnounceOk, version, encoded(version, &AnnounceOk { hop: 9, active: 2 }), 0));
+            let trace = TraceContext { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into() };
+            samples.push((Kind::TraceContext, version, encoded(version, &trace), 0));
             let track = TrackRequest { broadcast: "demo/bbb".into(), track: "video".into() };
             samples.push((Kind::TrackRequest, version, encoded(version, &track), 0));
             let info = TrackInfo { priority: 3, max_age_ms: 5000, timescale: 90_000 };
@@ -715,6 +718,7 @@ impl Rng {
                 role: [None, Some(Role::Publisher), Some(Role::Subscriber)][self.below(3) as usize],
                 cost: self.chance(2).then(|| self.varint()),
                 hop: self.chance(2).then(|| self.varint().max(1)),
+                trace_context: self.chance(2),
             }
             .encode(&mut out, version),
             Kind::AnnounceOk => AnnounceOk { hop: self.varint(), active: self.varint() }.encode(&mut out, version),
@@ -737,6 +741,7 @@ impl Rng {
             }
             Kind::BiStream => varint::encode(&mut out, self.below(8)),
             Kind::UniStream => varint::encode(&mut out, self.below(3)),
+            Kind::TraceContext => TraceContext { traceparent: self.string() }.encode(&mut out, version),
         }
         (kind, out)
     }

@@ -11,6 +11,7 @@ mod probe;
 mod setup;
 mod stream;
 mod subscribe;
+mod trace;
 mod track;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use probe::*;
 pub use setup::*;
 pub use stream::*;
 pub use subscribe::*;
+pub use trace::*;
 pub use track::*;
 
 /// A moq-lite wire version.

@@ -48,10 +48,12 @@ pub enum Kind {
     BiStream,
     /// The varint opening a unidirectional stream ([`UniStreamType`]).
     UniStream,
+    /// The private trace-context message of a traced subscribe stream.
+    TraceContext,
 }
 
 /// Every [`Kind`], in declaration order (the fuzz target's selector indexes this).
-pub const KINDS: [Kind; 16] = [
+pub const KINDS: [Kind; 17] = [
     Kind::AnnounceRequest,
     Kind::Announce,
     Kind::Subscribe,
@@ -68,6 +70,7 @@ pub const KINDS: [Kind; 16] = [
     Kind::TrackInfo,
     Kind::BiStream,
     Kind::UniStream,
+    Kind::TraceContext,
 ];
 
 /// The longest canonical encoding whose every prefix [`check`] decodes (quadratic in the length).
@@ -121,6 +124,7 @@ fn dispatch<V: Visitor>(kind: Kind, visitor: V) -> V::Output {
         Kind::TrackInfo => visitor.visit::<TrackInfo>(),
         Kind::BiStream => visitor.visit::<StreamType<BiStreamType>>(),
         Kind::UniStream => visitor.visit::<StreamType<UniStreamType>>(),
+        Kind::TraceContext => visitor.visit::<TraceContext>(),
     }
 }
 
@@ -170,7 +174,8 @@ messages!(
     AnnounceOk,
     AnnounceMessage,
     TrackRequest,
-    TrackInfo
+    TrackInfo,
+    TraceContext,
 );
 
 /// A stream-opening type: a known type or, as `Err`, an unknown code.

@@ -11,6 +11,9 @@ const PARAM_PATH: u64 = 0x2;
 const PARAM_ROLE: u64 = 0x3;
 const PARAM_COST: u64 = 0x4;
 const PARAM_HOP: u64 = 0x5;
+/// Private: the sender serves traced subscribe streams (see `message::trace`). Other
+/// implementations ignore it, as they ignore every unknown parameter.
+const PARAM_TRACE_CONTEXT: u64 = 0x7f00;
 
 /// Whether the sender, as a publisher, answers PROBE streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -61,6 +64,8 @@ pub struct Setup {
     pub cost: Option<u64>,
     /// The sender's hop id in announcement chains (0 = none).
     pub hop: Option<u64>,
+    /// The sender accepts traced subscribe streams (a private extension of this implementation).
+    pub trace_context: bool,
 }
 
 impl Decode for Setup {
@@ -102,6 +107,7 @@ impl Decode for Setup {
                     }
                     PARAM_COST => setup.cost = Some(param_varint(&mut value)?),
                     PARAM_HOP => setup.hop = Some(param_varint(&mut value)?).filter(|h| *h != 0),
+                    PARAM_TRACE_CONTEXT => setup.trace_context = param_varint(&mut value)? == 1,
                     _ => {} // unknown parameters are ignored
                 }
             }
@@ -143,6 +149,9 @@ impl Encode for Setup {
         }
         if let Some(hop) = self.hop {
             params.push((PARAM_HOP, int(hop)));
+        }
+        if self.trace_context {
+            params.push((PARAM_TRACE_CONTEXT, int(1)));
         }
         encode_sized(buf, |b| {
             varint::encode(b, params.len() as u64);

@@ -12,6 +12,9 @@ pub enum BiStreamType {
     Goaway,
     /// TRACK / TRACK_INFO (05+).
     Track,
+    /// A SUBSCRIBE preceded by its trace context: a private extension between nodes of this
+    /// implementation, used only toward peers that advertise it in SETUP (see `message::trace`).
+    TracedSubscribe,
 }
 
 impl BiStreamType {
@@ -23,6 +26,7 @@ impl BiStreamType {
             Self::Probe => 0x4,
             Self::Goaway => 0x5,
             Self::Track => 0x6,
+            Self::TracedSubscribe => 0x7f00,
         }
     }
 
@@ -35,6 +39,7 @@ impl BiStreamType {
             0x4 => Ok(Self::Probe),
             0x5 => Ok(Self::Goaway),
             0x6 => Ok(Self::Track),
+            0x7f00 => Ok(Self::TracedSubscribe),
             other => Err(other),
         })
     }

@@ -116,6 +116,10 @@ impl BroadcastConsumer {
         }
         if let Some(track) = s.tracks.get(name) {
             if !track.is_closed() || !s.dynamic {
+                // Joining a track someone else's request started: link to the work serving it.
+                if let Some(span) = track.span() {
+                    tracing::Span::current().follows_from(&span);
+                }
                 return Ok(track.consume());
             }
         }

@@ -74,10 +74,7 @@ impl ScopedAnnounced {
     pub async fn next(&mut self) -> Announcement {
         loop {
             let a = self.inner.next().await;
-            let relative = match &a {
-                Announcement::Active { path, .. } | Announcement::Ended { path } => path,
-            };
-            if self.scope.allows(&path::join(&self.prefix, relative)) {
+            if self.scope.allows(&path::join(&self.prefix, a.path())) {
                 return a;
             }
         }

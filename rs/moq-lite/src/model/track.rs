@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     name: String,
     priority: u8,
     state: Watch<State>,
+    /// The span of the work that produces this track (a relay's upstream subscription), so
+    /// consumers that join it later can link to it.
+    span: std::sync::Mutex<Option<tracing::Span>>,
 }
 
 impl Shared {
@@ -55,6 +58,10 @@ impl Shared {
 
     pub(crate) async fn unused(&self) {
         self.state.wait(|s| (s.consumers == 0).then_some(())).await
+    }
+
+    pub(crate) fn span(&self) -> Option<tracing::Span> {
+        self.span.lock().unwrap().clone()
     }
 }
 
@@ -85,6 +92,7 @@ impl TrackProducer {
                     consumers: 0,
                     info: None,
                 }),
+                span: Default::default(),
             }),
         }
     }
@@ -100,6 +108,11 @@ impl TrackProducer {
 
     pub fn info(&self) -> Option<TrackInfo> {
         self.shared.state.lock().info
+    }
+
+    /// Records the span producing this track; consumers joining later link to it.
+    pub fn set_span(&self, span: tracing::Span) {
+        *self.shared.span.lock().unwrap() = Some(span);
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {

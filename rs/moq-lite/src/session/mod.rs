@@ -71,6 +71,61 @@ pub struct SessionConfig {
     /// Told of every request refused for access or limit reasons, so the embedder can count, log
     /// and audit it; the session itself only refuses.
     pub gate: Option<Gate>,
+    /// What this node charges for routes learned from this peer: added to both halves of every
+    /// route cost the peer announces (lite-06; older peers announce none, counted as zero), so
+    /// routing prefers cheap links. 1 by default, which makes cost count hops.
+    pub link_cost: u64,
+    /// Longest hop chain accepted from or forwarded to this peer (at most
+    /// [`crate::message::MAX_HOPS`]).
+    pub max_hops: usize,
+    /// Frames and payload bytes this session moved each way, for an embedder that watches one
+    /// session as a whole (a cluster link); `None` counts nothing.
+    pub traffic: Option<Arc<Traffic>>,
+    /// How to carry trace context across a subscription (the embedder's tracing backend); with
+    /// it, the session advertises and serves traced subscribe streams and sends them to peers
+    /// that advertise them too.
+    pub trace: Option<TracePropagation>,
+}
+
+/// Moves W3C trace context between a span and the wire; moq-lite itself has no tracing backend.
+#[derive(Clone, Copy)]
+pub struct TracePropagation {
+    /// The `traceparent` naming `span`, if it is sampled into a trace.
+    pub inject: fn(&tracing::Span) -> Option<String>,
+    /// Makes `span` a child of the remote span named by a `traceparent`.
+    pub extract: fn(&tracing::Span, &str) -> bool,
+}
+
+impl std::fmt::Debug for TracePropagation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TracePropagation")
+    }
+}
+
+/// Frames and payload bytes one session (or a succession of sessions to the same peer, sharing
+/// one `Traffic`) sent and received. Relaxed atomics: read at scrape time, never on the hot path.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub frames_sent: AtomicU64,
+    pub frames_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    /// Broadcasts the peer announces to us right now (its routes into our origin).
+    pub routes: AtomicU64,
+}
+
+impl Traffic {
+    #[inline]
+    pub(crate) fn sent(&self, payload_len: usize) {
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(payload_len as u64, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn received(&self, payload_len: usize) {
+        self.frames_received.fetch_add(1, Ordering::Relaxed);
+        self.bytes_received.fetch_add(payload_len as u64, Ordering::Relaxed);
+    }
 }
 
 /// What the session refused its peer, for the embedder's [`Gate`].
@@ -110,6 +165,10 @@ impl Default for SessionConfig {
             max_announces: subscriber::MAX_ANNOUNCED,
             max_subscriptions: publisher::MAX_SUBSCRIPTIONS,
             gate: None,
+            link_cost: 1,
+            max_hops: crate::message::MAX_HOPS,
+            traffic: None,
+            trace: None,
         }
     }
 }
@@ -354,7 +413,7 @@ impl Inner {
                 let span = tracing::info_span!(parent: session, "moq.announce", moq.prefix = tracing::field::Empty);
                 publisher::serve_announce(&self, reader, writer).instrument(span).await
             }
-            Ok(BiStreamType::Subscribe) => {
+            Ok(kind @ (BiStreamType::Subscribe | BiStreamType::TracedSubscribe)) => {
                 let span = tracing::info_span!(
                     parent: session,
                     "moq.subscribe",
@@ -363,6 +422,13 @@ impl Inner {
                     moq.track = tracing::field::Empty,
                     moq.result = tracing::field::Empty,
                 );
+                if kind == BiStreamType::TracedSubscribe {
+                    // Only served where advertised: to anyone else it is an unknown stream.
+                    let Some(trace) = self.config.trace else { return Err(Error::UnexpectedStream(kind.code())) };
+                    let context: crate::message::TraceContext = reader.decode().instrument(session.clone()).await?;
+                    // The request continues the peer's trace (the relay hop that asked).
+                    (trace.extract)(&span, &context.traceparent);
+                }
                 publisher::serve_subscribe(&self, reader, writer, span).await
             }
             Ok(BiStreamType::Goaway) if self.version.has_goaway() => {

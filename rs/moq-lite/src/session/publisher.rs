@@ -13,7 +13,7 @@ use super::fanout::{write_group, Delivery};
 use super::stream::{Reader, Writer};
 use super::Inner;
 use crate::message::*;
-use crate::model::{Announcement, TrackConsumer};
+use crate::model::{Announcement, RouteChange, RouteCost, TrackConsumer};
 use crate::{path, telemetry, Error, Version};
 
 /// How long a SUBSCRIBE waits for its broadcast to be announced before it is refused.
@@ -48,17 +48,21 @@ pub(super) async fn serve_announce(inner: &Arc<Inner>, reader: &mut Reader, writ
     let mut announced = scope.announced(&prefix);
     if inner.version.has_announce_ok() {
         // The initial set is what the watcher has ready now; ANNOUNCE_OK counts it.
-        let mut initial = Vec::new();
+        let mut initial: Vec<(String, Vec<u64>, RouteCost)> = Vec::new();
         while let Some(change) = announced.next().now_or_never() {
-            if let Announcement::Active { path, hops } = change {
-                if out.wanted(&hops) {
-                    initial.push((path, hops));
+            match change {
+                Announcement::Active { path, hops, cost } | Announcement::Updated { path, hops, cost } => {
+                    initial.retain(|(p, _, _)| *p != path);
+                    if out.wanted(&hops) {
+                        initial.push((path, hops, cost));
+                    }
                 }
+                Announcement::Ended { path } => initial.retain(|(p, _, _)| *p != path),
             }
         }
         writer.queue(&AnnounceOk { hop: inner.config.hop_id, active: initial.len() as u64 });
-        for (path, hops) in initial {
-            out.active(writer, path, hops);
+        for (path, hops, cost) in initial {
+            out.announce(writer, path, hops, cost);
         }
         writer.flush().await?;
     }
@@ -66,8 +70,13 @@ pub(super) async fn serve_announce(inner: &Arc<Inner>, reader: &mut Reader, writ
         tokio::select! {
             change = announced.next() => {
                 match change {
-                    Announcement::Active { path, hops } if out.wanted(&hops) => out.active(writer, path, hops),
-                    Announcement::Active { .. } => {}
+                    Announcement::Active { path, hops, cost } | Announcement::Updated { path, hops, cost } => {
+                        match out.wanted(&hops) {
+                            true => out.announce(writer, path, hops, cost),
+                            // The served route now runs through the peer (or too far): withdraw.
+                            false => out.ended(writer, path),
+                        }
+                    }
                     Announcement::Ended { path } => out.ended(writer, path),
                 }
                 writer.flush().await?;
@@ -90,11 +99,12 @@ async fn peer_hop(inner: &Inner) -> u64 {
 }
 
 /// Encodes announcements in the session's version: legacy status messages up to 05 (04 appends
-/// our hop id to the chain), typed START/END with implicit ids on 06.
+/// our hop id to the chain), typed START/UPDATE/END with implicit ids on 06.
 struct AnnounceWriter {
     version: Version,
     hop_id: u64,
     exclude: u64,
+    max_hops: usize,
     /// Paths announced on this stream, with their announce id (06).
     sent: HashMap<String, u64>,
     next_id: u64,
@@ -102,25 +112,41 @@ struct AnnounceWriter {
 
 impl AnnounceWriter {
     fn new(inner: &Inner, exclude: u64) -> Self {
-        Self { version: inner.version, hop_id: inner.config.hop_id, exclude, sent: HashMap::new(), next_id: 0 }
+        let max_hops = inner.config.max_hops.min(MAX_HOPS);
+        Self {
+            version: inner.version,
+            hop_id: inner.config.hop_id,
+            exclude,
+            max_hops,
+            sent: HashMap::new(),
+            next_id: 0,
+        }
     }
 
     /// Whether a broadcast with this chain goes to the peer: not back where it came from, and
-    /// not past the hop limit.
+    /// not past the hop limit (the chain grows by us on the way).
     fn wanted(&self, hops: &[u64]) -> bool {
         let looped = self.exclude != 0 && hops.contains(&self.exclude);
-        !looped && hops.len() < MAX_HOPS
+        !looped && hops.len() < self.max_hops
     }
 
-    fn active(&mut self, writer: &mut Writer, path: String, mut hops: Vec<u64>) {
+    /// Announces `path`, or re-announces it in place when its chain or cost changed: 06 sends
+    /// ANNOUNCE_UPDATE, 05 a repeated active (replace in place), 03/04 ended then active.
+    fn announce(&mut self, writer: &mut Writer, path: String, mut hops: Vec<u64>, cost: RouteCost) {
+        let cost = Cost { warm: cost.warm, cold: cost.cold };
         if self.version.has_announce_ids() {
-            if self.sent.contains_key(&path) {
-                return; // a replacement is invisible: subscriptions follow the new publisher
+            match self.sent.get(&path) {
+                Some(&id) => writer.queue(&AnnounceMessage::Update { id, hops, cost }),
+                None => {
+                    writer.queue(&AnnounceMessage::Start { suffix: path.clone(), hops, cost });
+                    self.sent.insert(path, self.next_id);
+                    self.next_id += 1;
+                }
             }
-            writer.queue(&AnnounceMessage::Start { suffix: path.clone(), hops, cost: Cost::default() });
-            self.sent.insert(path, self.next_id);
-            self.next_id += 1;
             return;
+        }
+        if self.version < Version::Lite05 && self.sent.contains_key(&path) {
+            writer.queue(&Announce { active: false, suffix: path.clone(), hops: vec![] });
         }
         if self.version.sender_appends_hop() && self.hop_id != 0 {
             hops.push(self.hop_id);
@@ -223,7 +249,9 @@ async fn accept_subscribe(inner: &Arc<Inner>, reader: &mut Reader, writer: &mut 
     telemetry::SubscribeAccepted { broadcast: &full, track: &subscribe.track, session: inner.id }
         .emit(inner.telemetry());
     let labels = inner.telemetry().broadcast_labels(&full);
-    let egress = Arc::new(telemetry::Egress::new(inner.telemetry(), &labels, &subscribe.track, inner.id));
+    let mut egress = telemetry::Egress::new(inner.telemetry(), &labels, &subscribe.track, inner.id);
+    egress.traffic = inner.config.traffic.clone();
+    let egress = Arc::new(egress);
 
     // 03/04 acknowledge at once; 05+ say SUBSCRIBE_START once the first group is known.
     if !inner.version.has_track_stream() {
@@ -276,13 +304,21 @@ async fn forward_subscription(
     let mut groups = JoinSet::new();
     let mut inflight: VecDeque<AbortHandle> = VecDeque::new();
     let mut started = !inner.version.has_track_stream();
-    // Set once the publisher left: its track ends in step with its announcement (cleanly when it
-    // ended the track), so keep forwarding until then, at most this long.
+    // Set once the served route is gone (its publisher left, or the peer it came through): the
+    // track ends in step with its announcement (cleanly when the publisher ended it), so keep
+    // forwarding until then, at most this long, and follow another route if one appears.
     let mut publisher_gone: Option<tokio::time::Instant> = None;
     let end_after_publisher = async |deadline: Option<tokio::time::Instant>| match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     };
+    // The newest group sequence opened toward the subscriber: after a switch to another path to
+    // the same publisher, groups up to it were already sent (or begun) and are skipped, so none
+    // goes out twice.
+    let mut newest_sent: Option<u64> = None;
+    let mut dedupe = false;
+    // The best route this subscription last considered (it may stay on an outranked route).
+    let mut seen = route.id;
     loop {
         tokio::select! {
             update = reader.decode_maybe::<SubscribeUpdate>() => match update? {
@@ -294,16 +330,30 @@ async fn forward_subscription(
                 None => return Ok(()),
             },
             group = track.next_group() => match group {
-                // The track failed (its upstream went away): groups already being written were
-                // complete or still fill from the cache; let them finish before the reset.
-                Err(e) => {
-                    while groups.join_next().await.is_some() {}
-                    return Err(e);
-                }
+                // The track failed (its upstream went away). If another route serves the
+                // broadcast (now, or within the grace), follow it; otherwise let the groups
+                // being written finish, then reset.
+                Err(e) => match failover(&origin, &broadcast, route.id).await {
+                    Some(next) => {
+                        span.in_scope(|| tracing::info!(hops = ?next.hops, "subscription follows another route"));
+                        dedupe = same_publisher(&route, &next);
+                        track = next.broadcast.subscribe_track(&track_name)?;
+                        (seen, route, publisher_gone) = (next.id, next, None);
+                    }
+                    None => {
+                        while groups.join_next().await.is_some() {}
+                        return Err(e);
+                    }
+                },
                 Ok(group) => match group {
                 Some(group) => {
+                    let sequence = group.sequence();
+                    if dedupe && newest_sent.is_some_and(|newest| already_sent(sequence, newest)) {
+                        continue;
+                    }
+                    newest_sent = Some(newest_sent.map_or(sequence, |n| n.max(sequence)));
                     if !started {
-                        writer.encode(&SubscribeResponse::Start { group: group.sequence() }).await?;
+                        writer.encode(&SubscribeResponse::Start { group: sequence }).await?;
                         started = true;
                     }
                     while groups.try_join_next().is_some() {}
@@ -326,22 +376,100 @@ async fn forward_subscription(
                     ));
                     inflight.push_back(handle);
                 }
-                None => return end_subscription(inner, writer, &track, &mut groups).await,
+                // The track ended. If its route went with it while another path to the broadcast
+                // remains (a peer relay that closed gracefully) or appears in the grace (a
+                // publisher that moved), follow that; otherwise the publisher ended it: say so.
+                None => match after_end(&origin, &broadcast, route.id).await {
+                    Some(next) => {
+                        span.in_scope(|| tracing::info!(hops = ?next.hops, "subscription follows another route"));
+                        dedupe = same_publisher(&route, &next);
+                        track = next.broadcast.subscribe_track(&track_name)?;
+                        (seen, route, publisher_gone) = (next.id, next, None);
+                    }
+                    None => return end_subscription(inner, writer, &track, &mut groups).await,
+                },
             }},
             _ = end_after_publisher(publisher_gone) => return end_subscription(inner, writer, &track, &mut groups).await,
-            // A replacing publisher takes over the path: follow it.
-            _ = origin.route_changed(&broadcast, route.id), if publisher_gone.is_none() => {
-                match origin.route(&broadcast) {
+            // The path's routes changed: follow a publisher that took over here, or the route
+            // left when ours was withdrawn; stay on a healthy route a better one merely outranks
+            // (switching paths to the same publisher gains little and risks a gap).
+            change = origin.route_change(&broadcast, route.id, seen), if publisher_gone.is_none() => {
+                let next = match change {
+                    RouteChange::Better(next) if !next.hops.is_empty() => {
+                        seen = next.id;
+                        continue;
+                    }
+                    RouteChange::Better(next) => Some(next),
+                    RouteChange::Lost(next) => next,
+                };
+                match next {
                     Some(next) => {
+                        dedupe = same_publisher(&route, &next);
                         track = next.broadcast.subscribe_track(&track_name)?;
-                        route = next;
+                        (seen, route) = (next.id, next);
                     }
                     None => publisher_gone = Some(tokio::time::Instant::now() + PUBLISHER_GONE_GRACE),
                 }
             }
+            // No route since the publisher (or the path to it) went: one appearing in the grace
+            // takes over.
+            next = origin.wait_route(&broadcast), if publisher_gone.is_some() => {
+                dedupe = same_publisher(&route, &next);
+                track = next.broadcast.subscribe_track(&track_name)?;
+                (seen, route, publisher_gone) = (next.id, next, None);
+            }
         }
     }
 }
+
+/// Whether two routes lead to the same publication through different paths of the mesh: both
+/// entered it at the same relay (the first hop of their chains). Group sequences then continue
+/// across the switch; a publisher that reconnected elsewhere (or here) may start them over.
+fn same_publisher(old: &crate::model::Route, new: &crate::model::Route) -> bool {
+    !old.hops.is_empty() && old.hops.first() == new.hops.first()
+}
+
+/// Whether a group of a new path to the same publisher went out already on the old one: at or
+/// below the newest sent, and close to it (a publisher that restarted its numbering far below
+/// is new media, not a repeat).
+fn already_sent(sequence: u64, newest: u64) -> bool {
+    sequence <= newest && newest - sequence < MAX_INFLIGHT_GROUPS as u64
+}
+
+/// After the served track failed: another route to the broadcast, if one serves it now or
+/// appears soon — within [`PUBLISHER_GONE_GRACE`] when the path lost its route (a publisher
+/// moving, a peer's withdrawal), within [`FAILOVER_WAIT`] while the failed route is still the one
+/// announced (its withdrawal may trail its track's failure by a moment).
+async fn failover(origin: &crate::model::Origin, broadcast: &str, failed: u64) -> Option<crate::model::Route> {
+    let wait = match origin.route(broadcast) {
+        Some(route) if route.id != failed => return Some(route),
+        Some(_) => FAILOVER_WAIT,
+        None => PUBLISHER_GONE_GRACE,
+    };
+    let other = async {
+        loop {
+            match origin.route(broadcast) {
+                Some(route) if route.id != failed => return route,
+                Some(_) => origin.route_changed(broadcast, failed).await,
+                None => {
+                    origin.wait_route(broadcast).await;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(wait, other).await.ok()
+}
+
+/// After the served track ended: another route, if the ended one is withdrawn within
+/// [`FAILOVER_WAIT`] (the track ended because its path went away, not because its publisher
+/// ended it while announced).
+async fn after_end(origin: &crate::model::Origin, broadcast: &str, ended: u64) -> Option<crate::model::Route> {
+    tokio::time::timeout(FAILOVER_WAIT, origin.route_withdrawn(broadcast, ended)).await.ok()?;
+    failover(origin, broadcast, ended).await
+}
+
+/// How long a failed track's subscription waits for its still-announced route to be replaced.
+const FAILOVER_WAIT: Duration = Duration::from_millis(500);
 
 /// Finds the broadcast (waiting briefly for its announcement) and subscribes to the track.
 async fn resolve(

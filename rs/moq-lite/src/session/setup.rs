@@ -40,6 +40,7 @@ pub(super) async fn send_setup(inner: &Arc<Inner>) -> Result<(), Error> {
         probe: ProbeLevel::Report,
         path: inner.config.setup_path.clone(),
         hop: Some(inner.config.hop_id).filter(|h| *h != 0),
+        trace_context: inner.config.trace.is_some(),
         ..Default::default()
     };
     let send = inner.conn.open_uni().await.map_err(|e| Error::Closed(e.to_string()))?;

@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::stream::Reader;
 use super::{Inner, CONTROL_PRIORITY};
 use crate::message::*;
-use crate::model::{BroadcastConsumer, BroadcastProducer, Publication, TrackProducer};
+use crate::model::{BroadcastConsumer, BroadcastProducer, Publication, RouteCost, TrackProducer};
 use crate::{code, path, telemetry, Error};
 
 /// Default most broadcasts one peer may have announced at once.
@@ -36,8 +36,11 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
         Err(Error::RemoteReset(_)) => return Ok(()),
         Err(e) => return Err(e),
     };
+    let event = |full: &str, event, hops: &[u64]| {
+        telemetry::AnnounceReceived { broadcast: full, event, hops }.emit(inner.telemetry());
+    };
     loop {
-        let (suffix, hops) = match incoming.next(&mut reader).await {
+        let (suffix, route) = match incoming.next(&mut reader).await {
             Ok(Some(change)) => change,
             // A clean FIN (or a reset) withdraws everything announced on this stream.
             Ok(None) | Err(Error::RemoteReset(_)) => return Ok(()),
@@ -46,7 +49,21 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
         if !path::is_valid(&suffix) {
             return Err(Error::ProtocolViolation(format!("invalid broadcast path {suffix:?}")));
         }
+        // A route that came back around a loop, or too long, is no route: withdraw it.
+        let looped =
+            route.as_ref().is_some_and(|(hops, _)| inner.config.hop_id != 0 && hops.contains(&inner.config.hop_id));
+        let too_long = route.as_ref().is_some_and(|(hops, _)| hops.len() > inner.config.max_hops);
+        let route = route.filter(|_| !looped && !too_long);
+        if let (Some((hops, cost)), Some((publication, _, full))) = (&route, active.0.get(&suffix)) {
+            // Re-announced in place: same broadcast, new chain or cost.
+            publication.update(hops.clone(), *cost);
+            event(full, telemetry::AnnounceEvent::Updated, hops);
+            continue;
+        }
         if let Some((publication, task, full)) = active.0.remove(&suffix) {
+            if let Some(traffic) = &inner.config.traffic {
+                traffic.routes.store(active.0.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             // The route goes now; the publisher ends its tracks (SUBSCRIBE_END, FIN) just after
             // its announcement, so subscriptions already running get a moment to end cleanly.
             drop(publication);
@@ -54,36 +71,48 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
                 tokio::time::sleep(UNANNOUNCE_GRACE).await;
                 task.abort();
             });
-            if hops.is_none() {
+            event(&full, telemetry::AnnounceEvent::Ended, &[]);
+            if route.is_none() && !looped {
                 tracing::info!(moq.broadcast = %full, reason = "publisher_left", "broadcast ended");
             }
         }
-        let Some(hops) = hops else { continue };
-        if inner.config.hop_id != 0 && hops.contains(&inner.config.hop_id) {
-            continue; // our own announcement came back: a loop
+        if looped {
+            event(&path::join(scope.root(), &suffix), telemetry::AnnounceEvent::Looped, &[]);
         }
+        let Some((hops, cost)) = route else { continue };
         let Some(full) = scope.resolve(&suffix) else {
+            event(&path::join(scope.root(), &suffix), telemetry::AnnounceEvent::Refused, &hops);
             inner.refused(super::Refused::Announce(&path::join(scope.root(), &suffix)));
             continue;
         };
         if active.0.len() >= inner.config.max_announces {
+            event(&full, telemetry::AnnounceEvent::Refused, &hops);
             inner.refused(super::Refused::AnnounceLimit(&full));
             continue;
         }
+        event(&full, telemetry::AnnounceEvent::Started, &hops);
         let broadcast = BroadcastProducer::dynamic();
-        let publication = scope.origin().publish(&full, broadcast.consume(), hops);
+        let publication = scope.origin().publish_route(&full, broadcast.consume(), hops, cost);
         tracing::info!(moq.broadcast = %full, "broadcast started");
         let task =
             tasks.spawn(serve_track_requests(inner.clone(), broadcast, suffix.clone(), full.clone()).in_current_span());
         active.0.insert(suffix, (publication, task, full));
+        if let Some(traffic) = &inner.config.traffic {
+            traffic.routes.store(active.0.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         while tasks.try_join_next().is_some() {}
     }
 }
 
-/// Decodes the announce stream of any version into changes: `(suffix, Some(hops))` for a
+/// A route as announced: its hop chain as this node sees it, and its cost with the link's price
+/// added.
+type IncomingRoute = (Vec<u64>, RouteCost);
+
+/// Decodes the announce stream of any version into changes: `(suffix, Some(route))` for a
 /// broadcast (re)announced, `(suffix, None)` for one withdrawn.
 struct IncomingAnnounces {
     version: crate::Version,
+    link_cost: u64,
     /// The publisher's hop id from ANNOUNCE_OK (05+), appended to every chain it sends.
     peer_hop: u64,
     /// Live announce ids (06) and their paths.
@@ -98,19 +127,33 @@ impl IncomingAnnounces {
             let ok: AnnounceOk = reader.decode().await?;
             peer_hop = ok.hop;
         }
-        Ok(Self { version: inner.version, peer_hop, ids: HashMap::new(), next_id: 0 })
+        Ok(Self {
+            version: inner.version,
+            link_cost: inner.config.link_cost,
+            peer_hop,
+            ids: HashMap::new(),
+            next_id: 0,
+        })
     }
 
-    async fn next(&mut self, reader: &mut Reader) -> Result<Option<(String, Option<Vec<u64>>)>, Error> {
+    async fn next(&mut self, reader: &mut Reader) -> Result<Option<(String, Option<IncomingRoute>)>, Error> {
         if !self.version.has_announce_ids() {
             let Some(announce) = reader.decode_maybe::<Announce>().await? else { return Ok(None) };
-            let hops = announce.active.then(|| self.chain(announce.hops)).transpose()?;
-            return Ok(Some((announce.suffix, hops)));
+            // Before 06 no cost travels: each relay the chain passed counts as one link.
+            let route = match announce.active {
+                true => {
+                    let hops = self.chain(announce.hops)?;
+                    let base = hops.len().saturating_sub(1) as u64;
+                    Some((hops, RouteCost { warm: base, cold: base }.plus(self.link_cost)))
+                }
+                false => None,
+            };
+            return Ok(Some((announce.suffix, route)));
         }
         loop {
             let Some(message) = reader.decode_maybe::<AnnounceMessage>().await? else { return Ok(None) };
             return match message {
-                AnnounceMessage::Start { suffix, hops, .. } => {
+                AnnounceMessage::Start { suffix, hops, cost } => {
                     if self.ids.values().any(|p| *p == suffix) {
                         return Err(Error::ProtocolViolation(format!("a second ANNOUNCE_START for {suffix:?}")));
                     }
@@ -119,19 +162,24 @@ impl IncomingAnnounces {
                     }
                     self.ids.insert(self.next_id, suffix.clone());
                     self.next_id += 1;
-                    Ok(Some((suffix, Some(self.chain(hops)?))))
+                    Ok(Some((suffix, Some((self.chain(hops)?, self.cost(cost))))))
                 }
                 AnnounceMessage::End { id } => match self.ids.remove(&id) {
                     Some(suffix) => Ok(Some((suffix, None))),
                     None => Err(Error::ProtocolViolation(format!("ANNOUNCE_END for unknown id {id}"))),
                 },
-                AnnounceMessage::Update { id, hops, .. } => match self.ids.get(&id) {
-                    Some(suffix) => Ok(Some((suffix.clone(), Some(self.chain(hops)?)))),
+                AnnounceMessage::Update { id, hops, cost } => match self.ids.get(&id) {
+                    Some(suffix) => Ok(Some((suffix.clone(), Some((self.chain(hops)?, self.cost(cost)))))),
                     None => Err(Error::ProtocolViolation(format!("ANNOUNCE_UPDATE for unknown id {id}"))),
                 },
                 AnnounceMessage::Unknown(_) => continue,
             };
         }
+    }
+
+    /// The route's cost here: what the sender announced plus the link's price.
+    fn cost(&self, cost: Cost) -> RouteCost {
+        RouteCost { warm: cost.warm, cold: cost.cold }.plus(self.link_cost)
     }
 
     /// The chain as this node sees it: the sender's own hop appended (05+).
@@ -177,15 +225,18 @@ async fn serve_track_requests(inner: Arc<Inner>, broadcast: BroadcastProducer, p
         while tasks.try_join_next().is_some() {}
         let track = request.track;
         let ingress = telemetry::Ingress::new(inner.telemetry(), &labels, track.name());
-        // A child of this (publisher) session, linked to the subscriber that caused it: one trace
-        // per side, joined by the link.
+        // A child of the subscriber that caused it (so one trace runs from a viewer through every
+        // relay to the publisher), linked to this (publisher) session. Later subscribers that
+        // join the track link to this span.
         let span = tracing::info_span!(
+            parent: &request.requester,
             "moq.subscribe.upstream",
             moq.broadcast = %full,
             moq.track = %track.name(),
             moq.result = tracing::field::Empty,
         );
-        span.follows_from(&request.requester);
+        span.follows_from(tracing::Span::current());
+        track.set_span(span.clone());
         tasks.spawn(run_subscription(inner.clone(), broadcast.clone(), path.clone(), track, ingress).instrument(span));
     }
 }
@@ -302,7 +353,15 @@ async fn subscribe_upstream(
     let mut writer = inner.writer(send);
     let mut reader = Reader::new(recv, inner.version);
     writer.set_priority(super::CONTROL_PRIORITY);
-    writer.queue_raw(|b| BiStreamType::Subscribe.encode(b));
+    // To a peer of this implementation, the subscription carries its trace context.
+    let peer_traces = inner.peer_setup.lock().as_ref().is_some_and(|s| s.trace_context);
+    match inner.config.trace.filter(|_| peer_traces).and_then(|t| (t.inject)(&tracing::Span::current())) {
+        Some(traceparent) => {
+            writer.queue_raw(|b| BiStreamType::TracedSubscribe.encode(b));
+            writer.queue(&TraceContext { traceparent });
+        }
+        None => writer.queue_raw(|b| BiStreamType::Subscribe.encode(b)),
+    }
     writer
         .encode(&Subscribe { id, broadcast: path.to_string(), track: name.to_string(), ..Default::default() })
         .await?;
@@ -397,6 +456,9 @@ pub(super) async fn serve_group(inner: &Arc<Inner>, reader: &mut Reader) -> Resu
         match reader.decode_maybe::<FrameHeader>().await {
             Ok(Some(frame)) => {
                 counters.frame(frame.size as usize);
+                if let Some(traffic) = &inner.config.traffic {
+                    traffic.received(frame.size as usize);
+                }
                 timestamp = match timestamped {
                     true => timestamp
                         .checked_add_signed(frame.timestamp_delta)

@@ -13,6 +13,8 @@ use super::reason::{Reason, CODE_NAMES, DROP_REASONS, ERROR_TYPES};
 /// Histogram buckets for live media delays: sub-millisecond forwarding up to multi-second stalls.
 pub const DELAY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Hop counts of announced routes (0 = published on the node itself).
+const HOP_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 32.0];
 
 const BROADCAST: Label = Label::bounded("broadcast", "--metrics-max-broadcasts (moq_lite::telemetry label pool)");
 const NAMESPACE: Label = Label::bounded("namespace", "--metrics-max-namespaces (moq_lite::telemetry label pool)");
@@ -145,6 +147,19 @@ pub const CACHED_BYTES: Metric = Metric::gauge(
     Unit::Bytes,
     "Frame payload bytes held in memory by live groups (cache and in-flight).",
 );
+pub const ANNOUNCEMENTS_RECEIVED: Metric = Metric::counter(
+    "announcements_received_total",
+    Unit::Count("announcements"),
+    "Announcements received from peers and publishers, by event (started|updated|ended|looped|refused): looped = dropped because this node's hop id was in the chain, refused = outside the session's publish rights or over its limit.",
+)
+.labels(&[Label::known("event", &["started", "updated", "ended", "looped", "refused"])])
+.initial(&[&["started"], &["updated"], &["ended"], &["looped"], &["refused"]]);
+pub const ANNOUNCE_HOPS: Metric = Metric::histogram(
+    "announce_hops",
+    Unit::Count("hops"),
+    HOP_BUCKETS,
+    "Hop count of each route received (0 = published by a client of this node, 1 = by a client of the peer that sent it).",
+);
 
 /// The transport's metrics, stems only: see [`super::Telemetry::catalog`] for the exported names.
 pub const CATALOG: &[Metric] = &[
@@ -169,6 +184,8 @@ pub const CATALOG: &[Metric] = &[
     QUEUED_GROUP_STREAMS,
     QUEUED_BYTES,
     CACHED_BYTES,
+    ANNOUNCEMENTS_RECEIVED,
+    ANNOUNCE_HOPS,
 ];
 
 #[cfg(test)]

@@ -142,3 +142,50 @@ impl SessionFailed<'_> {
         }
     }
 }
+
+/// What happened to one announcement received from the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnounceEvent {
+    Started,
+    Updated,
+    Ended,
+    /// Our own hop id was in the chain: the announcement came back around a loop.
+    Looped,
+    /// Outside the session's publish rights, or past its announce limit.
+    Refused,
+}
+
+impl AnnounceEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Updated => "updated",
+            Self::Ended => "ended",
+            Self::Looped => "looped",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// An announcement arrived from the peer (`hops` = its chain as this node sees it).
+pub struct AnnounceReceived<'a> {
+    pub broadcast: &'a str,
+    pub event: AnnounceEvent,
+    pub hops: &'a [u64],
+}
+
+impl AnnounceReceived<'_> {
+    pub fn emit(self, telemetry: &Telemetry) {
+        telemetry.counter(&catalog::ANNOUNCEMENTS_RECEIVED, &[("event", self.event.as_str())]).increment(1);
+        match self.event {
+            AnnounceEvent::Started | AnnounceEvent::Updated => {
+                telemetry.histogram(&catalog::ANNOUNCE_HOPS).record(self.hops.len() as f64);
+                tracing::debug!(broadcast = self.broadcast, hops = ?self.hops, event = self.event.as_str(), "route announced");
+            }
+            AnnounceEvent::Looped => {
+                tracing::debug!(broadcast = self.broadcast, hops = ?self.hops, "cluster route loop refused")
+            }
+            AnnounceEvent::Ended | AnnounceEvent::Refused => {}
+        }
+    }
+}

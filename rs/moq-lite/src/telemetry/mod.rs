@@ -322,6 +322,8 @@ pub struct Egress {
     started: Instant,
     first_group_seen: AtomicBool,
     live: Option<Arc<Shared>>,
+    /// The session's own totals, when its embedder watches it ([`crate::session::Traffic`]).
+    pub traffic: Option<Arc<crate::session::Traffic>>,
     _viewer: Viewer,
     _active: LiveCount,
 }
@@ -336,6 +338,7 @@ impl Egress {
             started: Instant::now(),
             first_group_seen: false.into(),
             live: telemetry.shared.clone(),
+            traffic: None,
             _viewer: Viewer::new(telemetry, labels, session),
             _active: LiveCount::new(telemetry.shared.clone(), Count::Downstream),
         }
@@ -345,6 +348,9 @@ impl Egress {
     #[inline]
     pub fn frame_written(&self, payload_len: usize, received: Instant) {
         self.counters.frame(payload_len);
+        if let Some(traffic) = &self.traffic {
+            traffic.sent(payload_len);
+        }
         self.forwarding_delay.record(received.elapsed().as_secs_f64());
     }
 

@@ -11,6 +11,12 @@
 //! sets in the catalog), namespace and broadcast (capped by the transport's label pools), worker
 //! (an index below `--worker-threads`, itself capped in config).
 
+
+/// W3C trace context for subscriptions between relays (moq-lite's traced subscribe), through the
+/// process's OpenTelemetry setup.
+pub const TRACE_PROPAGATION: moq_lite::session::TracePropagation =
+    moq_lite::session::TracePropagation { inject: moq_telemetry::traceparent, extract: moq_telemetry::set_parent };
+
 pub mod access;
 pub mod catalog;
 pub mod events;
@@ -107,6 +113,8 @@ impl Telemetry {
                         live.ended(&path);
                     }
                 }
+                // The same broadcast through another chain: nothing the stream gauges show.
+                Announcement::Updated { .. } => {}
             }
         }
     }
