@@ -532,3 +532,29 @@ async fn setup_breaches_close_only_that_session() {
     send_group(&mut publisher.track, b"still here");
     assert_eq!(next_payload(&mut healthy).await, "still here");
 }
+
+/// A publisher that withdraws its broadcast and leaves a moment later: its viewers' subscriptions
+/// end (within the relay's grace for a replacement), they are not kept open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_leaves_ends_its_viewers_subscriptions() {
+    let addr = relay(Origin::new()).await;
+    let mut publisher = publisher(addr, "https", "gone", "t").await;
+    let (_v, mut viewer_track) = viewer(addr, "https", "gone", "t").await;
+    send_group(&mut publisher.track, b"only");
+    assert_eq!(next_payload(&mut viewer_track).await, "only");
+    let Publisher { track, _broadcast, _announced, _session } = publisher;
+    drop(_announced);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    _session.close(&moq_lite::Error::Cancel);
+    drop((track, _broadcast));
+    let ended = timeout(Duration::from_secs(6), async {
+        loop {
+            match viewer_track.next_group().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the viewer's track ended");
+}

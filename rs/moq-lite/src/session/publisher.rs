@@ -379,7 +379,7 @@ async fn forward_subscription(
                 // The track ended. If its route went with it while another path to the broadcast
                 // remains (a peer relay that closed gracefully) or appears in the grace (a
                 // publisher that moved), follow that; otherwise the publisher ended it: say so.
-                None => match after_end(&origin, &broadcast, route.id).await {
+                None => match after_end(&origin, &route, &broadcast).await {
                     Some(next) => {
                         span.in_scope(|| tracing::info!(hops = ?next.hops, "subscription follows another route"));
                         dedupe = same_publisher(&route, &next);
@@ -460,12 +460,20 @@ async fn failover(origin: &crate::model::Origin, broadcast: &str, failed: u64) -
     tokio::time::timeout(wait, other).await.ok()
 }
 
-/// After the served track ended: another route, if the ended one is withdrawn within
-/// [`FAILOVER_WAIT`] (the track ended because its path went away, not because its publisher
-/// ended it while announced).
-async fn after_end(origin: &crate::model::Origin, broadcast: &str, ended: u64) -> Option<crate::model::Route> {
-    tokio::time::timeout(FAILOVER_WAIT, origin.route_withdrawn(broadcast, ended)).await.ok()?;
-    failover(origin, broadcast, ended).await
+/// After the served track ended: another route, if the ended one came through a peer and is
+/// withdrawn within [`FAILOVER_WAIT`] (the track ended because that path went away — a peer relay
+/// that closed gracefully — not because its publisher ended it while announced).
+async fn after_end(
+    origin: &crate::model::Origin,
+    ended: &crate::model::Route,
+    broadcast: &str,
+) -> Option<crate::model::Route> {
+    // A publisher of this node that ended its track meant it.
+    if ended.hops.is_empty() {
+        return None;
+    }
+    tokio::time::timeout(FAILOVER_WAIT, origin.route_withdrawn(broadcast, ended.id)).await.ok()?;
+    failover(origin, broadcast, ended.id).await
 }
 
 /// How long a failed track's subscription waits for its still-announced route to be replaced.

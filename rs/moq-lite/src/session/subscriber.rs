@@ -67,8 +67,15 @@ pub(super) async fn run_announces(inner: Arc<Inner>) -> Result<(), Error> {
             // The route goes now; the publisher ends its tracks (SUBSCRIBE_END, FIN) just after
             // its announcement, so subscriptions already running get a moment to end cleanly.
             drop(publication);
+            let (inner, suffix) = (inner.clone(), suffix.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(UNANNOUNCE_GRACE).await;
+                // Its publisher withdrew it: tracks still open end there, cleanly.
+                for upstream in inner.subscriptions.lock().unwrap().values() {
+                    if upstream.path == suffix {
+                        upstream.ended_cleanly.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 task.abort();
             });
             event(&full, telemetry::AnnounceEvent::Ended, &[]);
@@ -251,6 +258,8 @@ const UNANNOUNCE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// An upstream subscription as arriving group streams see it. The track closes when the last
 /// holder lets go, so a group still being read completes before subscribers see the end.
 pub(crate) struct Upstream {
+    /// The broadcast as the peer names it.
+    path: String,
     track: Mutex<Option<TrackProducer>>,
     ended: Mutex<Option<Result<(), Error>>>,
     /// The publisher ended the track (SUBSCRIBE_END on 05+, the subscribe stream's FIN): torn
@@ -296,6 +305,7 @@ async fn run_subscription(
         true => Some(fetch_track_info(&inner, &path, &name)),
     };
     let upstream = Arc::new(Upstream {
+        path: path.clone(),
         track: Mutex::new(Some(track)),
         ended: Mutex::new(None),
         ended_cleanly: Default::default(),
@@ -303,6 +313,9 @@ async fn run_subscription(
         ingress,
     });
     inner.subscriptions.lock().unwrap().insert(id, upstream.clone());
+    // However this task ends, even aborted (its broadcast withdrawn), the subscription leaves the
+    // map, so its track ends once the groups still arriving let go of it.
+    let _registered = Registered { inner: &inner, id };
 
     let subscribe = subscribe_upstream(&inner, &broadcast, id, &path, &name, &upstream, &shared);
     let result = match info {
@@ -335,7 +348,18 @@ async fn run_subscription(
         tokio::time::sleep(END_GRACE).await;
     }
     *upstream.ended.lock().unwrap() = Some(result);
-    inner.subscriptions.lock().unwrap().remove(&id);
+}
+
+/// An upstream subscription's place in [`Inner::subscriptions`], removed on drop.
+struct Registered<'a> {
+    inner: &'a Inner,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.inner.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
 }
 
 async fn subscribe_upstream(
