@@ -244,6 +244,11 @@ impl Session {
         &self.inner.conn
     }
 
+    /// The peer's hop id, once its SETUP (05+) said one: another relay's identity in hop chains.
+    pub fn peer_hop(&self) -> Option<u64> {
+        self.inner.peer_setup.lock().as_ref().and_then(|s| s.hop)
+    }
+
     /// Runs the session until it ends and returns why. A protocol violation by the peer closes
     /// the connection with [`crate::code::PROTOCOL_VIOLATION`]; nothing here panics on peer input.
     pub async fn run(&self) -> Error {
