@@ -6,7 +6,8 @@ mounts and checks that they agree with each other: images pinned, mounted files 
 behind `service_healthy`, unique host ports, scrape targets / exporter endpoints / webhook URLs /
 datasource URLs pointing at the port the target service really listens on, Alloy's pipeline wiring,
 tail sampling and CORS, Loki structured metadata, Grafana datasource uids used by the dashboards,
-and a runbook for every alert.
+the relay mesh of the `cluster` profile (every relay scraped, peer URLs naming a relay's QUIC port,
+token and key files inside mounts, a peer able to verify the token), and a runbook for every alert.
 
 Prints one line per check (`ok ...` or `FAIL ...`), then `N checks, M failed`; exits 1 on any failure.
 

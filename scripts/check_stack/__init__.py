@@ -7,6 +7,7 @@ The command line is scripts/check_stack.py, which calls `main`.
 - compose: the compose model (mounts, ports, config files) and the checks of docker-compose.yml
 - alloy_syntax: a small reader for Alloy configuration files
 - prometheus, alloy, loki, tempo, alertmanager, grafana: the checks of each component's files
+- cluster: relay services and the mesh between them (peer URLs, tokens, scraping)
 - rules: alert rules and their runbooks
 """
 

@@ -5,6 +5,7 @@ import os
 
 from .alertmanager import check_alertmanager
 from .alloy import check_alloy
+from .cluster import check_cluster
 from .compose import Stack, check_compose
 from .grafana import check_grafana, check_grafana_anonymous_access
 from .loki import check_loki
@@ -31,6 +32,7 @@ def main(description=None, argv=None):
         check_grafana_anonymous_access(st)
         check_prometheus_flags(st)
         check_prometheus(st)
+        check_cluster(st)
         check_alloy(st)
         check_loki(st)
         check_tempo(st)

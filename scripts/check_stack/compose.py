@@ -22,6 +22,18 @@ DEFAULT_PORTS = {
 }
 
 
+def is_relay(name, service):
+    """Whether a compose service runs moq-relay: the `relay` service, or any service using the
+    relay image (`moq-relay:<tag>`, e.g. the nodes of the `cluster` profile)."""
+    image = interpolate(str((service or {}).get("image") or ""))
+    return name == "relay" or image.split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0] == "moq-relay"
+
+
+def relay_services(services):
+    """Names of the compose services that run moq-relay, in file order."""
+    return [name for name, svc in services.items() if is_relay(name, svc)]
+
+
 class Mount:
     def __init__(self, source, target, kind, read_only):
         self.source = source  # host path (bind) or volume name
@@ -154,7 +166,7 @@ class Stack:
             cfg = self.tempo()
             ports.add(int(dig(cfg, "server", "http_listen_port", default=3200) or 3200))
             ports |= self.tempo_otlp_ports()
-        elif name == "relay":
+        elif is_relay(name, svc):
             for var, default in (("MOQ_LISTEN", 4443), ("MOQ_OPS_LISTEN", 9101)):
                 val = env.get(var)
                 for part in (val.split(",") if val else [None]):

@@ -118,3 +118,16 @@ def check_prometheus(st):
                             f"{host} listens on {sorted(ports)}")
                 elif host != "host.docker.internal":
                     r.check(False, f"prometheus: job {name} target {t} is a compose service or host.docker.internal")
+    # DNS service discovery by compose service name (A/AAAA records need a port): the name is a
+    # service and the port one it listens on. A service in an inactive profile does not resolve,
+    # which leaves the job without that target rather than with a target that is down.
+    for name, sc in jobs.items():
+        for d in sc.get("dns_sd_configs") or []:
+            kind = str(d.get("type", "SRV")).upper()
+            for n in d.get("names") or []:
+                if not r.check(n in st.services, f"prometheus: job {name} DNS name {n} is a compose service"):
+                    continue
+                if kind in ("A", "AAAA"):
+                    ports = st.listen_ports(n)
+                    r.check(d.get("port") in ports, f"prometheus: job {name} DNS name {n} uses a port {n} listens on",
+                            f"port {d.get('port')}, {n} listens on {sorted(ports)}")

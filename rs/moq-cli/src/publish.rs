@@ -455,7 +455,12 @@ async fn keep_connected(
                 let session = Session::new(
                     connected.conn,
                     connected.version,
-                    SessionConfig { publish: Some(scope), setup_path, trace: Some(crate::TRACE_PROPAGATION), ..Default::default() },
+                    SessionConfig {
+                        publish: Some(scope),
+                        setup_path,
+                        trace: Some(crate::TRACE_PROPAGATION),
+                        ..Default::default()
+                    },
                 );
                 current.send_replace(Some(session.clone()));
                 let opened = std::time::Instant::now();

@@ -230,10 +230,16 @@ fn check_buckets(doc_file: &Path, defs: &BTreeMap<String, Def>) -> Vec<String> {
     let mut problems = Vec::new();
     for (name, def) in defs.iter().filter(|(_, d)| d.kind == "histogram") {
         let bounds: Vec<String> = def.buckets.iter().map(|b| b.to_string()).collect();
-        let line =
-            doc.lines().find(|l| l.contains(&format!("`{name}`")) && l.contains(&bounds[0]) && l.starts_with('|'));
-        let written = line.map(|l| l.rsplit('|').nth(1).unwrap_or_default().trim().to_string());
+        // The bucket table's row for this histogram: its last cell lists the bounds. (The same
+        // name also heads a row of the metric tables, whose last cell is "Used by".)
+        let last_cell = |l: &str| l.rsplit('|').nth(1).unwrap_or_default().trim().to_string();
+        let rows: Vec<String> = doc
+            .lines()
+            .filter(|l| l.contains(&format!("`{name}`")) && l.contains(&bounds[0]) && l.starts_with('|'))
+            .map(last_cell)
+            .collect();
         let expected = bounds.join(", ");
+        let written = rows.iter().find(|w| **w == expected).or(rows.last()).cloned();
         let ok =
             written.as_deref() == Some(expected.as_str()) || doc.contains(&format!("buckets (seconds): {expected}."));
         if !ok {

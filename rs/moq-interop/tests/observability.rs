@@ -45,6 +45,10 @@ fn alert_rules_pass_promtool_unit_tests() {
     let history = "observability/prometheus-alerts.netplay-history.test.yml";
     let out = check("promtool test rules (netplay history)", "promtool", &["test", "rules", history]);
     assert!(out.contains("SUCCESS"), "{out}");
+    // PeerDown and BroadcastUnreachable (docs/CLUSTER.md).
+    let cluster = "observability/prometheus-alerts.cluster.test.yml";
+    let out = check("promtool test rules (cluster)", "promtool", &["test", "rules", cluster]);
+    assert!(out.contains("SUCCESS"), "{out}");
     let out =
         check("promtool check config", "promtool", &["check", "config", "observability/prometheus/prometheus.yml"]);
     assert!(out.contains("SUCCESS"), "{out}");

@@ -18,6 +18,7 @@ use crate::access::gate::Gatekeeper;
 use crate::access::limits::{AddressSlot, Limit};
 use crate::access::policy::{query_token, Access};
 use crate::serve::Stopping;
+use crate::telemetry::cluster::{Direction, PeerConnected, PeerLost};
 use crate::telemetry::{SessionAccepted, SessionRejected, Telemetry};
 use crate::Sessions;
 
@@ -30,6 +31,8 @@ pub struct Context {
     /// Access decisions, limits and the audit trail.
     pub gate: Arc<Gatekeeper>,
     pub hop_id: u64,
+    /// Longest hop chain accepted or forwarded (`--cluster-max-hops`).
+    pub max_hops: usize,
     /// Streams a peer may keep open at once, per direction (`--max-streams`).
     pub max_streams: u64,
     pub sessions: Sessions,
@@ -38,6 +41,8 @@ pub struct Context {
     pub workers: Arc<crate::workers::Workers>,
     /// Netplay rooms (`--netplay`), told when their members' sessions open and close.
     pub netplay: Option<Arc<crate::netplay::Netplay>>,
+    /// Cluster peer links, where sessions with a peer grant are listed while they run.
+    pub peers: crate::cluster::Peers,
 }
 
 /// The session cap: connection attempts hold a slot from before the handshake until the session
@@ -211,6 +216,7 @@ pub async fn serve(
         url.path = %root,
         client.address = %peer,
         moq.worker = worker,
+        moq.cluster.peer = tracing::field::Empty,
         moq.close.reason = tracing::field::Empty,
     );
     if let Some(traceparent) = &traceparent {
@@ -276,6 +282,10 @@ pub async fn serve(
     span.record("network.protocol.version", version.alpn());
 
     let limits = ctx.gate.limits.limits();
+    // A peer relay's session (a peer grant) counts its traffic for the peer metrics; its hop id
+    // is known here when it came in the SETUP read above (raw QUIC lite-05+).
+    let traffic = admitted.grant.peer.then(|| Arc::new(moq_lite::session::Traffic::default()));
+    let peer_hop = peer_setup.as_ref().and_then(|s| s.hop).filter(|h| *h != 0);
     let session = Session::new(
         conn,
         version,
@@ -291,6 +301,8 @@ pub async fn serve(
             max_subscriptions: limits.subscriptions_per_session,
             gate: Some(span.in_scope(|| ctx.gate.session_gate(audit.clone()))),
             trace: Some(crate::telemetry::TRACE_PROPAGATION),
+            traffic: traffic.clone(),
+            max_hops: ctx.max_hops,
             ..Default::default()
         },
     );
@@ -298,6 +310,29 @@ pub async fn serve(
     let guard =
         span.in_scope(|| SessionAccepted { session: &session, transport, version, handshake }.emit(&ctx.telemetry));
     ctx.sessions.insert(id, session.clone(), admitted.grant.subject.clone());
+    // Listed as an inbound cluster peer (by its grant's subject, else its address) while it runs.
+    let inbound = traffic.map(|traffic| {
+        let wanted =
+            admitted.grant.subject.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| match peer.is_empty() {
+                true => "_anonymous".to_string(),
+                false => peer.clone(),
+            });
+        let inbound = ctx.peers.inbound(&wanted, &session, traffic, peer_hop);
+        span.record("moq.cluster.peer", inbound.label());
+        span.in_scope(|| {
+            PeerConnected {
+                peer: inbound.label(),
+                direction: Direction::Inbound,
+                url: None,
+                version,
+                hop_id: peer_hop,
+                rtt: session.connection().quic().map(|q| q.rtt()),
+                series: None,
+            }
+            .emit()
+        });
+        inbound
+    });
     // A netplay member is present in its room while this runs (registered above first, so a room
     // ending from now on finds it to close; one that ended since the decision closes it here).
     let presence = ctx
@@ -323,6 +358,11 @@ pub async fn serve(
     .instrument(span.clone())
     .await;
     ctx.sessions.remove(id);
+    if let Some(inbound) = &inbound {
+        let expected = ctx.draining.began() || crate::telemetry::cluster::left_on_purpose(&err);
+        let (peer, after) = (inbound.label(), opened.elapsed());
+        span.in_scope(|| PeerLost { peer, direction: Direction::Inbound, error: &err, after, expected }.emit());
+    }
     let reason = span.in_scope(|| guard.closed(&err, ctx.draining.began()));
     span.record("moq.close.reason", reason.as_str());
     let (sent, received) = session
@@ -334,7 +374,7 @@ pub async fn serve(
         })
         .unwrap_or_default();
     ctx.gate.ended(auth_request, reason.as_str(), opened.elapsed(), sent, received);
-    drop((admitted, address, presence));
+    drop((admitted, address, presence, inbound));
 }
 
 /// The negotiated ALPN of a request, for the auth server.

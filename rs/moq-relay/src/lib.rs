@@ -3,6 +3,7 @@
 //! decoders of hostile input (tokens, keys, auth-server answers) can be fuzzed (`fuzz/`).
 
 pub mod access;
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod netplay;
@@ -26,36 +27,47 @@ use moq_lite::transport::{QuicOptions, WebSocketOptions};
 use tokio::task::JoinSet;
 
 /// Live sessions, so shutdown can send each a GOAWAY, and with the subject of their grant, so
-/// a right withdrawn from a subject (a netplay room that ended) can close its sessions.
+/// a right withdrawn from a subject (a netplay room that ended) can close its sessions. The
+/// sessions this relay dialed (to cluster peers) are kept apart: they are drained last.
 #[derive(Clone, Default)]
 pub struct Sessions {
     inner: Arc<Mutex<HashMap<u64, Registered>>>,
 }
 
 /// A live session and the subject of its grant.
-type Registered = (Session, Option<String>);
+struct Registered {
+    session: Session,
+    subject: Option<String>,
+    /// Dialed by this relay (a cluster peer link), not accepted.
+    dialed: bool,
+}
 
 impl Sessions {
     fn insert(&self, id: u64, session: Session, subject: Option<String>) {
-        self.inner.lock().unwrap().insert(id, (session, subject));
+        self.inner.lock().unwrap().insert(id, Registered { session, subject, dialed: false });
+    }
+    /// A session this relay dialed (a cluster peer link).
+    fn insert_dialed(&self, id: u64, session: Session) {
+        self.inner.lock().unwrap().insert(id, Registered { session, subject: None, dialed: true });
     }
     fn remove(&self, id: u64) {
         self.inner.lock().unwrap().remove(&id);
     }
     fn get(&self, id: u64) -> Option<Session> {
-        self.inner.lock().unwrap().get(&id).map(|(s, _)| s.clone())
+        self.inner.lock().unwrap().get(&id).map(|r| r.session.clone())
     }
-    fn all(&self) -> Vec<Session> {
-        self.inner.lock().unwrap().values().map(|(s, _)| s.clone()).collect()
+    /// The sessions accepted (`dialed == false`) or dialed.
+    fn all(&self, dialed: bool) -> Vec<Session> {
+        self.inner.lock().unwrap().values().filter(|r| r.dialed == dialed).map(|r| r.session.clone()).collect()
     }
     /// Closes (code `unauthorized`) every session whose subject `matches`; returns how many.
     fn close_subjects(&self, matches: impl Fn(&str) -> bool) -> usize {
         let chosen: Vec<Session> = {
             let inner = self.inner.lock().unwrap();
             let mut chosen = Vec::new();
-            for (session, subject) in inner.values() {
-                if subject.as_deref().is_some_and(&matches) {
-                    chosen.push(session.clone());
+            for r in inner.values() {
+                if r.subject.as_deref().is_some_and(&matches) {
+                    chosen.push(r.session.clone());
                 }
             }
             chosen
@@ -67,6 +79,10 @@ impl Sessions {
     }
     fn len(&self) -> usize {
         self.inner.lock().unwrap().len()
+    }
+    /// Accepted sessions only.
+    fn accepted(&self) -> usize {
+        self.inner.lock().unwrap().values().filter(|r| !r.dialed).count()
     }
 }
 
@@ -125,8 +141,13 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     };
     let origin = Origin::new();
     let sessions = Sessions::default();
-    // A random hop id (below 2^53 so JavaScript peers can hold it) marks our announcements.
-    let hop_id = rand_hop_id();
+    // The hop id marks our announcements: --cluster-id, else derived from --cluster-node, else
+    // random (below 2^53 so JavaScript peers can hold it).
+    let hop_id = config.cluster.hop_id.unwrap_or_else(rand_hop_id);
+    let node = node_name(&config);
+    // Every peer link, dialed or accepted, for /nodes and the peer metrics.
+    let peers = cluster::Peers::new(config.metrics_linger);
+    telemetry.cluster(peers.clone(), &node, hop_id);
     let quic = QuicOptions {
         max_streams: config.max_streams,
         idle_timeout: config.idle_timeout,
@@ -149,7 +170,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         true => Some(netplay::Netplay::with_peer_ip(config.netplay.clone(), sessions.clone(), config.peer_ip)?),
         false => None,
     };
-    let (gate, audit_writer) = gatekeeper(&config, netplay.clone())?;
+    let (gate, audit_writer) = gatekeeper(&config, netplay.clone(), &node)?;
     let ctx = Arc::new(connection::Context {
         telemetry: telemetry.clone(),
         peer_ip: config.peer_ip,
@@ -157,11 +178,13 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         origin: origin.clone(),
         gate: gate.clone(),
         hop_id,
+        max_hops: config.cluster.max_hops,
         max_streams: config.max_streams,
         sessions: sessions.clone(),
         admission: connection::Admission::new(config.max_sessions),
         workers: workers.clone(),
         netplay: netplay.clone(),
+        peers: peers.clone(),
     });
 
     let mut background = JoinSet::new();
@@ -177,6 +200,23 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     if let Some(netplay) = &netplay {
         background.spawn(netplay.clone().run());
     }
+    let cluster = cluster::Cluster {
+        settings: config.cluster.clone(),
+        node: node.clone(),
+        hop_id,
+        origin: origin.clone(),
+        telemetry: telemetry.transport().clone(),
+        sessions: sessions.clone(),
+        peers: peers.clone(),
+        client: moq_lite::transport::ClientConfig {
+            versions: config.versions.clone(),
+            quic: quic.clone(),
+            websocket: WebSocketOptions::from_quic(&quic),
+            ..Default::default()
+        },
+        max_streams: config.max_streams,
+    };
+    background.spawn(cluster.run(stopping.clone()));
     let mut servers = Vec::new();
     let mut listeners = JoinSet::new();
     let server_tls = tls::server_config(&tls)?;
@@ -207,12 +247,18 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         }
     }
     if let Some(addr) = config.ops_listen {
-        let router = ops::router(telemetry.clone(), config.ops_token.clone(), sessions.clone(), gate.audit.clone());
+        let router = ops::router(
+            telemetry.clone(),
+            config.ops_token.clone(),
+            sessions.clone(),
+            gate.audit.clone(),
+            peers.clone(),
+        );
         let ops = serve::HttpListener::bind(addr, router, "ops").await?;
-        tracing::info!(addr = %ops.local_addr()?, auth = config.ops_token.is_some(), "ops listening (/metrics, /health, POST /sessions/ID/close)");
+        tracing::info!(addr = %ops.local_addr()?, auth = config.ops_token.is_some(), "ops listening (/metrics, /health, /nodes, POST /sessions/ID/close)");
         listeners.spawn(ops.run(stopping.clone()));
     }
-    tracing::info!(fingerprint = %tls.fingerprint, hop_id, "relay ready");
+    tracing::info!(fingerprint = %tls.fingerprint, hop_id, node = %node, "relay ready");
 
     shutdown_signal().await;
     tracing::info!(sessions = sessions.len(), drain = ?config.drain_timeout, "shutting down: sending GOAWAY");
@@ -233,24 +279,33 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends GOAWAY to every session and waits up to `window` for them to leave.
+/// Sends GOAWAY to every accepted session and waits up to `window` for them to leave; then closes
+/// the links this relay dialed to its cluster peers, which served those sessions until then.
 #[tracing::instrument(name = "moq.shutdown.drain", skip_all, fields(moq.sessions = sessions.len(), moq.drain.window_ms = window.as_millis() as u64, moq.sessions.remaining = tracing::field::Empty))]
 async fn drain(sessions: &Sessions, window: Duration) {
     let mut goaways = JoinSet::new();
-    for session in sessions.all() {
+    for session in sessions.all(false) {
         goaways.spawn(async move {
             let _ = session.goaway().await;
         });
     }
     let deadline = tokio::time::Instant::now() + window;
-    while sessions.len() > 0 && tokio::time::Instant::now() < deadline {
+    while sessions.accepted() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     goaways.shutdown().await;
-    let left = sessions.len();
+    let left = sessions.accepted();
     tracing::Span::current().record("moq.sessions.remaining", left);
     if left > 0 {
         tracing::warn!(sessions = left, "drain window over: closing remaining sessions");
+    }
+    // Nobody here needs the peers' broadcasts any more.
+    for session in sessions.all(true) {
+        session.close(&moq_lite::Error::GoingAway);
+    }
+    let closed = tokio::time::Instant::now() + Duration::from_secs(1);
+    while sessions.len() > sessions.accepted() && tokio::time::Instant::now() < closed {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -259,6 +314,7 @@ async fn drain(sessions: &Sessions, window: Duration) {
 fn gatekeeper(
     config: &config::Config,
     netplay: Option<Arc<netplay::Netplay>>,
+    node: &str,
 ) -> anyhow::Result<(Arc<access::gate::Gatekeeper>, access::audit::AuditWriter)> {
     use access::policy::{Policy, Public};
     let auth = &config.auth;
@@ -270,7 +326,7 @@ fn gatekeeper(
         },
     };
     let (audit, writer) = access::audit::Audit::open(auth.audit_log.as_deref())?;
-    let node = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "moq-relay".into());
+    let node = node.to_string();
     let limits = access::limits::Counter::new(config.limits.clone());
     // Netplay tokens are the relay's own: decided by the netplay service whatever the policy.
     let issuer = netplay.map(|n| n as Arc<dyn access::policy::Issuer>);
@@ -321,6 +377,17 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
     }
+}
+
+/// This relay's name: `--cluster-node`, else `$HOSTNAME`, else `moq-relay`. Named in cluster logs,
+/// `/nodes`, `moq_relay_cluster_info` and the auth server's requests.
+fn node_name(config: &config::Config) -> String {
+    config
+        .cluster
+        .node
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "moq-relay".into())
 }
 
 fn rand_hop_id() -> u64 {

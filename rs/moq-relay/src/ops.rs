@@ -1,6 +1,6 @@
-//! The operator HTTP listener: `GET /metrics` (Prometheus text), `GET /health`, and
-//! `POST /sessions/{id}/close` (end one session, e.g. an abusive client), behind a bearer token
-//! when one is set. Separate from the public listener so it can stay on a private address. Every
+//! The operator HTTP listener: `GET /metrics` (Prometheus text), `GET /health`, `GET /nodes`
+//! (the cluster peers, JSON), and `POST /sessions/{id}/close` (end one session, e.g. an abusive
+//! client), behind a bearer token when one is set. Separate from the public listener so it can stay on a private address. Every
 //! operator action, and every request refused for a bad token, goes to the audit log.
 
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::access::audit::{Audit, AuditRecord};
 use crate::access::{Denial, Source};
+use crate::cluster::Peers;
 use crate::config::Secret;
 use crate::telemetry::Telemetry;
 use crate::Sessions;
@@ -24,14 +25,16 @@ struct Ops {
     token: Option<Arc<Secret>>,
     sessions: Sessions,
     audit: Audit,
+    peers: Peers,
 }
 
-pub fn router(telemetry: Telemetry, token: Option<Secret>, sessions: Sessions, audit: Audit) -> Router {
+pub fn router(telemetry: Telemetry, token: Option<Secret>, sessions: Sessions, audit: Audit, peers: Peers) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok" }))
+        .route("/nodes", get(nodes))
         .route("/sessions/{id}/close", post(close_session))
-        .with_state(Ops { telemetry, token: token.map(Arc::new), sessions, audit })
+        .with_state(Ops { telemetry, token: token.map(Arc::new), sessions, audit, peers })
 }
 
 impl Ops {
@@ -64,6 +67,16 @@ async fn metrics(State(ops): State<Ops>, method: Method, uri: Uri, headers: Head
     }
     let body = ops.telemetry.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+/// The cluster peers: one row per configured peer (whatever its state) and per inbound peer
+/// session (docs/CLUSTER.md).
+async fn nodes(State(ops): State<Ops>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    if !ops.authorized("nodes", &method, &uri, &headers) {
+        return unauthorized();
+    }
+    let body = serde_json::to_string(&ops.peers.nodes()).unwrap_or_else(|_| "[]".into());
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Closes one session with the `unauthorized` code: the operator's way to remove a client now.

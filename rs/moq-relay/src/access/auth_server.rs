@@ -10,8 +10,8 @@
 //! The grant is returned with absolute patterns (rooted at the dialed path), like every other
 //! [`Grant`] in this relay. Of the contract's grant fields, `root` and `mounts` would re-point the
 //! session elsewhere, which this relay cannot honour: a grant using them is refused rather than
-//! silently read as something else. `tier` (a stats label) and `peer` (a cluster-peer marker)
-//! change no right and are ignored.
+//! silently read as something else. `tier` (a stats label) changes no right and is ignored;
+//! `peer: true` marks the session as a cluster peer relay ([`Grant::peer`]), widening nothing.
 //!
 //! The request carries the client's query, which usually holds its token: nothing here logs
 //! it, and the error details never contain it.
@@ -534,7 +534,9 @@ struct WireGrant {
     expires: Option<i64>,
     /// Seconds.
     revalidate: Option<u64>,
-    // `tier` (a stats label) and `peer` (a cluster-peer marker) grant no right; not read.
+    /// Only `true` marks a peer relay (any other value, like a missing one, marks nothing).
+    peer: Option<serde_json::Value>,
+    // `tier` (a stats label) grants no right; not read.
 }
 
 /// Read a 2xx answer for a session dialed at `dialed` (normalized, no leading slash), checked
@@ -606,6 +608,7 @@ pub fn decode_grant(answer: &[u8], dialed: &str, now: SystemTime) -> Result<Gran
         revalidate,
         subject: None,
         source: Source::AuthServer,
+        peer: wire.peer == Some(serde_json::Value::Bool(true)),
     })
 }
 
@@ -1054,6 +1057,10 @@ mod tests {
         assert_eq!(ok.expires, Some(UNIX_EPOCH + Duration::from_secs(unix(at(60)))));
         assert_eq!(ok.subject, None);
         assert_eq!(ok.source, Source::AuthServer);
+        assert!(ok.peer, "peer: true marks a peer relay");
+        let plain = parse(r#"{"subscribe":["**"],"peer":"yes"}"#.into(), "demo").unwrap();
+        assert!(!plain.peer, "only true marks one");
+        assert!(!parse(r#"{"subscribe":["**"]}"#.into(), "demo").unwrap().peer);
 
         // A root spelling out the dialed path is the default.
         let same = parse(r#"{"subscribe":["x"],"root":"/demo/"}"#.into(), "demo").unwrap();

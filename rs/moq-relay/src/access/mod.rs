@@ -160,6 +160,9 @@ pub struct Grant {
     /// Who: the token's `sub` claim, for per-subject limits and the audit log.
     pub subject: Option<String>,
     pub source: Source,
+    /// A peer relay's grant (the token's `"peer": true`, or the auth server's `peer: true`): it
+    /// only marks the session as a cluster peer (labels, logs, `/nodes`), it widens nothing.
+    pub peer: bool,
 }
 
 impl Grant {

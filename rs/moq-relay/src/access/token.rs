@@ -4,7 +4,8 @@
 //! published and subscribed beneath it, either as patterns (`publish`, `subscribe`) or in the
 //! legacy form (`put`, `get`: each prefix `p` is the subtree `p/**`, and `""` is `**`; a single
 //! string stands for a list of one). One token never mixes the two forms. The other claims read are
-//! `exp`, `nbf` and `iat` (integer seconds), `sub` (kept as the subject when it is a string), and
+//! `exp`, `nbf` and `iat` (integer seconds), `sub` (kept as the subject when it is a string),
+//! `peer` (a boolean: `true` marks a cluster peer relay, docs/CLUSTER.md; it widens nothing), and
 //! `iss` and `jti` (ignored); any other claim refuses the token, since it might narrow the grant,
 //! and a misspelt `root` would otherwise widen it.
 //!
@@ -32,7 +33,8 @@ use super::{Denial, Grant, Refusal, Source};
 pub const CLOCK_SKEW: Duration = Duration::from_secs(30);
 
 /// Every claim a token may carry.
-const KNOWN_CLAIMS: &[&str] = &["root", "put", "get", "publish", "subscribe", "exp", "iat", "nbf", "iss", "sub", "jti"];
+const KNOWN_CLAIMS: &[&str] =
+    &["root", "put", "get", "publish", "subscribe", "exp", "iat", "nbf", "iss", "sub", "jti", "peer"];
 
 /// What a verified token says. The patterns are relative to `root`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -49,6 +51,8 @@ pub struct Claims {
     pub issued: Option<SystemTime>,
     /// `sub`, when it is a string.
     pub subject: Option<String>,
+    /// `peer: true`: the bearer is a peer relay.
+    pub peer: bool,
 }
 
 /// Verifies `token` with `keys` at `now`: the signature with the key's own algorithm, then the
@@ -134,6 +138,7 @@ impl Claims {
             revalidate: None,
             subject: self.subject.clone(),
             source: Source::Token,
+            peer: self.peer,
         };
         if !grant.reaches(&dialed) {
             return Err(Refusal::new(
@@ -170,6 +175,10 @@ impl Claims {
                 "nbf" => claims.not_before = timestamp(&name, &value)?,
                 "iat" => claims.issued = timestamp(&name, &value)?,
                 "sub" => claims.subject = value.as_str().map(str::to_string),
+                "peer" => match value {
+                    Value::Bool(peer) => claims.peer = peer,
+                    _ => return Err(malformed("peer is not a boolean")),
+                },
                 _ => {} // iss, jti: an issuer's bookkeeping.
             }
         }
@@ -500,6 +509,7 @@ mod tests {
                 revalidate: None,
                 subject: None,
                 source: Source::Token,
+                peer: false,
             }
         );
     }
@@ -574,6 +584,32 @@ mod tests {
         let refusal = refused(&keys, &sign(&hs(), None, &json!({"publish": ["**"], "a\nb\"": 1})));
         assert_eq!(refusal.denial, Denial::UnknownClaim);
         assert!(!refusal.detail.contains('\n'), "{refusal:?}");
+    }
+
+    /// `peer` is known (a boolean marking a cluster peer); `cluster` and the like still refuse.
+    #[test]
+    fn a_peer_claim_marks_the_grant_and_must_be_a_boolean() {
+        let (_dir, keys) = keys_for(&hs());
+        let claims = json!({"publish": ["**"], "subscribe": ["**"], "sub": "relay-b", "peer": true});
+        let verified = verify(&keys, &sign(&hs(), None, &claims), now()).unwrap();
+        assert!(verified.peer);
+        let grant = verified.grant_at("").unwrap();
+        assert!(grant.peer);
+        assert_eq!(grant.subject.as_deref(), Some("relay-b"));
+        // It widens nothing: the same patterns as without it.
+        let plain = verify(&keys, &sign(&hs(), None, &json!({"publish": ["**"], "subscribe": ["**"]})), now()).unwrap();
+        assert_eq!(
+            (&grant.publish, &grant.subscribe),
+            (&plain.grant_at("").unwrap().publish, &plain.grant_at("").unwrap().subscribe)
+        );
+        assert!(!plain.peer);
+
+        let claims = json!({"publish": ["**"], "peer": false});
+        assert!(!verify(&keys, &sign(&hs(), None, &claims), now()).unwrap().peer);
+        for value in [json!("true"), json!(1), json!(null)] {
+            let claims = json!({"publish": ["**"], "peer": value});
+            assert_eq!(denial(&keys, &sign(&hs(), None, &claims)), Denial::Malformed, "{value}");
+        }
     }
 
     #[test]

@@ -184,6 +184,42 @@ pub(super) struct Settings {
     #[arg(long, env = "MOQ_NETPLAY_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(super) netplay_idle_timeout: Option<Duration>,
 
+    /// A peer relay to dial (docs/CLUSTER.md): https:// (WebTransport), http:// (WebTransport,
+    /// pinning the peer's development certificate from /certificate.sha256) or moqt:// (raw
+    /// QUIC). `?cost=N` prices the link (not sent); `?jwt=TOKEN` is sent. Repeat the flag or
+    /// separate with commas; at most 64 peers. [default: none]
+    #[arg(long, env = "MOQ_CLUSTER_CONNECT", value_name = "URL", value_delimiter = ',')]
+    pub(super) cluster_connect: Option<Vec<String>>,
+
+    /// File holding the token presented to peers whose URL has no `?jwt=` (re-read at each
+    /// dial). [default: none]
+    #[arg(long, env = "MOQ_CLUSTER_TOKEN", value_name = "FILE")]
+    pub(super) cluster_token: Option<PathBuf>,
+
+    /// This relay's name in cluster logs, /nodes and metrics; also fixes the hop id when
+    /// --cluster-id is not given. Defaults to the HOSTNAME variable (hop id then random).
+    #[arg(long, env = "MOQ_CLUSTER_NODE", value_name = "NAME")]
+    pub(super) cluster_node: Option<String>,
+
+    /// This relay's hop id in announcement chains (1 <= N < 2^53). Defaults to a hash of
+    /// --cluster-node when given, else a random id per process.
+    #[arg(long, env = "MOQ_CLUSTER_ID", value_name = "N")]
+    pub(super) cluster_id: Option<u64>,
+
+    /// A JSON array of peer URLs (as --cluster-connect), re-read every
+    /// --cluster-connect-api-interval: peers added are dialed, peers removed hung up.
+    /// [default: none]
+    #[arg(long, env = "MOQ_CLUSTER_CONNECT_API", value_name = "FILE")]
+    pub(super) cluster_connect_api: Option<PathBuf>,
+
+    /// How often the --cluster-connect-api file is re-read. [default: 10s]
+    #[arg(long, env = "MOQ_CLUSTER_CONNECT_API_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(super) cluster_connect_api_interval: Option<Duration>,
+
+    /// Longest hop chain accepted or forwarded (1-32). [default: 32]
+    #[arg(long, env = "MOQ_CLUSTER_MAX_HOPS", value_name = "N")]
+    pub(super) cluster_max_hops: Option<usize>,
+
     /// On shutdown, how long sessions get to leave after GOAWAY before they are
     /// closed, e.g. 5s or 500ms. [default: 5s]
     #[arg(long, env = "MOQ_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -413,6 +449,8 @@ mod tests {
             "netplay-sweep-interval",
             "netplay-host-grace",
             "netplay-idle-timeout",
+            "cluster-connect-api-interval",
+            "cluster-max-hops",
         ] {
             assert!(checked.contains(&long), "--{long}: no [default: ...] in its help was checked");
         }

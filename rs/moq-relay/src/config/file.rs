@@ -1,5 +1,5 @@
 //! The TOML file layer. Keys are the flag names, grouped into sections (`[tls]`, `[auth]`,
-//! `[limits]`, `[quic]`, `[ops]`, `[metrics]`, `[telemetry]`, `[netplay]`); durations are humantime
+//! `[limits]`, `[quic]`, `[ops]`, `[metrics]`, `[telemetry]`, `[netplay]`, `[cluster]`); durations are humantime
 //! strings.
 
 use std::{
@@ -66,6 +66,22 @@ struct File {
     telemetry: FileTelemetry,
     #[serde(default)]
     netplay: FileNetplay,
+    #[serde(default)]
+    cluster: FileCluster,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    /// Peer URLs, as `--cluster-connect`.
+    connect: Option<Vec<String>>,
+    token: Option<PathBuf>,
+    node: Option<String>,
+    id: Option<u64>,
+    connect_api: Option<PathBuf>,
+    #[serde(default, with = "duration")]
+    connect_api_interval: Option<Duration>,
+    max_hops: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -231,6 +247,13 @@ impl From<File> for Settings {
             netplay_sweep_interval: file.netplay.sweep_interval,
             netplay_host_grace: file.netplay.host_grace,
             netplay_idle_timeout: file.netplay.idle_timeout,
+            cluster_connect: file.cluster.connect,
+            cluster_token: file.cluster.token,
+            cluster_node: file.cluster.node,
+            cluster_id: file.cluster.id,
+            cluster_connect_api: file.cluster.connect_api,
+            cluster_connect_api_interval: file.cluster.connect_api_interval,
+            cluster_max_hops: file.cluster.max_hops,
         }
     }
 }

@@ -12,11 +12,12 @@
 //! - one module per concern applies its defaults and checks its values: [`listen`]
 //!   (addresses, TLS, HTTP, publish/subscribe prefixes), [`quic`] (streams, sessions,
 //!   workers, timeouts), [`ops`] (operator listener and metric labels), [`telemetry`]
-//!   (logs, traces, peer addresses) and [`netplay`] (netplay sessions). Defaults the library already has are taken from it
+//!   (logs, traces, peer addresses), [`netplay`] (netplay sessions) and [`cluster`] (peers, hop id). Defaults the library already has are taken from it
 //!   ([`moq_lite::transport::QuicOptions`], [`moq_lite::telemetry::LabelLimits`]).
 
 mod auth;
 mod cli;
+mod cluster;
 mod file;
 mod listen;
 mod netplay;
@@ -29,6 +30,7 @@ use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
 use cli::{Cli, Settings};
 
 pub use auth::Auth;
+pub use cluster::{hop_id_of, Cluster, PeerUrl, MAX_PEERS};
 pub use listen::TlsSource;
 pub use ops::Secret;
 pub use quic::MAX_WORKER_THREADS;
@@ -88,6 +90,8 @@ pub struct Config {
     pub environment: Option<String>,
     /// Netplay sessions (`--netplay*`); served only when `enabled`.
     pub netplay: crate::netplay::Settings,
+    /// Clustering (`--cluster-*`): the peers dialed, this relay's name and hop id.
+    pub cluster: Cluster,
 }
 
 /// Load the configuration from the process arguments and environment.
@@ -185,6 +189,13 @@ impl Settings {
             netplay_sweep_interval: self.netplay_sweep_interval.or(lower.netplay_sweep_interval),
             netplay_host_grace: self.netplay_host_grace.or(lower.netplay_host_grace),
             netplay_idle_timeout: self.netplay_idle_timeout.or(lower.netplay_idle_timeout),
+            cluster_connect: self.cluster_connect.or(lower.cluster_connect),
+            cluster_token: self.cluster_token.or(lower.cluster_token),
+            cluster_node: self.cluster_node.or(lower.cluster_node),
+            cluster_id: self.cluster_id.or(lower.cluster_id),
+            cluster_connect_api: self.cluster_connect_api.or(lower.cluster_connect_api),
+            cluster_connect_api_interval: self.cluster_connect_api_interval.or(lower.cluster_connect_api_interval),
+            cluster_max_hops: self.cluster_max_hops.or(lower.cluster_max_hops),
         }
     }
 
@@ -197,6 +208,7 @@ impl Settings {
         let telemetry = telemetry::Telemetry::resolve(&self);
         let (auth, limits) = auth::resolve(&self)?;
         let netplay = netplay::resolve(&self)?;
+        let cluster = cluster::resolve(&self)?;
 
         Ok(Config {
             file,
@@ -225,6 +237,7 @@ impl Settings {
             peer_ip: telemetry.peer_ip,
             environment: telemetry.environment,
             netplay,
+            cluster,
         })
     }
 }

@@ -253,6 +253,64 @@ pub const AUDIT_DROPPED: Metric = Metric::counter(
     "Audit records dropped because the audit writer's bounded queue was full or its file failed.",
 );
 
+/// A cluster peer: a configured peer's `host:port` (at most 64), or an inbound peer session's
+/// grant subject (else its address) through the cluster registry's capped pool.
+const PEER: Label = Label::bounded(
+    "peer",
+    "--cluster-connect and the connect-api file (at most 64, config::MAX_PEERS), plus inbound peer sessions by grant subject (cluster::registry pool, at most 64, then _other)",
+);
+pub const CLUSTER_PEER_UP: Metric = Metric::gauge(
+    "moq_relay_cluster_peer_up",
+    Unit::Count("0 or 1"),
+    "1 while a session with the peer runs, else 0, by direction (outbound: we dial it; inbound: it dialed us with a peer grant). Configured peers always have a series.",
+)
+.labels(&[PEER, Label::known("direction", &["outbound", "inbound"])]);
+pub const CLUSTER_PEER_RTT: Metric = Metric::gauge(
+    "moq_relay_cluster_peer_rtt_seconds",
+    Unit::Seconds,
+    "QUIC smoothed RTT of the live session with the peer (NaN while none runs), sampled at each scrape.",
+)
+.labels(&[PEER]);
+pub const CLUSTER_PEER_BYTES: Metric = Metric::counter(
+    "moq_relay_cluster_peer_bytes_total",
+    Unit::Bytes,
+    "Frame payload bytes exchanged with the peer, by direction (tx|rx), over all its sessions.",
+)
+.labels(&[PEER, Label::known("direction", &["tx", "rx"])]);
+pub const CLUSTER_PEER_FRAMES: Metric = Metric::counter(
+    "moq_relay_cluster_peer_frames_total",
+    Unit::Count("frames"),
+    "Frames exchanged with the peer, by direction (tx|rx), over all its sessions.",
+)
+.labels(&[PEER, Label::known("direction", &["tx", "rx"])]);
+pub const CLUSTER_PEER_DIALS: Metric = Metric::counter(
+    "moq_relay_cluster_peer_dials_total",
+    Unit::Count("dials"),
+    "Dial attempts to a configured peer, by result (connected|failed).",
+)
+.labels(&[PEER, Label::known("result", &["connected", "failed"])]);
+pub const CLUSTER_PEER_ROUTES: Metric = Metric::gauge(
+    "moq_relay_cluster_peer_routes",
+    Unit::Count("broadcasts"),
+    "Broadcasts the peer announces to this relay right now (0 while no session runs).",
+)
+.labels(&[PEER]);
+pub const CLUSTER_INFO: Metric = Metric::gauge(
+    "moq_relay_cluster_info",
+    Unit::Info,
+    "Always 1; labels carry this relay's cluster node name and hop id.",
+)
+.labels(&[
+    Label::bounded("node", "--cluster-node (else $HOSTNAME): one value per process"),
+    Label::bounded("hop_id", "--cluster-id (else derived or random): one value per process"),
+]);
+pub const BROADCAST_ROUTE_HOPS: Metric = Metric::gauge(
+    "moq_relay_broadcast_route_hops",
+    Unit::Count("hops"),
+    "Hop count of the route this relay serves each announced broadcast from (0 = published here), sampled at each scrape.",
+)
+.labels(&[Label::bounded("broadcast", "--metrics-max-broadcasts (moq_lite::telemetry label pool)")]);
+
 /// The relay's own metrics, recorded through the `metrics` facade.
 pub const RELAY: &[Metric] = &[
     ACTIVE_STREAMS,
@@ -280,6 +338,14 @@ pub const RELAY: &[Metric] = &[
     AUTH_SERVER_REQUESTS,
     AUTH_SERVER_DURATION,
     AUDIT_DROPPED,
+    CLUSTER_PEER_UP,
+    CLUSTER_PEER_RTT,
+    CLUSTER_PEER_BYTES,
+    CLUSTER_PEER_FRAMES,
+    CLUSTER_PEER_DIALS,
+    CLUSTER_PEER_ROUTES,
+    CLUSTER_INFO,
+    BROADCAST_ROUTE_HOPS,
 ];
 
 /// The netplay signaling provider this relay is (the only `provider` label value).

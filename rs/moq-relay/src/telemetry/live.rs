@@ -1,13 +1,15 @@
 //! The relay's live state behind its gauges: announced broadcasts per namespace, open sessions
 //! per transport and version, the workers' load, the QUIC stats of open sessions, and the
-//! one-off facts (version, certificate, capacity). Set into the gauges right before each scrape.
+//! one-off facts (version, certificate, capacity), the cluster peers and the hop count of each
+//! announced broadcast's route. Set into the gauges right before each scrape.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use metrics::gauge;
-use moq_lite::telemetry::{BroadcastLabels, Lingering};
+use moq_lite::model::Origin;
+use moq_lite::telemetry::{BroadcastLabels, Lingering, OVERFLOW};
 use moq_lite::transport::Transport;
 use moq_lite::Version;
 
@@ -26,6 +28,16 @@ pub(super) struct Live {
     /// Each worker thread's load at the last sample.
     pub workers: Vec<WorkerLoad>,
     pub info: Option<BuildInfo>,
+    /// The origin whose routes the broadcasts are served from (for their hop counts).
+    pub origin: Option<Origin>,
+    pub cluster: Option<ClusterInfo>,
+}
+
+/// The cluster peers and this relay's identity in the cluster.
+pub(super) struct ClusterInfo {
+    pub peers: crate::cluster::Peers,
+    pub node: String,
+    pub hop_id: u64,
 }
 
 /// Relay version, certificate expiry and session capacity, re-reported at each scrape (so they
@@ -48,6 +60,8 @@ impl Live {
             quic: QuicStats::default(),
             workers: Vec::new(),
             info: None,
+            origin: None,
+            cluster: None,
         }
     }
 
@@ -80,6 +94,19 @@ impl Live {
             gauge!(catalog::WORKER_CONNECTIONS.name, "worker" => worker).set(load.connections as f64);
         }
         self.quic.sample();
+        if let Some(origin) = &self.origin {
+            // Per broadcast label: past the cap, `_other` stands for many routes and has none.
+            for (path, labels) in self.streams.iter().filter(|(_, l)| &*l.broadcast != OVERFLOW) {
+                if let Some(route) = origin.route(path) {
+                    gauge!(catalog::BROADCAST_ROUTE_HOPS.name, "broadcast" => labels.broadcast.to_string())
+                        .set(route.hops.len() as f64);
+                }
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            super::cluster::info(&cluster.node, cluster.hop_id);
+            cluster.peers.export();
+        }
         if let Some(info) = &self.info {
             gauge!(catalog::BUILD_INFO.name, "version" => info.version.clone()).set(1.0);
             if let Some(t) = info.cert_not_after {

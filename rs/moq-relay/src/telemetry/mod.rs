@@ -2,15 +2,15 @@
 //!
 //! - [`catalog`]: every metric the relay exports, defined once (its own, and the lists of the
 //!   transport's and the exporter's it exports too);
-//! - [`events`]: the session events, each logging and counting itself ([`access`] and [`netplay`]:
-//!   the access and netplay events);
+//! - [`events`]: the session events, each logging and counting itself ([`access`], [`netplay`] and
+//!   [`cluster`]: the access, netplay and cluster events);
 //! - `live`: state read into gauges right before each scrape; `quic`: QUIC connection stats
 //!   folded into counters; `process`: CPU, memory and descriptors.
 //!
 //! Labels are bounded: transport (quic|webtransport|websocket), version (known ALPN tokens), reason (the
 //! sets in the catalog), namespace and broadcast (capped by the transport's label pools), worker
-//! (an index below `--worker-threads`, itself capped in config).
-
+//! (an index below `--worker-threads`, itself capped in config), peer (the configured peers, at
+//! most 64, and inbound peer labels from the cluster registry's capped pool).
 
 /// W3C trace context for subscriptions between relays (moq-lite's traced subscribe), through the
 /// process's OpenTelemetry setup.
@@ -19,6 +19,7 @@ pub const TRACE_PROPAGATION: moq_lite::session::TracePropagation =
 
 pub mod access;
 pub mod catalog;
+pub mod cluster;
 pub mod events;
 mod live;
 pub mod netplay;
@@ -54,7 +55,8 @@ pub fn disabled() -> Telemetry {
 pub fn install(limits: LabelLimits) -> anyhow::Result<Telemetry> {
     // Per-broadcast series nobody holds or updates for the linger window disappear (ended
     // broadcasts age out, as their label slots do); the fixed label sets stay.
-    let mut builder = Builder::new().expire_idle(&["broadcast", "namespace"], limits.linger);
+    // Peer series go the same way once their peer is no longer configured or connected.
+    let mut builder = Builder::new().expire_idle(&["broadcast", "namespace", "peer"], limits.linger);
     let catalogs = catalog::all();
     for (name, buckets) in catalogs.iter().flat_map(|c| c.buckets()) {
         builder = builder.buckets_for(&name, buckets)?;
@@ -94,10 +96,20 @@ impl Telemetry {
         }
     }
 
+    /// Exports the cluster peers' series and this relay's cluster identity at each scrape.
+    pub fn cluster(&self, peers: crate::cluster::Peers, node: &str, hop_id: u64) {
+        if let Some(mut live) = self.live() {
+            live.cluster = Some(live::ClusterInfo { peers, node: node.to_string(), hop_id });
+        }
+    }
+
     /// Follows announcements so the stream gauges are live state.
     pub async fn watch_streams(self, origin: Origin) {
         if self.live.is_none() {
             return;
+        }
+        if let Some(mut live) = self.live() {
+            live.origin = Some(origin.clone());
         }
         let mut announced = origin.announced("");
         loop {
