@@ -26,18 +26,23 @@ test: deps build
 deps:
     scripts/install-test-deps.sh
 
-# Measure: fan-out sweep (2 Mbit/s and 250 kbit/s profiles) of this relay instrumented and not, single-threaded, the reference moq-relay and the bare-quinn floor (docs/bench.json); then instructions per frame counted by callgrind (docs/bench-instructions.json), then the cost of one scrape and one histogram sample in the relay's recorder (docs/bench-exposition.json), then WebSocket vs WebTransport and time to first frame per transport (docs/bench-transports.json). Extra flags go to scripts/bench.py (e.g. --repeats 3, --sweep-250kbps 500,1000).
+# Measure: fan-out sweep (2 Mbit/s and 250 kbit/s profiles) of this relay instrumented and not, single-threaded, the reference moq-relay and the bare-quinn floor (docs/bench.json); then instructions per frame counted by callgrind (docs/bench-instructions.json), then the cost of one scrape and one histogram sample in the relay's recorder (docs/bench-exposition.json), then WebSocket vs WebTransport and time to first frame per transport (docs/bench-transports.json), then the cluster case (docs/bench-cluster.json). Extra flags go to scripts/bench.py (e.g. --repeats 3, --sweep-250kbps 500,1000).
 bench *flags:
     WITH_BENCH=1 scripts/install-test-deps.sh
     python3 scripts/bench.py {{flags}}
     python3 scripts/bench_instructions.py --no-build
     cargo run --release -q -p moq-telemetry --example exposition_cost > docs/bench-exposition.json
     python3 scripts/bench_transports.py --no-build
+    python3 scripts/bench_cluster.py --no-build
 
 # Measure the WebSocket fallback against WebTransport (CPU per frame, p99 at a 2 Mbit/s and a 250 kbit/s point) and the time to first frame of 100 joining viewers per transport, this relay vs the reference (docs/bench-transports.json).
 bench-transports *flags:
     WITH_BENCH=1 scripts/install-test-deps.sh
     python3 scripts/bench_transports.py {{flags}}
+
+# Measure the cluster (docs/CLUSTER.md): 200 viewers at 2 Mbit/s on one relay vs split over two edges fed by one origin (origin CPU and egress), and the latency one hop adds, without and with 20 ms each way on the origin-edge link (docs/bench-cluster.json). Flags go to scripts/bench_cluster.py (e.g. --viewers 100 --seconds 10).
+bench-cluster *flags:
+    python3 scripts/bench_cluster.py {{flags}}
 
 # Measure only the instruction counts (valgrind/callgrind): instrumentation on vs off, single-threaded, bare-quinn floor.
 bench-instructions *flags:
