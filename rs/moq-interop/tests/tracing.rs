@@ -289,7 +289,10 @@ fn one_trace_from_viewer_through_relay_with_logs_links_and_no_token() {
     // Subscribes are children of the viewer's session; the upstream subscription they caused is
     // a child of the first one (one trace from the viewer to the publisher) and links to the
     // publisher's session, in the publisher's trace.
-    let subscribes = spans("moq-relay", "moq.subscribe");
+    // A relay serves a viewer's SUBSCRIBE and TRACK streams alike; whichever reaches a track first
+    // starts its upstream subscription.
+    let mut subscribes = spans("moq-relay", "moq.subscribe");
+    subscribes.extend(spans("moq-relay", "moq.track_info"));
     let viewer_subscribes: Vec<&Span> =
         subscribes.iter().filter(|s| s.trace_id == watch.trace_id && s.parent == viewer_session.span_id).collect();
     assert!(!viewer_subscribes.is_empty(), "the viewer's subscribes in its trace: {subscribes:#?}");
@@ -422,4 +425,108 @@ fn the_viewer_exports_its_player_metrics_over_otlp() {
         summary["player"]["switches_down"].as_f64().unwrap() + summary["player"]["switches_up"].as_f64().unwrap();
     assert_eq!(latest("moq_client_quality_switches_total"), Some(switches), "quality switches, both directions");
     eprintln!("OTLP metrics: {played} frames played, {frames} received");
+}
+
+/// Traces across relays (docs/CLUSTER.md): a viewer on an edge, the publisher on the origin the
+/// edge dials. One trace runs viewer → edge (its subscribe, then the upstream subscription it
+/// caused) → origin (its subscribe, continuing the edge's upstream span through the traced
+/// subscribe) → origin's upstream subscription → the publisher's side of it; a second viewer that
+/// joins the edge's upstream subscription links to it.
+#[test]
+fn one_trace_from_a_viewer_through_two_relays_to_the_publisher() {
+    let _serial = serial();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (store, grpc, http) = rt.block_on(receiver());
+    let otlp = format!("http://{grpc}");
+    // Both relays export to the receiver, each under its own service name.
+    let named = |name: &'static str| {
+        let otlp = otlp.clone();
+        move |b: RelayBuilder| {
+            b.env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+                .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+                .env("LOG_FORMAT", "json")
+                .env("OTEL_SERVICE_NAME", name)
+        }
+    };
+    let origin = moq_interop::cluster::Node::new("origin").with(named("relay-origin"));
+    let edge = moq_interop::cluster::Node::new("edge").dial(&origin.url()).with(named("relay-edge"));
+    let (mut o, mut e) = (origin.start(), edge.start());
+    e.wait_peer(&origin.label(), "outbound", true, Duration::from_secs(15));
+    let otlp_http = format!("http://{http}");
+
+    let first = Viewer::new(&e.url(""), "trace/mesh").groups(3).summary().envs(cli_otlp(&otlp_http)).background();
+    std::thread::sleep(Duration::from_millis(1000));
+    let publisher = Publisher::new(&o.url(""), "trace/mesh").groups(3).envs(cli_otlp(&otlp_http)).background();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Joins the edge's running upstream subscription.
+    let second = Viewer::new(&e.url(""), "trace/mesh").groups(1).summary().envs(cli_otlp(&otlp_http)).background();
+    assert_eq!(watch_summary(&first.finish(Duration::from_secs(30)))["ok"], true);
+    assert_eq!(watch_summary(&second.finish(Duration::from_secs(30)))["ok"], true);
+    publisher.finish(Duration::from_secs(30));
+    for relay in [&mut e, &mut o] {
+        relay.signal("TERM");
+        assert!(relay.wait_exit(Duration::from_secs(15)).is_some());
+    }
+
+    let spans = |service: &str, name: &str| -> Vec<Span> {
+        store.0.lock().unwrap().spans.iter().filter(|s| s.service == service && s.name == name).cloned().collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || spans("moq-watch", "moq.watch").len() >= 2
+            && !spans("relay-origin", "moq.subscribe").is_empty()),
+        "timed out waiting for spans"
+    );
+    let watches = spans("moq-watch", "moq.watch");
+    // A relay serves a viewer's SUBSCRIBE and TRACK streams alike; whichever reaches a track first
+    // starts its upstream subscription, so both count as the request an upstream span continues.
+    let mut edge_subscribes = spans("relay-edge", "moq.subscribe");
+    edge_subscribes.extend(spans("relay-edge", "moq.track_info"));
+    let edge_upstreams = spans("relay-edge", "moq.subscribe.upstream");
+    // The edge asks the origin on a SUBSCRIBE and a TRACK stream at once; both continue the edge's
+    // trace through the traced stream.
+    let mut origin_subscribes = spans("relay-origin", "moq.subscribe");
+    origin_subscribes.extend(spans("relay-origin", "moq.track_info"));
+    let origin_upstreams = spans("relay-origin", "moq.subscribe.upstream");
+    let published = spans("moq-publish", "moq.subscribe");
+    assert!(
+        origin_subscribes
+            .iter()
+            .all(|s| edge_upstreams.iter().any(|u| u.span_id == s.parent && u.trace_id == s.trace_id)),
+        "every request the edge sent the origin continues one of the edge's upstream spans: {origin_subscribes:#?}"
+    );
+    let children = |parent: &Span, of: &[Span]| -> Vec<Span> {
+        of.iter().filter(|c| c.parent == parent.span_id && c.trace_id == parent.trace_id).cloned().collect()
+    };
+    // Follow one viewer's trace hop by hop: its request on the edge → the edge's upstream
+    // subscription → the origin's request → the origin's upstream subscription → the publisher.
+    let chain = watches.iter().find_map(|w| {
+        edge_subscribes.iter().filter(|r| r.trace_id == w.trace_id).find_map(|request| {
+            children(request, &edge_upstreams).into_iter().find_map(|edge_up| {
+                let at_publisher = children(&edge_up, &origin_subscribes)
+                    .iter()
+                    .flat_map(|r| children(r, &origin_upstreams))
+                    .find_map(|origin_up| children(&origin_up, &published).into_iter().next())?;
+                Some((w.clone(), edge_up, at_publisher))
+            })
+        })
+    });
+    let (watch, edge_up, at_publisher) = chain.unwrap_or_else(|| {
+        panic!(
+            "no trace viewer → edge → origin → publisher:\nviewers {watches:#?}\nedge subscribes {edge_subscribes:#?}\n\
+             edge upstream {edge_upstreams:#?}\norigin subscribes {origin_subscribes:#?}\norigin upstream \
+             {origin_upstreams:#?}\npublisher {published:#?}"
+        )
+    });
+    // The other viewer's subscribe on the edge, in its own trace, links to the shared upstream.
+    let other = watches.iter().find(|w| w.trace_id != watch.trace_id).expect("the second viewer's trace");
+    assert!(
+        edge_subscribes.iter().any(|s| s.trace_id == other.trace_id
+            && s.links.iter().any(|(t, sp)| edge_upstreams.iter().any(|u| u.trace_id == *t && u.span_id == *sp))),
+        "the joining viewer's requests link to the upstream subscriptions they share: {edge_subscribes:#?}"
+    );
+    eprintln!(
+        "TRACE one trace {} across viewer → edge (upstream span {}) → origin → publisher (span {}); the joining \
+         viewer's trace {} links to it",
+        watch.trace_id, edge_up.span_id, at_publisher.span_id, other.trace_id
+    );
 }

@@ -186,9 +186,9 @@ fn trace_context_extension() {
         golden(v, &TraceContext { traceparent: "00-ab".into() }, &[0x06, 0x05, b'0', b'0', b'-', b'a', b'b']);
     }
     let mut out = Vec::new();
-    BiStreamType::TracedSubscribe.encode(&mut out);
+    BiStreamType::Traced.encode(&mut out);
     assert_eq!(out, [0x80, 0x00, 0x7f, 0x00]);
-    assert_eq!(BiStreamType::decode(&mut &out[..]).unwrap(), Ok(BiStreamType::TracedSubscribe));
+    assert_eq!(BiStreamType::decode(&mut &out[..]).unwrap(), Ok(BiStreamType::Traced));
     // A parameter value other than 1 is "not advertised"; a traceparent past the cap is refused.
     let two = [0x07, 0x01, 0x80, 0x00, 0x7f, 0x00, 0x01, 0x02];
     assert!(!Setup::decode(&mut &two[..], V06).unwrap().trace_context);

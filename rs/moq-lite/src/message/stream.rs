@@ -12,9 +12,10 @@ pub enum BiStreamType {
     Goaway,
     /// TRACK / TRACK_INFO (05+).
     Track,
-    /// A SUBSCRIBE preceded by its trace context: a private extension between nodes of this
-    /// implementation, used only toward peers that advertise it in SETUP (see `message::trace`).
-    TracedSubscribe,
+    /// A stream preceded by its trace context (`TRACE_CONTEXT`, then the inner stream's type
+    /// and messages): a private extension between nodes of this implementation, used only toward
+    /// peers that advertise it in SETUP, for SUBSCRIBE and TRACK streams (see `message::trace`).
+    Traced,
 }
 
 impl BiStreamType {
@@ -26,7 +27,7 @@ impl BiStreamType {
             Self::Probe => 0x4,
             Self::Goaway => 0x5,
             Self::Track => 0x6,
-            Self::TracedSubscribe => 0x7f00,
+            Self::Traced => 0x7f00,
         }
     }
 
@@ -39,7 +40,7 @@ impl BiStreamType {
             0x4 => Ok(Self::Probe),
             0x5 => Ok(Self::Goaway),
             0x6 => Ok(Self::Track),
-            0x7f00 => Ok(Self::TracedSubscribe),
+            0x7f00 => Ok(Self::Traced),
             other => Err(other),
         })
     }

@@ -2,9 +2,9 @@
 //! subscription, so one trace follows a viewer's request from relay to relay.
 //!
 //! Sent only to a peer whose SETUP carried [`crate::message::Setup::trace_context`] (never to
-//! other implementations, which would reset the unknown stream type): a *traced subscribe*
-//! stream is `0x7f00 (type) | TRACE_CONTEXT | SUBSCRIBE | …`, i.e. an ordinary subscribe stream
-//! preceded by this message.
+//! other implementations, which would reset the unknown stream type): a *traced* stream is
+//! `0x7f00 (type) | TRACE_CONTEXT | inner type | …`, i.e. an ordinary SUBSCRIBE or TRACK stream
+//! preceded by this message, so the work it asks of the peer continues the asker's trace.
 
 use bytes::{Buf, BufMut};
 

@@ -418,23 +418,34 @@ impl Inner {
                 let span = tracing::info_span!(parent: session, "moq.announce", moq.prefix = tracing::field::Empty);
                 publisher::serve_announce(&self, reader, writer).instrument(span).await
             }
-            Ok(kind @ (BiStreamType::Subscribe | BiStreamType::TracedSubscribe)) => {
-                let span = tracing::info_span!(
-                    parent: session,
-                    "moq.subscribe",
-                    moq.subscribe.id = tracing::field::Empty,
-                    moq.broadcast = tracing::field::Empty,
-                    moq.track = tracing::field::Empty,
-                    moq.result = tracing::field::Empty,
-                );
-                if kind == BiStreamType::TracedSubscribe {
-                    // Only served where advertised: to anyone else it is an unknown stream.
-                    let Some(trace) = self.config.trace else { return Err(Error::UnexpectedStream(kind.code())) };
-                    let context: crate::message::TraceContext = reader.decode().instrument(session.clone()).await?;
-                    // The request continues the peer's trace (the relay hop that asked).
-                    (trace.extract)(&span, &context.traceparent);
-                }
+            Ok(BiStreamType::Subscribe) => {
+                let span = subscribe_span(session);
                 publisher::serve_subscribe(&self, reader, writer, span).await
+            }
+            // Only served where advertised: to anyone else it is an unknown stream.
+            Ok(BiStreamType::Traced) if self.config.trace.is_some() => {
+                let trace = self.config.trace.expect("checked");
+                let (context, inner) = async {
+                    let context: crate::message::TraceContext = reader.decode().await?;
+                    Ok::<_, Error>((context, reader.decode::<StreamKind>().await?.0))
+                }
+                .instrument(session.clone())
+                .await?;
+                // The request continues the peer's trace (the relay hop that asked).
+                match inner {
+                    Ok(BiStreamType::Subscribe) => {
+                        let span = subscribe_span(session);
+                        (trace.extract)(&span, &context.traceparent);
+                        publisher::serve_subscribe(&self, reader, writer, span).await
+                    }
+                    Ok(BiStreamType::Track) if self.version.has_track_stream() => {
+                        let span = track_info_span(session);
+                        (trace.extract)(&span, &context.traceparent);
+                        publisher::serve_track(&self, reader, writer).instrument(span).await
+                    }
+                    Ok(other) => Err(Error::UnexpectedStream(other.code())),
+                    Err(unknown) => Err(Error::UnexpectedStream(unknown)),
+                }
             }
             Ok(BiStreamType::Goaway) if self.version.has_goaway() => {
                 async {
@@ -450,12 +461,7 @@ impl Inner {
             }
             Ok(BiStreamType::Probe) => probe::serve(&self, reader, writer).instrument(session.clone()).await,
             Ok(BiStreamType::Track) if self.version.has_track_stream() => {
-                let span = tracing::info_span!(
-                    parent: session,
-                    "moq.track_info",
-                    moq.broadcast = tracing::field::Empty,
-                    moq.track = tracing::field::Empty,
-                );
+                let span = track_info_span(session);
                 publisher::serve_track(&self, reader, writer).instrument(span).await
             }
             Ok(other) => Err(Error::UnexpectedStream(other.code())),
@@ -479,6 +485,28 @@ impl Inner {
     fn next_subscribe_id(&self) -> u64 {
         self.next_subscribe_id.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// The span of a SUBSCRIBE stream served to the peer.
+fn subscribe_span(session: &tracing::Span) -> tracing::Span {
+    tracing::info_span!(
+        parent: session,
+        "moq.subscribe",
+        moq.subscribe.id = tracing::field::Empty,
+        moq.broadcast = tracing::field::Empty,
+        moq.track = tracing::field::Empty,
+        moq.result = tracing::field::Empty,
+    )
+}
+
+/// The span of a TRACK stream served to the peer.
+fn track_info_span(session: &tracing::Span) -> tracing::Span {
+    tracing::info_span!(
+        parent: session,
+        "moq.track_info",
+        moq.broadcast = tracing::field::Empty,
+        moq.track = tracing::field::Empty,
+    )
 }
 
 /// A bidirectional stream's type; unknown codes are kept so only that stream is reset.

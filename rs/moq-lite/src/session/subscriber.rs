@@ -377,15 +377,7 @@ async fn subscribe_upstream(
     let mut writer = inner.writer(send);
     let mut reader = Reader::new(recv, inner.version);
     writer.set_priority(super::CONTROL_PRIORITY);
-    // To a peer of this implementation, the subscription carries its trace context.
-    let peer_traces = inner.peer_setup.lock().as_ref().is_some_and(|s| s.trace_context);
-    match inner.config.trace.filter(|_| peer_traces).and_then(|t| (t.inject)(&tracing::Span::current())) {
-        Some(traceparent) => {
-            writer.queue_raw(|b| BiStreamType::TracedSubscribe.encode(b));
-            writer.queue(&TraceContext { traceparent });
-        }
-        None => writer.queue_raw(|b| BiStreamType::Subscribe.encode(b)),
-    }
+    open_stream(inner, &mut writer, BiStreamType::Subscribe);
     writer
         .encode(&Subscribe { id, broadcast: path.to_string(), track: name.to_string(), ..Default::default() })
         .await?;
@@ -441,13 +433,26 @@ async fn subscribe_upstream(
     }
 }
 
+/// Writes the stream's type; to a peer of this implementation, preceded by the trace context of
+/// the current span (a traced stream), so what the request starts there continues our trace.
+fn open_stream(inner: &Inner, writer: &mut super::stream::Writer, kind: BiStreamType) {
+    let peer_traces = inner.peer_setup.lock().as_ref().is_some_and(|s| s.trace_context);
+    if let Some(traceparent) =
+        inner.config.trace.filter(|_| peer_traces).and_then(|t| (t.inject)(&tracing::Span::current()))
+    {
+        writer.queue_raw(|b| BiStreamType::Traced.encode(b));
+        writer.queue(&TraceContext { traceparent });
+    }
+    writer.queue_raw(|b| kind.encode(b));
+}
+
 /// Asks the publisher for a track's TRACK_INFO on a Track stream (05+).
 async fn fetch_track_info(inner: &Arc<Inner>, path: &str, name: &str) -> Result<TrackInfo, Error> {
     let (send, recv) = inner.conn.open_bi().await.map_err(|e| Error::Closed(e.to_string()))?;
     let mut writer = inner.writer(send);
     let mut reader = Reader::new(recv, inner.version);
     writer.set_priority(CONTROL_PRIORITY);
-    writer.queue_raw(|b| BiStreamType::Track.encode(b));
+    open_stream(inner, &mut writer, BiStreamType::Track);
     writer.encode(&TrackRequest { broadcast: path.to_string(), track: name.to_string() }).await?;
     // FIN only once answered: a TRACK stream whose requester finishes early is a cancelled
     // request to the reference publisher, which then never answers.
