@@ -50,6 +50,8 @@ struct Inner {
     outbound: BTreeMap<String, Outbound>,
     inbound: HashMap<Arc<str>, Inbound>,
     linger: Duration,
+    /// The exporter, to drop a removed peer's link-state series at once.
+    exporter: Option<moq_telemetry::prometheus::PrometheusHandle>,
 }
 
 struct Outbound {
@@ -108,7 +110,13 @@ fn rtt(session: &Session) -> Option<Duration> {
 impl Peers {
     /// `linger`: how long an unused label (and its totals) stays (`--metrics-linger`).
     pub fn new(linger: Duration) -> Self {
-        Self { inner: Arc::new(Mutex::new(Inner { outbound: BTreeMap::new(), inbound: HashMap::new(), linger })) }
+        let inner = Inner { outbound: BTreeMap::new(), inbound: HashMap::new(), linger, exporter: None };
+        Self { inner: Arc::new(Mutex::new(inner)) }
+    }
+
+    /// The exporter whose series a removed peer's link state is dropped from.
+    pub fn set_exporter(&self, exporter: Option<moq_telemetry::prometheus::PrometheusHandle>) {
+        self.lock().exporter = exporter;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -132,6 +140,7 @@ impl Peers {
         });
         entry.dialers += 1;
         if entry.retired.take().is_some() {
+            entry.series.revive();
             // Added back: a fresh start, the same totals.
             (entry.state, entry.since, entry.session, entry.version) =
                 (State::Connecting, SystemTime::now(), None, None);
@@ -142,13 +151,16 @@ impl Peers {
     /// The dialer of `label` stopped (the peer was removed from the configuration).
     pub fn unconfigured(&self, label: &str) {
         let mut inner = self.lock();
-        if let Some(entry) = inner.outbound.get_mut(label) {
+        let Inner { outbound, exporter, .. } = &mut *inner;
+        if let Some(entry) = outbound.get_mut(label) {
             entry.dialers = entry.dialers.saturating_sub(1);
             if entry.dialers == 0 {
                 entry.retired = Some(Instant::now());
                 entry.session = None;
-                // Down from now on; the series ages out once the entry is forgotten.
+                // Its final totals; the counters age out once the entry is forgotten. Its link
+                // state goes now: nobody dials it, so it is neither up nor down.
                 entry.series.export(false, Totals::of(&entry.traffic), None, 0);
+                entry.series.retire(exporter.as_ref());
             }
         }
     }
@@ -370,6 +382,26 @@ mod tests {
             series: PeerSeries::new(label, Direction::Inbound),
             released: Some(Instant::now()),
         }
+    }
+
+    #[test]
+    fn a_removed_peer_leaves_no_link_state_and_is_down_again_when_added_back() {
+        let (recorder, exporter) = moq_telemetry::prometheus::Builder::new().build();
+        let up = r#"moq_relay_cluster_peer_up{peer="p:1",direction="outbound"}"#;
+        metrics::with_local_recorder(&recorder, || {
+            let peers = Peers::new(Duration::from_secs(300));
+            peers.set_exporter(Some(exporter.clone()));
+            let _ = peers.configured("p:1");
+            peers.export();
+            assert!(exporter.render().contains(&format!("{up} 0")));
+            // Removed (the connect-api file dropped it): no series PeerDown could fire on.
+            peers.unconfigured("p:1");
+            peers.export();
+            assert!(!exporter.render().contains(up), "{}", exporter.render());
+            let _ = peers.configured("p:1");
+            peers.export();
+            assert!(exporter.render().contains(&format!("{up} 0")), "{}", exporter.render());
+        });
     }
 
     #[test]

@@ -65,7 +65,10 @@ impl Totals {
 /// One peer's series, held while the peer is configured (or its inbound label is in the pool),
 /// so the exporter never ages them out meanwhile; dropped, they age out after the linger window.
 pub struct PeerSeries {
-    up: Gauge,
+    peer: String,
+    direction: Direction,
+    /// Re-registered when a removed peer is configured again ([`Self::revive`]).
+    up: std::sync::Mutex<Gauge>,
     rtt: Gauge,
     routes: Gauge,
     /// tx, rx.
@@ -91,22 +94,44 @@ impl PeerSeries {
             d.increment(0);
         }
         let series = Self {
-            up: gauge!(catalog::CLUSTER_PEER_UP.name, "peer" => peer.clone(), "direction" => direction.as_str()),
+            up: std::sync::Mutex::new(up_gauge(&peer, direction)),
             rtt: gauge!(catalog::CLUSTER_PEER_RTT.name, "peer" => peer.clone()),
             routes: gauge!(catalog::CLUSTER_PEER_ROUTES.name, "peer" => peer.clone()),
             bytes: pair(catalog::CLUSTER_PEER_BYTES.name, "direction", ["tx", "rx"]),
             frames: pair(catalog::CLUSTER_PEER_FRAMES.name, "direction", ["tx", "rx"]),
             dials,
             exported: Default::default(),
+            peer,
+            direction,
         };
-        series.up.set(0.0);
+        series.up().set(0.0);
         series
+    }
+
+    fn up(&self) -> std::sync::MutexGuard<'_, Gauge> {
+        self.up.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The peer was removed from the configuration: its link-state series goes now, so no
+    /// PeerDown fires for a peer nobody dials any more (its counters age out as usual).
+    pub fn retire(&self, exporter: Option<&moq_telemetry::prometheus::PrometheusHandle>) {
+        if let Some(exporter) = exporter {
+            let labels = [("peer", self.peer.as_str()), ("direction", self.direction.as_str())];
+            exporter.forget(catalog::CLUSTER_PEER_UP.name, &labels);
+        }
+    }
+
+    /// The peer is configured again: its link-state series comes back (down until connected).
+    pub fn revive(&self) {
+        let mut up = self.up();
+        *up = up_gauge(&self.peer, self.direction);
+        up.set(0.0);
     }
 
     /// Sets the series from the peer's state now (at a scrape): whether a session runs, the
     /// traffic totals of all its sessions so far, and its link gauges.
     pub fn export(&self, up: bool, totals: Totals, rtt: Option<Duration>, routes: u64) {
-        self.up.set(if up { 1.0 } else { 0.0 });
+        self.up().set(if up { 1.0 } else { 0.0 });
         let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
         let last = *exported;
         self.bytes[0].increment(totals.bytes_tx.saturating_sub(last.bytes_tx));
@@ -123,6 +148,10 @@ impl PeerSeries {
             dials[if connected { 0 } else { 1 }].increment(1);
         }
     }
+}
+
+fn up_gauge(peer: &str, direction: Direction) -> Gauge {
+    gauge!(catalog::CLUSTER_PEER_UP.name, "peer" => peer.to_string(), "direction" => direction.as_str())
 }
 
 /// This relay's cluster identity, re-set at every scrape (so it never ages out).

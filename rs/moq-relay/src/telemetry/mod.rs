@@ -98,6 +98,7 @@ impl Telemetry {
 
     /// Exports the cluster peers' series and this relay's cluster identity at each scrape.
     pub fn cluster(&self, peers: crate::cluster::Peers, node: &str, hop_id: u64) {
+        peers.set_exporter(self.handle.clone());
         if let Some(mut live) = self.live() {
             live.cluster = Some(live::ClusterInfo { peers, node: node.to_string(), hop_id });
         }

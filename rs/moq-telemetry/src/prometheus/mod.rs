@@ -142,10 +142,34 @@ impl PrometheusHandle {
         self.0.upkeep(Instant::now())
     }
 
+    /// Drops the series of `name` with exactly `labels` now, whatever kind it is (a gauge that
+    /// would otherwise read a stale value until idle expiry: a peer removed from the
+    /// configuration). A handle still held on it writes into a detached cell; registering the
+    /// same key again starts a new series. Returns how many series went.
+    pub fn forget(&self, name: &str, labels: &[(&str, &str)]) -> usize {
+        let matches = |key: &Key| {
+            key.name() == name
+                && key.labels().count() == labels.len()
+                && key.labels().all(|l| labels.iter().any(|(k, v)| l.key() == *k && l.value() == *v))
+        };
+        let mut gone = 0;
+        gone += forget_in(&self.0.counters, &matches);
+        gone += forget_in(&self.0.gauges, &matches);
+        gone += forget_in(&self.0.histograms, &matches);
+        gone
+    }
+
     /// Series currently held.
     pub fn series(&self) -> usize {
         self.0.counters.read().len() + self.0.gauges.read().len() + self.0.histograms.read().len()
     }
+}
+
+fn forget_in<T>(table: &Table<T>, matches: &impl Fn(&Key) -> bool) -> usize {
+    let mut series = table.write();
+    let before = series.len();
+    series.retain(|key, _| !matches(key));
+    before - series.len()
 }
 
 struct Registry {
@@ -418,6 +442,28 @@ mod tests {
 
     fn recorder(builder: Builder) -> (PrometheusRecorder, PrometheusHandle) {
         builder.buckets_for("delay_seconds", &[0.01, 0.1]).unwrap().build()
+    }
+
+    #[test]
+    fn forget_drops_exactly_the_named_series() {
+        let (rec, handle) = recorder(Builder::new());
+        with_local_recorder(&rec, || {
+            gauge!("peer_up", "peer" => "a", "direction" => "outbound").set(0.0);
+            gauge!("peer_up", "peer" => "a", "direction" => "inbound").set(1.0);
+            gauge!("peer_up", "peer" => "b", "direction" => "outbound").set(1.0);
+            counter!("dials_total", "peer" => "a", "result" => "failed").increment(3);
+        });
+        assert_eq!(handle.forget("peer_up", &[("peer", "a"), ("direction", "outbound")]), 1);
+        assert_eq!(handle.forget("peer_up", &[("peer", "a")]), 0, "a subset of the labels matches nothing");
+        assert_eq!(handle.forget("dials_total", &[("result", "failed"), ("peer", "a")]), 1, "in any order");
+        let text = handle.render();
+        assert!(!text.contains(r#"peer_up{peer="a",direction="outbound"}"#), "{text}");
+        assert!(text.contains(r#"peer_up{peer="a",direction="inbound"} 1"#), "{text}");
+        assert!(text.contains(r#"peer_up{peer="b",direction="outbound"} 1"#), "{text}");
+        assert!(!text.contains("dials_total{"), "{text}");
+        // Registering the key again starts a new series.
+        with_local_recorder(&rec, || gauge!("peer_up", "peer" => "a", "direction" => "outbound").set(1.0));
+        assert!(handle.render().contains(r#"peer_up{peer="a",direction="outbound"} 1"#));
     }
 
     #[test]
