@@ -65,6 +65,26 @@ pub const ACTIVE_VIEWERS: Metric = Metric::gauge(
     "Viewers in this process currently connected and watching.",
 );
 
+/// Buckets of `moq_client_outage_seconds` (seconds): a restart takes seconds, a failover minutes.
+pub const OUTAGE_BUCKETS: &[f64] = &[0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+pub const RECONNECTS: Metric = Metric::counter(
+    "moq_client_reconnects_total",
+    Unit::Count("sessions"),
+    "Sessions re-established after the relay went away (connection error, idle timeout, GOAWAY, restart).",
+);
+pub const RECONNECT_ATTEMPTS: Metric = Metric::counter(
+    "moq_client_reconnect_attempts_total",
+    Unit::Count("attempts"),
+    "Connection attempts made after a session was lost, successful or not.",
+);
+pub const OUTAGE: Metric = Metric::histogram(
+    "moq_client_outage_seconds",
+    Unit::Seconds,
+    OUTAGE_BUCKETS,
+    "Each outage: from the last frame before a session was lost to the first frame after it came back.",
+);
+
 pub const CATALOG: &[Metric] = &[
     STARTUP,
     BUFFER,
@@ -77,6 +97,9 @@ pub const CATALOG: &[Metric] = &[
     DROPPED,
     CONNECTIONS,
     ACTIVE_VIEWERS,
+    RECONNECTS,
+    RECONNECT_ATTEMPTS,
+    OUTAGE,
 ];
 
 /// The client's catalog (full names).

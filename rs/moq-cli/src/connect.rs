@@ -1,7 +1,7 @@
 //! Client connection flags shared by every subcommand.
 
 use clap::Args;
-use moq_lite::transport::{Client, ClientConfig, ClientTls, Connected};
+use moq_lite::transport::{Client, ClientConfig, ClientTls, Connected, QuicOptions};
 use moq_lite::Version;
 use url::Url;
 
@@ -22,6 +22,11 @@ pub struct ConnectArgs {
     /// moq-lite versions to offer, most preferred first.
     #[arg(long = "moq-version", value_delimiter = ',', default_values_t = Version::ALL.to_vec())]
     pub versions: Vec<Version>,
+    /// A session with nothing heard from the relay for this long is lost (QUIC idle timeout;
+    /// keep-alives go out at a third of it, at most every 3 s). Shorter notices a relay that
+    /// vanished (killed, unplugged) sooner; `moq watch` and `moq publish` then reconnect.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: std::time::Duration,
 }
 
 impl ConnectArgs {
@@ -29,6 +34,11 @@ impl ConnectArgs {
         Client::new(ClientConfig {
             versions: self.versions.clone(),
             tls: ClientTls { insecure: self.tls_insecure, fingerprints: self.tls_fingerprint.clone(), roots: vec![] },
+            quic: QuicOptions {
+                idle_timeout: self.idle_timeout,
+                keep_alive: (self.idle_timeout / 3).min(std::time::Duration::from_secs(3)),
+                ..Default::default()
+            },
             ..Default::default()
         })
     }

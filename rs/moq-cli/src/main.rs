@@ -1,5 +1,6 @@
 //! `moq`: publish, watch and load-test moq-lite broadcasts.
 
+mod backoff;
 mod catalog;
 mod connect;
 mod media;

@@ -1,5 +1,6 @@
 //! `moq publish`: a synthetic live broadcast shaped like real media.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
@@ -7,6 +8,7 @@ use moq_lite::model::{BroadcastProducer, GroupProducer, Origin, Scope, TrackProd
 use moq_lite::session::{Session, SessionConfig};
 use tracing::Instrument;
 
+use crate::backoff::{Backoff, Outages};
 use crate::connect::ConnectArgs;
 use crate::media::{self, Catalog, CatalogTrack};
 
@@ -240,6 +242,8 @@ pub struct Published {
     /// Per clock, by its name.
     pub totals: Vec<(String, Totals)>,
     pub catalog_bytes: usize,
+    /// Sessions lost and re-established while publishing, and the time without one.
+    pub outages: Arc<Mutex<Outages>>,
     connection: AbortOnDrop<anyhow::Error>,
     current: tokio::sync::watch::Receiver<Option<Session>>,
 }
@@ -292,9 +296,16 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
 /// checking what relays and viewers counted).
 pub fn report(published: &Published, label: &str, json: bool) {
     let (video, audio) = (published.totals("video"), published.totals("audio"));
+    let outages = published.outages.lock().unwrap().at(std::time::Instant::now());
     eprintln!(
-        "{label}: done after {} groups, {} video frames, {} audio frames",
-        published.groups, video.frames, audio.frames
+        "{label}: done after {} groups, {} video frames, {} audio frames; reconnects {} (attempts {}), outage {:.1} s (longest {:.1} s)",
+        published.groups,
+        video.frames,
+        audio.frames,
+        outages.reconnects,
+        outages.reconnect_attempts,
+        outages.outage_ms / 1000.0,
+        outages.longest_outage_ms / 1000.0
     );
     if json {
         let mut tracks = serde_json::json!({
@@ -305,7 +316,13 @@ pub fn report(published: &Published, label: &str, json: bool) {
         for (name, totals) in &published.totals {
             tracks[name] = serde_json::json!({ "frames": totals.frames, "bytes": totals.bytes });
         }
-        println!("{}", serde_json::json!({ "groups": published.groups, "tracks": tracks }));
+        let mut summary = serde_json::json!({ "groups": published.groups, "tracks": tracks });
+        if let (Some(summary), serde_json::Value::Object(outages)) =
+            (summary.as_object_mut(), serde_json::json!(outages))
+        {
+            summary.extend(outages);
+        }
+        println!("{summary}");
     }
 }
 
@@ -365,9 +382,9 @@ pub async fn publish(p: &Publication, stop: impl std::future::Future<Output = ()
     let client = p.connect.client()?;
     let span = tracing::info_span!("moq.publish", moq.broadcast = %path, url.full = %p.connect.url_for_logs());
     let (current_tx, current) = tokio::sync::watch::channel(None);
+    let outages = Arc::new(Mutex::new(Outages::default()));
     let mut connection = AbortOnDrop(tokio::spawn(
-        keep_connected(p.connect.clone(), client, origin, path.clone(), p.max_retries, current_tx, p.label)
-            .instrument(span.clone()),
+        keep_connected(p.clone(), client, origin, path.clone(), current_tx, outages.clone()).instrument(span.clone()),
     ));
 
     let start = tokio::time::Instant::now();
@@ -417,7 +434,7 @@ pub async fn publish(p: &Publication, stop: impl std::future::Future<Output = ()
         })
         .collect();
     catalog_track.finish();
-    Ok(Published { groups, totals, catalog_bytes, connection, current })
+    Ok(Published { groups, totals, catalog_bytes, outages, connection, current })
 }
 
 /// How long one connection attempt may take.
@@ -425,21 +442,27 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A session that lasted this long resets the failure count.
 const STABLE: Duration = Duration::from_secs(10);
 
-/// Keeps a session to the relay up, reconnecting with exponential backoff (GOAWAY: at once).
-/// Each retry is logged at WARN with its code and count; when `max_retries` consecutive attempts
-/// failed it logs at ERROR and returns why.
+/// Keeps a session to the relay up, reconnecting with jittered exponential backoff ([`Backoff`];
+/// GOAWAY: at once). Each retry is logged at WARN with its code and count, and counted in
+/// `outages` with the time without a session; when `max_retries` consecutive attempts failed it
+/// logs at ERROR and returns why.
 async fn keep_connected(
-    connect: ConnectArgs,
+    p: Publication,
     client: moq_lite::transport::Client,
     origin: Origin,
     path: String,
-    max_retries: u32,
     current: tokio::sync::watch::Sender<Option<Session>>,
-    label: &'static str,
+    outages: Arc<Mutex<Outages>>,
 ) -> anyhow::Error {
+    let (connect, max_retries, label) = (p.connect, p.max_retries, p.label);
     let span = tracing::Span::current();
     let mut failures = 0u32;
+    let mut backoff = Backoff::new();
+    let mut lost = false;
     loop {
+        if lost {
+            outages.lock().unwrap().reconnect_attempts += 1;
+        }
         let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect.connect(&client, &span)).await;
         // (stream/session code, what happened); `None` when the relay asked us to come back.
         let failed: Option<(Option<u32>, String)> = match attempt {
@@ -464,13 +487,23 @@ async fn keep_connected(
                 );
                 current.send_replace(Some(session.clone()));
                 let opened = std::time::Instant::now();
+                if std::mem::take(&mut lost) {
+                    let mut o = outages.lock().unwrap();
+                    o.reconnects += 1;
+                    if let Some(took) = o.end(opened) {
+                        eprintln!("{label}: reconnected after {:.1} s", took.as_secs_f64());
+                    }
+                }
                 let ended = tokio::select! {
                     err = session.run() => Some(err),
                     _ = session.goaway_received() => None,
                 };
                 current.send_replace(None);
+                lost = true;
+                outages.lock().unwrap().begin(std::time::Instant::now());
                 if opened.elapsed() > STABLE {
                     failures = 0;
+                    backoff.reset();
                 }
                 match ended {
                     None => {
@@ -493,7 +526,6 @@ async fn keep_connected(
             return anyhow::anyhow!("could not reach the relay after {max_retries} retries: {error}");
         }
         tracing::warn!(code, retry = failures, max_retries, error, "relay unreachable; retrying");
-        let backoff = Duration::from_millis(250) * 2u32.saturating_pow(failures - 1).min(20);
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(backoff.next_random()).await;
     }
 }

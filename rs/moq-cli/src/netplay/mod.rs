@@ -379,6 +379,8 @@ async fn join(args: JoinArgs, shutdown: Shutdown) -> anyhow::Result<u8> {
     let mut watch_args = args.watch.clone();
     watch_args.connect = connect.clone();
     watch_args.broadcast = "host".into();
+    // The relay closing the watch's session is how a room ends: no reconnecting to it.
+    watch_args.no_reconnect = true;
     // The metrics stay up after the leave instead (its latency is one of them).
     let linger = std::mem::take(&mut watch_args.linger);
 

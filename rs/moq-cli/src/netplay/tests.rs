@@ -152,8 +152,13 @@ fn urls_of_the_api_and_of_the_session() {
     assert_eq!(url.path(), "/netplay/abc");
     let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
     assert_eq!(pairs, [("jwt".to_string(), "a.b+c/d=".to_string())]);
-    let connect =
-        ConnectArgs { url, tls_insecure: false, tls_fingerprint: vec![], versions: moq_lite::Version::ALL.to_vec() };
+    let connect = ConnectArgs {
+        url,
+        tls_insecure: false,
+        tls_fingerprint: vec![],
+        versions: moq_lite::Version::ALL.to_vec(),
+        idle_timeout: Duration::from_secs(10),
+    };
     assert!(!connect.url_for_logs().contains("jwt"));
 }
 
@@ -266,7 +271,13 @@ async fn mock(script: &[(u16, &str)], events: Events) -> (Url, Arc<Mock>) {
 }
 
 fn client(base: Url, retries: u32) -> Signaling {
-    let connect = ConnectArgs { url: base.clone(), tls_insecure: false, tls_fingerprint: vec![], versions: vec![] };
+    let connect = ConnectArgs {
+        url: base.clone(),
+        tls_insecure: false,
+        tls_fingerprint: vec![],
+        versions: vec![],
+        idle_timeout: Duration::from_secs(10),
+    };
     let mut api = Signaling::new(base, &connect, RetryPolicy::new(retries), Duration::from_secs(5)).unwrap();
     api.policy.base = Duration::from_millis(1);
     api.policy.max = Duration::from_millis(4);

@@ -73,6 +73,14 @@ pub struct WatchArgs {
     /// viewers look like; load tests use more to spend less of the machine on the load itself.
     #[arg(long, default_value_t = 1)]
     pub viewers_per_socket: usize,
+    /// Do not reconnect when the session is lost (the relay went away): stop with exit code 1.
+    /// By default a viewer reconnects with jittered exponential backoff (250 ms doubling to 5 s)
+    /// and resumes at the live edge; a broadcast that ended is never reconnected to.
+    #[arg(long)]
+    pub no_reconnect: bool,
+    /// Give up reconnecting once an outage lasted this long (exit code 1).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub max_reconnect_time: Duration,
     /// Keep running (and serving metrics) this long after finishing.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub linger: Duration,

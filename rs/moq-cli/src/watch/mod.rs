@@ -19,11 +19,12 @@ use moq_lite::model::{BroadcastConsumer, Origin, Scope, TrackConsumer};
 use moq_lite::session::{Session, SessionConfig};
 use tracing::Instrument;
 
+use crate::backoff::{Backoff, Outages};
 use crate::catalog;
 use crate::media::{self, Catalog};
 use crate::player::{Abr, Player};
 use impairment::Impairment;
-use verify::{Feed, RenditionCounters, Stats, TrackStats};
+use verify::{Feed, RenditionCounters, Stats};
 
 pub use args::{broadcast_label, exit, Verify, WatchArgs};
 
@@ -32,6 +33,7 @@ pub use args::{broadcast_label, exit, Verify, WatchArgs};
 struct Viewer {
     stats: Stats,
     player: Arc<Mutex<Player>>,
+    outages: Arc<Mutex<Outages>>,
 }
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<u8> {
@@ -50,6 +52,7 @@ pub async fn run_until(args: WatchArgs, stop: impl std::future::Future<Output = 
         .map(|_| Viewer {
             stats: Stats::default(),
             player: Arc::new(Mutex::new(Player::new(args.target_latency, Instant::now()))),
+            outages: Arc::default(),
         })
         .collect();
     let all_stats: Vec<Stats> = all.iter().map(|v| v.stats.clone()).collect();
@@ -83,7 +86,7 @@ pub async fn run_until(args: WatchArgs, stop: impl std::future::Future<Output = 
                 Some(Ok(Err((c, e)))) => { code = code.max(c); errors.push(format!("{e:#}")); }
                 Some(Err(e)) => { code = code.max(exit::CONNECT); errors.push(e.to_string()); }
             },
-            _ = report.tick(), if !args.stats_interval.is_zero() => report::print_live(&all_stats, started),
+            _ = report.tick(), if !args.stats_interval.is_zero() => report::print_live(&all_stats, &report::outages(&all), started),
             _ = async { tokio::time::sleep_until(deadline.unwrap()).await }, if deadline.is_some() => break,
             _ = &mut interrupted => break,
         }
@@ -92,6 +95,7 @@ pub async fn run_until(args: WatchArgs, stop: impl std::future::Future<Output = 
 
     let mut summary = report::summarize(&all_stats, &args, code, errors);
     summary.player = report::summarize_players(&all);
+    summary.outages = report::outages(&all);
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -133,6 +137,21 @@ impl Drop for Watching {
     }
 }
 
+/// How one session of a viewer ended.
+enum Ended {
+    /// The viewer is done: the broadcast ended, its goal was reached, or it failed for good.
+    Done(ViewerResult),
+    /// The session was lost (the relay went away): reconnect, at once after a GOAWAY.
+    Lost { why: String, goaway: bool },
+}
+
+/// How long one reconnection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One viewer: connects, watches, and when the session is lost (connection error, idle timeout,
+/// GOAWAY, relay restart) reconnects with jittered backoff and resumes at the live edge (a fresh
+/// subscription starts at the latest group), until the broadcast ends, the goal is reached, or an
+/// outage outlasts `--max-reconnect-time`.
 async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Client>) -> ViewerResult {
     let fail = |code: u8| move |e: anyhow::Error| (code, e);
     let span = tracing::info_span!(
@@ -140,8 +159,90 @@ async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Cl
         moq.broadcast = %args.broadcast,
         url.full = %args.connect.url_for_logs(),
     );
-    let connected = args.connect.connect(&client, &span).instrument(span.clone()).await.map_err(fail(exit::CONNECT))?;
-    span.in_scope(|| tracing::info!(transport = %connected.transport, version = %connected.version, "connected"));
+    // The first connection failing is an error, as ever: there is nothing to recover yet.
+    let mut conn = args.connect.connect(&client, &span).instrument(span.clone()).await.map_err(fail(exit::CONNECT))?;
+    let mut backoff = Backoff::new();
+    let mut resumed = false;
+    loop {
+        let (why, goaway) = match watch_session(&args, &me, &client, &span, conn, resumed).await {
+            Ended::Done(result) => return result,
+            Ended::Lost { why, goaway } => (why, goaway),
+        };
+        if args.no_reconnect {
+            return Err((exit::CONNECT, anyhow::anyhow!("session lost: {why}")));
+        }
+        // The outage began with the last frame received (or now, if none came).
+        let last_frame =
+            me.stats.lock().unwrap().values().filter_map(|s| s.last_frame).max().unwrap_or_else(Instant::now);
+        me.outages.lock().unwrap().begin(last_frame);
+        let lost_at = Instant::now();
+        span.in_scope(|| tracing::warn!(error = %why, goaway, "session lost; reconnecting"));
+        if goaway {
+            backoff.reset();
+        }
+        let mut why = why;
+        let mut first = true;
+        conn = loop {
+            let waited = lost_at.elapsed();
+            if waited >= args.max_reconnect_time {
+                let e = anyhow::anyhow!("gave up reconnecting after {waited:.1?} (--max-reconnect-time): {why}");
+                span.in_scope(|| tracing::error!(error = %e, "reconnecting gave up"));
+                return Err((exit::CONNECT, e));
+            }
+            if !(goaway && first) {
+                tokio::time::sleep(backoff.next_random().min(args.max_reconnect_time - waited)).await;
+            }
+            first = false;
+            me.outages.lock().unwrap().reconnect_attempts += 1;
+            metrics::counter!(catalog::RECONNECT_ATTEMPTS.name).increment(1);
+            let attempt = args.connect.connect(&client, &span).instrument(span.clone());
+            why = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+                Ok(Ok(conn)) => break conn,
+                Ok(Err(e)) => format!("connect failed: {e:#}"),
+                Err(_) => format!("connect timed out after {CONNECT_TIMEOUT:?}"),
+            };
+            span.in_scope(|| tracing::warn!(error = %why, "reconnect attempt failed"));
+        };
+        backoff.reset();
+        resumed = true;
+        me.outages.lock().unwrap().reconnects += 1;
+        metrics::counter!(catalog::RECONNECTS.name).increment(1);
+        // The next group of every track resumes at the live edge: what was skipped is the outage's.
+        for s in me.stats.lock().unwrap().values_mut() {
+            s.resumed = true;
+        }
+    }
+}
+
+/// Whether every track this viewer watches ended normally or reached the `--groups` goal.
+fn finished(me: &Viewer, args: &WatchArgs) -> bool {
+    let stats = me.stats.lock().unwrap();
+    !stats.is_empty() && stats.values().all(|s| s.ended || args.groups.is_some_and(|w| s.groups_complete >= w))
+}
+
+/// Ends the outage going on (if any) once a frame arrived after it began.
+fn check_back(me: &Viewer) {
+    let mut outages = me.outages.lock().unwrap();
+    let Some(since) = outages.since else { return };
+    let back = me.stats.lock().unwrap().values().filter_map(|s| s.last_frame).filter(|&t| t > since).min();
+    if let Some(took) = back.and_then(|at| outages.end(at)) {
+        metrics::histogram!(catalog::OUTAGE.name).record(took.as_secs_f64());
+        tracing::info!(outage_ms = took.as_millis() as u64, "receiving again");
+    }
+}
+
+/// Watches over one session until the viewer is done or the session is lost.
+async fn watch_session(
+    args: &WatchArgs,
+    me: &Viewer,
+    client: &moq_lite::transport::Client,
+    span: &tracing::Span,
+    connected: moq_lite::transport::Connected,
+    resumed: bool,
+) -> Ended {
+    span.in_scope(
+        || tracing::info!(transport = %connected.transport, version = %connected.version, resumed, "connected"),
+    );
     metrics::counter!(catalog::CONNECTIONS.name, "transport" => connected.transport.as_str()).increment(1);
     let _watching = Watching::start();
     let origin = Origin::new();
@@ -189,28 +290,62 @@ async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Cl
                 }
             }))
         });
-        receive(&broadcast, &args, &me).await
+        receive(&broadcast, args, me).await
     };
     let mut received = std::pin::pin!(received);
-    let result = tokio::select! {
-        result = &mut received => result,
-        // The session is gone (e.g. the relay closed it: a netplay session ended) and the tracks
-        // may never end: let what already arrived drain, then stop with why.
-        ended = &mut run => {
-            let why = match ended {
-                Ok(err) => err.to_string(),
-                Err(e) => e.to_string(),
-            };
-            match tokio::time::timeout(SESSION_GONE_DRAIN, &mut received).await {
-                Ok(result) => result,
-                Err(_) => Err((exit::CONNECT, anyhow::anyhow!("session lost: {why}"))),
+    let mut back = tokio::time::interval(Duration::from_millis(20));
+    let lost = |why: String| Ended::Lost { why, goaway: false };
+    let ended = loop {
+        tokio::select! {
+            result = &mut received => {
+                // Corruption, or a broadcast that ended or reached the goal: done. Tracks that
+                // failed because the session went down (it ends shortly after them): lost.
+                if matches!(&result, Err((c, _)) if *c == exit::CORRUPT) || finished(me, args) {
+                    break Ended::Done(result);
+                }
+                match tokio::time::timeout(SESSION_GONE_DRAIN, &mut run).await {
+                    Ok(Ok(moq_lite::Error::Unauthorized)) => break Ended::Done(result),
+                    Ok(ended) => break lost(why(ended)),
+                    // Back on a restarted relay whose publisher is not back yet: keep trying.
+                    Err(_) if resumed && matches!(&result, Err((c, _)) if *c == exit::NOT_FOUND) => {
+                        break lost(format!("{:#}", result.unwrap_err().1));
+                    }
+                    Err(_) => break Ended::Done(result),
+                }
             }
+            // The session is gone (e.g. the relay went away, or closed it: a netplay session
+            // ended) and the tracks may never end: let what already arrived drain, then decide.
+            ended = &mut run => {
+                // The relay shut us out (access ended, a netplay room closed): nothing to retry.
+                let refused = matches!(ended, Ok(moq_lite::Error::Unauthorized));
+                let why = why(ended);
+                match tokio::time::timeout(SESSION_GONE_DRAIN, &mut received).await {
+                    Ok(result) if finished(me, args) || matches!(&result, Err((c, _)) if *c == exit::CORRUPT) => {
+                        break Ended::Done(result)
+                    }
+                    _ if refused => break Ended::Done(Err((exit::CONNECT, anyhow::anyhow!("session lost: {why}")))),
+                    _ => break lost(why),
+                }
+            }
+            _ = session.goaway_received() => {
+                break Ended::Lost { why: "the relay is going away (GOAWAY)".into(), goaway: true };
+            }
+            _ = back.tick() => check_back(me),
         }
     };
+    check_back(me);
     session.close(&moq_lite::Error::Cancel);
     run.abort();
     let _ = tokio::time::timeout(Duration::from_millis(500), client.wait_idle()).await;
-    result
+    ended
+}
+
+/// Why a session's run task ended.
+fn why(ended: Result<moq_lite::Error, tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(err) => err.to_string(),
+        Err(e) => e.to_string(),
+    }
 }
 
 async fn receive(broadcast: &BroadcastConsumer, args: &WatchArgs, me: &Viewer) -> ViewerResult {
@@ -244,12 +379,12 @@ async fn receive(broadcast: &BroadcastConsumer, args: &WatchArgs, me: &Viewer) -
         let consumer = broadcast
             .subscribe_track(&t.name)
             .map_err(|e| (exit::NOT_FOUND, anyhow::anyhow!("track {}: {e}", t.name)))?;
-        stats.lock().unwrap().insert(t.name.clone(), TrackStats::default());
+        resubscribed(&stats, &t.name);
         let feed = (t.kind == "video").then(|| me.player.clone());
         tracks.spawn(read_track(consumer, stats.clone(), args.groups, impair.clone(), t.kind.clone(), feed));
     }
     if adaptive {
-        stats.lock().unwrap().insert("video".to_string(), TrackStats::default());
+        resubscribed(&stats, "video");
         tracks.spawn(play_video(
             broadcast.clone(),
             ladder,
@@ -271,6 +406,14 @@ async fn receive(broadcast: &BroadcastConsumer, args: &WatchArgs, me: &Viewer) -
         }
     }
     Ok(())
+}
+
+/// A track (re)subscribed: its statistics carry on across reconnections, its ending starts over.
+fn resubscribed(stats: &Stats, name: &str) {
+    let mut stats = stats.lock().unwrap();
+    let s = stats.entry(name.to_string()).or_default();
+    s.ended = false;
+    s.error = None;
 }
 
 async fn read_track(

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::verify::Stats;
 use super::{exit, Viewer, WatchArgs};
+use crate::backoff::Outages;
 
 #[derive(Serialize, Debug, Default)]
 pub struct TrackSummary {
@@ -19,7 +20,11 @@ pub struct TrackSummary {
     pub groups_complete_min_per_viewer: u64,
     pub first_group_max: Option<u64>,
     pub corrupt: u64,
+    /// Groups missing between two groups the relay delivered in sequence (never the outage's).
     pub gaps: u64,
+    /// Groups skipped while a session was down: the viewer resumed at the live edge after
+    /// reconnecting. Counted apart from `gaps`; neither counts as corruption.
+    pub outage_gaps: u64,
     pub stalls: u64,
     pub latency_ms_p50: f64,
     pub latency_ms_p99: f64,
@@ -52,6 +57,11 @@ pub struct Summary {
     pub exit_code: u8,
     pub tracks: BTreeMap<String, TrackSummary>,
     pub player: PlayerSummary,
+    /// Sessions lost and re-established, over all viewers: `reconnects`, `reconnect_attempts`,
+    /// `outage_ms` (total, from the last frame before a loss to the first after it) and
+    /// `longest_outage_ms`.
+    #[serde(flatten)]
+    pub outages: Outages,
     pub errors: Vec<String>,
 }
 
@@ -85,8 +95,19 @@ pub(super) fn summarize_players(all: &[Viewer]) -> PlayerSummary {
     summary
 }
 
-/// One line on stderr: per track, frames, bitrate per viewer, recent latency and problems so far.
-pub(super) fn print_live(all: &[Stats], started: Instant) {
+/// The outages of all viewers, one still going on counted until now.
+pub(super) fn outages(all: &[Viewer]) -> Outages {
+    let now = Instant::now();
+    let mut total = Outages::default();
+    for v in all {
+        total.add(&v.outages.lock().unwrap().at(now));
+    }
+    total
+}
+
+/// One line on stderr: per track, frames, bitrate per viewer, recent latency and problems so far;
+/// then reconnections and outage time, once there were any.
+pub(super) fn print_live(all: &[Stats], outages: &Outages, started: Instant) {
     let mut line = format!("[{:>5.1}s]", started.elapsed().as_secs_f64());
     let mut per_track: BTreeMap<String, (u64, u64, u64, Vec<u64>)> = BTreeMap::new();
     for stats in all {
@@ -105,6 +126,15 @@ pub(super) fn print_live(all: &[Stats], started: Instant) {
             " {name}: {frames} frames {:.2} Mbit/s latency p50 {:.1} ms, gaps+stalls {problems} |",
             bytes as f64 * 8.0 / secs / 1e6 / all.len() as f64,
             percentile_ms(&lat, 50.0)
+        );
+    }
+    if outages.reconnect_attempts > 0 || outages.outage_ms > 0.0 {
+        line += &format!(
+            " reconnects {} (attempts {}), outage {:.1} s (longest {:.1} s)",
+            outages.reconnects,
+            outages.reconnect_attempts,
+            outages.outage_ms / 1000.0,
+            outages.longest_outage_ms / 1000.0
         );
     }
     eprintln!("{line}");
@@ -129,6 +159,7 @@ pub(super) fn summarize(all: &[Stats], args: &WatchArgs, code: u8, errors: Vec<S
             t.first_group_max = t.first_group_max.max(s.first_group);
             t.corrupt += s.corrupt;
             t.gaps += s.gaps;
+            t.outage_gaps += s.outage_gaps;
             t.stalls += s.stalls;
             t.late += s.late;
             if let Some(e) = &s.error {

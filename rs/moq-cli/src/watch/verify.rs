@@ -28,6 +28,11 @@ pub(super) struct TrackStats {
     pub last_group: Option<u64>,
     pub corrupt: u64,
     pub gaps: u64,
+    /// Groups skipped while the session was down: the viewer resumed at the live edge.
+    pub outage_gaps: u64,
+    /// The session was re-established since the last group: the next group's distance from the
+    /// last one is the outage's, not a gap the relay made.
+    pub resumed: bool,
     pub stalls: u64,
     pub late: u64,
     pub latency_us: Vec<u64>,
@@ -78,8 +83,14 @@ impl Feed {
         let sequence = group.sequence();
         self.update(&mut |s| {
             if let Some(last) = s.last_group {
-                s.gaps += sequence.saturating_sub(last + 1);
+                let skipped = sequence.saturating_sub(last + 1);
+                if s.resumed {
+                    s.outage_gaps += skipped;
+                } else {
+                    s.gaps += skipped;
+                }
             }
+            s.resumed = false;
             s.first_group.get_or_insert(sequence);
             s.last_group = Some(s.last_group.map_or(sequence, |l| l.max(sequence)));
         });
