@@ -198,6 +198,13 @@ async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Cl
             let attempt = args.connect.connect(&client, &span).instrument(span.clone());
             why = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
                 Ok(Ok(conn)) => break conn,
+                // The relay answered and refused us (401/403: the token no longer admits us):
+                // retrying cannot help.
+                Ok(Err(e)) if refused_by_relay(&e) => {
+                    let e = anyhow::anyhow!("the relay refused to reconnect: {e:#}");
+                    span.in_scope(|| tracing::error!(error = %e, "reconnecting gave up"));
+                    return Err((exit::CONNECT, e));
+                }
                 Ok(Err(e)) => format!("connect failed: {e:#}"),
                 Err(_) => format!("connect timed out after {CONNECT_TIMEOUT:?}"),
             };
@@ -212,6 +219,13 @@ async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Cl
             s.resumed = true;
         }
     }
+}
+
+/// Whether a failed connection attempt was the relay refusing the session (HTTP 401 or 403 to
+/// the WebTransport CONNECT or the WebSocket upgrade), not a network failure.
+fn refused_by_relay(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    ["Some(401)", "Some(403)", "401 Unauthorized", "403 Forbidden"].iter().any(|s| text.contains(s))
 }
 
 /// Whether every track this viewer watches ended normally or reached the `--groups` goal.
@@ -305,6 +319,7 @@ async fn watch_session(
                 }
                 match tokio::time::timeout(SESSION_GONE_DRAIN, &mut run).await {
                     Ok(Ok(moq_lite::Error::Unauthorized)) => break Ended::Done(result),
+                    Ok(_) if shut_out(&session) => break Ended::Done(result),
                     Ok(ended) => break lost(why(ended)),
                     // Back on a restarted relay whose publisher is not back yet: keep trying.
                     Err(_) if resumed && matches!(&result, Err((c, _)) if *c == exit::NOT_FOUND) => {
@@ -317,7 +332,7 @@ async fn watch_session(
             // ended) and the tracks may never end: let what already arrived drain, then decide.
             ended = &mut run => {
                 // The relay shut us out (access ended, a netplay room closed): nothing to retry.
-                let refused = matches!(ended, Ok(moq_lite::Error::Unauthorized));
+                let refused = matches!(ended, Ok(moq_lite::Error::Unauthorized)) || shut_out(&session);
                 let why = why(ended);
                 match tokio::time::timeout(SESSION_GONE_DRAIN, &mut received).await {
                     Ok(result) if finished(me, args) || matches!(&result, Err((c, _)) if *c == exit::CORRUPT) => {
@@ -338,6 +353,13 @@ async fn watch_session(
     run.abort();
     let _ = tokio::time::timeout(Duration::from_millis(500), client.wait_idle()).await;
     ended
+}
+
+/// Whether the relay closed the session because the viewer's right to it ended (its token
+/// expired or was revoked, an operator closed it, a netplay room ended): reconnecting would only
+/// be refused, or undo what the operator did.
+fn shut_out(session: &Session) -> bool {
+    session.connection().close_code() == Some(moq_lite::code::UNAUTHORIZED.into())
 }
 
 /// Why a session's run task ended.

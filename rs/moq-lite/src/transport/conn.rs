@@ -148,19 +148,26 @@ impl Connection {
     /// Whether the peer ended the connection with a graceful close (application code 0): a
     /// publisher that is done and leaves, as opposed to one that failed or vanished.
     pub fn closed_cleanly(&self) -> bool {
+        self.close_code() == Some(0)
+    }
+
+    /// The application code the peer closed the connection with, once it did (`None` while open,
+    /// or when it ended otherwise: timeout, reset, our own close).
+    pub fn close_code(&self) -> Option<u64> {
         match self {
             Self::Quic(s) => match s.close_reason() {
                 Some(web_transport_quinn::SessionError::WebTransportError(
                     web_transport_quinn::WebTransportError::Closed(code, _),
-                )) => code == 0,
+                )) => Some(code.into()),
                 Some(web_transport_quinn::SessionError::ConnectionError(
                     quinn::ConnectionError::ApplicationClosed(close),
-                )) => close.error_code.into_inner() == 0,
-                _ => false,
+                )) => Some(close.error_code.into_inner()),
+                _ => None,
             },
-            Self::WebSocket(s) => {
-                matches!(s.closed().now_or_never(), Some(qmux::Error::ConnectionClosed { code, .. }) if code.into_inner() == 0)
-            }
+            Self::WebSocket(s) => match s.closed().now_or_never() {
+                Some(qmux::Error::ConnectionClosed { code, .. }) => Some(code.into_inner()),
+                _ => None,
+            },
         }
     }
 
