@@ -4,47 +4,21 @@
 
 use std::time::{Duration, Instant};
 
+pub use moq_lite::transport::Backoff;
 use serde::Serialize;
 
-/// Waits between reconnection attempts: [`Self::FIRST`] doubling up to [`Self::MAX`], each wait
-/// spread ±[`Self::JITTER`] so a relay restart is not met by every client at the same instant.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
+/// Waits between reconnection attempts: [`FIRST`] doubling up to [`MAX`], each spread ±25 %
+/// (moq-lite's [`Backoff`]) so a relay restart is not met by every client at the same instant.
+pub fn backoff() -> Backoff {
+    Backoff::new(FIRST, MAX)
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+pub const FIRST: Duration = Duration::from_millis(250);
+pub const MAX: Duration = Duration::from_secs(5);
 
-impl Backoff {
-    pub const FIRST: Duration = Duration::from_millis(250);
-    pub const MAX: Duration = Duration::from_secs(5);
-    pub const JITTER: f64 = 0.25;
-
-    pub fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    /// The wait before the next attempt, `unit` (in [0, 1]) placing it within the jitter; the
-    /// one after doubles, up to [`Self::MAX`].
-    pub fn next(&mut self, unit: f64) -> Duration {
-        let base = self.next;
-        self.next = (base * 2).min(Self::MAX);
-        base.mul_f64(1.0 - Self::JITTER + 2.0 * Self::JITTER * unit.clamp(0.0, 1.0))
-    }
-
-    /// [`Self::next`] with a random jitter.
-    pub fn next_random(&mut self) -> Duration {
-        self.next(rand::random::<f64>())
-    }
-
-    /// Back to [`Self::FIRST`] (a session came up).
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
+/// [`Backoff::next`] with a random jitter.
+pub fn next_random(backoff: &mut Backoff) -> Duration {
+    backoff.next(rand::random::<f64>())
 }
 
 /// What one client (a viewer, or the publisher) lived through: sessions lost and re-established,
@@ -101,21 +75,21 @@ mod tests {
 
     #[test]
     fn doubles_from_first_to_max_without_jitter() {
-        let mut b = Backoff::new();
+        let mut b = backoff();
         let waits: Vec<u64> = (0..7).map(|_| b.next(0.5).as_millis() as u64).collect();
         assert_eq!(waits, [250, 500, 1000, 2000, 4000, 5000, 5000]);
         b.reset();
-        assert_eq!(b.next(0.5), Backoff::FIRST);
+        assert_eq!(b.next(0.5), FIRST);
     }
 
     #[test]
     fn jitter_spreads_a_quarter_either_way() {
-        assert_eq!(Backoff::new().next(0.0), Duration::from_micros(187_500));
-        assert_eq!(Backoff::new().next(1.0), Duration::from_micros(312_500));
+        assert_eq!(backoff().next(0.0), Duration::from_micros(187_500));
+        assert_eq!(backoff().next(1.0), Duration::from_micros(312_500));
         // Out-of-range units are clamped.
-        assert_eq!(Backoff::new().next(7.0), Duration::from_micros(312_500));
+        assert_eq!(backoff().next(7.0), Duration::from_micros(312_500));
         for _ in 0..100 {
-            let w = Backoff::new().next_random();
+            let w = next_random(&mut backoff());
             assert!(w >= Duration::from_micros(187_500) && w <= Duration::from_micros(312_500), "{w:?}");
         }
     }

@@ -8,7 +8,7 @@ use moq_lite::model::{BroadcastProducer, GroupProducer, Origin, Scope, TrackProd
 use moq_lite::session::{Session, SessionConfig};
 use tracing::Instrument;
 
-use crate::backoff::{Backoff, Outages};
+use crate::backoff::{self, Outages};
 use crate::connect::ConnectArgs;
 use crate::media::{self, Catalog, CatalogTrack};
 
@@ -442,7 +442,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A session that lasted this long resets the failure count.
 const STABLE: Duration = Duration::from_secs(10);
 
-/// Keeps a session to the relay up, reconnecting with jittered exponential backoff ([`Backoff`];
+/// Keeps a session to the relay up, reconnecting with jittered exponential backoff ([`backoff::backoff`];
 /// GOAWAY: at once). Each retry is logged at WARN with its code and count, and counted in
 /// `outages` with the time without a session; when `max_retries` consecutive attempts failed it
 /// logs at ERROR and returns why.
@@ -457,7 +457,7 @@ async fn keep_connected(
     let (connect, max_retries, label) = (p.connect, p.max_retries, p.label);
     let span = tracing::Span::current();
     let mut failures = 0u32;
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff::backoff();
     let mut lost = false;
     loop {
         if lost {
@@ -526,6 +526,6 @@ async fn keep_connected(
             return anyhow::anyhow!("could not reach the relay after {max_retries} retries: {error}");
         }
         tracing::warn!(code, retry = failures, max_retries, error, "relay unreachable; retrying");
-        tokio::time::sleep(backoff.next_random()).await;
+        tokio::time::sleep(backoff::next_random(&mut backoff)).await;
     }
 }

@@ -19,7 +19,7 @@ use moq_lite::model::{BroadcastConsumer, Origin, Scope, TrackConsumer};
 use moq_lite::session::{Session, SessionConfig};
 use tracing::Instrument;
 
-use crate::backoff::{Backoff, Outages};
+use crate::backoff::{self, Outages};
 use crate::catalog;
 use crate::media::{self, Catalog};
 use crate::player::{Abr, Player};
@@ -161,7 +161,7 @@ async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Cl
     );
     // The first connection failing is an error, as ever: there is nothing to recover yet.
     let mut conn = args.connect.connect(&client, &span).instrument(span.clone()).await.map_err(fail(exit::CONNECT))?;
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff::backoff();
     let mut resumed = false;
     loop {
         let (why, goaway) = match watch_session(&args, &me, &client, &span, conn, resumed).await {
@@ -190,7 +190,7 @@ async fn viewer(args: WatchArgs, me: Viewer, client: Arc<moq_lite::transport::Cl
                 return Err((exit::CONNECT, e));
             }
             if !(goaway && first) {
-                tokio::time::sleep(backoff.next_random().min(args.max_reconnect_time - waited)).await;
+                tokio::time::sleep(backoff::next_random(&mut backoff).min(args.max_reconnect_time - waited)).await;
             }
             first = false;
             me.outages.lock().unwrap().reconnect_attempts += 1;

@@ -2,6 +2,7 @@
 //! WebTransport (ALPN `h3`, version in `wt-available-protocols` / `wt-protocol`), and over qmux on a
 //! WebSocket (version in `Sec-WebSocket-Protocol`: `qmux-01.<alpn>`).
 
+mod backoff;
 mod client;
 mod conn;
 mod fingerprint;
@@ -9,6 +10,7 @@ mod quic;
 mod server;
 pub mod websocket;
 
+pub use backoff::Backoff;
 pub use client::*;
 pub use conn::{Connection, RecvStream, SendStream};
 pub use quic::{QuicOptions, DEFAULT_MAX_STREAMS, INITIAL_STREAMS};

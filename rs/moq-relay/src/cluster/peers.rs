@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use moq_lite::model::Scope;
 use moq_lite::session::{Session, SessionConfig, Traffic};
-use moq_lite::transport::{Connected, Transport};
+use moq_lite::transport::{Backoff, Connected, Transport};
 use moq_lite::Error;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -25,55 +25,18 @@ use crate::telemetry::cluster::{Direction, PeerConnected, PeerDialFailed, PeerLo
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Redial delays: 0.5 s doubling to 30 s, each ±25 % (so peers that lost the same node do not
-/// redial in step); a session that lasted 10 s or more starts the sequence again. Pure: the
-/// jitter comes in as a number, so tests choose it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Backoff {
-    next: Duration,
+/// redial in step); a session that lasted [`STABLE`] or more starts the sequence again.
+pub fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// A session at least this long counts as a success: the next wait starts from the first again.
+pub const STABLE: Duration = Duration::from_secs(10);
 
-impl Backoff {
-    pub const FIRST: Duration = Duration::from_millis(500);
-    pub const MAX: Duration = Duration::from_secs(30);
-    /// A session at least this long counts as a success: the next wait starts from
-    /// [`Self::FIRST`] again.
-    pub const STABLE: Duration = Duration::from_secs(10);
-    pub const JITTER: f64 = 0.25;
-
-    pub fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    /// The wait before the next dial, `unit` (in [0, 1)) placing it within the jitter; the one
-    /// after doubles, up to [`Self::MAX`].
-    pub fn next(&mut self, unit: f64) -> Duration {
-        let base = self.next;
-        self.next = (base * 2).min(Self::MAX);
-        base.mul_f64(1.0 - Self::JITTER + 2.0 * Self::JITTER * unit.clamp(0.0, 1.0))
-    }
-
-    /// A session ended after `lasted`.
-    pub fn session_ended(&mut self, lasted: Duration) {
-        if lasted >= Self::STABLE {
-            self.reset();
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    /// Whether the `failures`-th failure in a row is logged: the first three, then every tenth
-    /// (the backoff spaces them, so a peer down for an hour writes about 15 lines).
-    pub fn should_log(failures: u64) -> bool {
-        failures <= 3 || failures.is_multiple_of(10)
-    }
+/// Whether the `failures`-th failure in a row is logged: the first three, then every tenth (the
+/// backoff spaces them, so a peer down for an hour writes about 15 lines).
+pub fn should_log(failures: u64) -> bool {
+    failures <= 3 || failures.is_multiple_of(10)
 }
 
 /// A random number in [0, 1), for the jitter.
@@ -116,7 +79,7 @@ impl Dialer {
     pub async fn run(self) {
         let label = self.peer.label.clone();
         let (traffic, series) = self.env.peers.configured(&label);
-        let mut backoff = Backoff::new();
+        let mut backoff = backoff();
         let mut failures = 0u64;
         while !self.ending() {
             self.env.peers.set_state(&label, State::Connecting, None);
@@ -148,7 +111,7 @@ impl Dialer {
                             error: &error,
                             attempt: failures,
                             retry_in: wait,
-                            log: Backoff::should_log(failures),
+                            log: should_log(failures),
                             series: &series,
                         }
                         .emit()
@@ -166,7 +129,7 @@ impl Dialer {
                             Duration::ZERO
                         }
                         false => {
-                            backoff.session_ended(ended.lasted);
+                            backoff.session_ended(ended.lasted, STABLE);
                             backoff.next(unit())
                         }
                     }
@@ -307,11 +270,11 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_its_cap_with_jitter() {
-        let mut b = Backoff::new();
+        let mut b = backoff();
         // The middle of the jitter is the base.
         let waits: Vec<u128> = (0..9).map(|_| ms(b.next(0.5))).collect();
         assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
-        let mut b = Backoff::new();
+        let mut b = backoff();
         assert_eq!(ms(b.next(0.0)), 375, "-25 %");
         assert_eq!(ms(b.next(0.999_999_9)), 1249, "just under +25 %");
         assert_eq!(ms(b.next(7.0)), 2500, "clamped");
@@ -319,22 +282,22 @@ mod tests {
 
     #[test]
     fn a_stable_session_resets_the_backoff_and_a_short_one_does_not() {
-        let mut b = Backoff::new();
+        let mut b = backoff();
         for _ in 0..4 {
             b.next(0.5);
         }
-        b.session_ended(Duration::from_secs(3));
+        b.session_ended(Duration::from_secs(3), STABLE);
         assert_eq!(ms(b.next(0.5)), 8000, "a flapping peer keeps backing off");
-        b.session_ended(Backoff::STABLE);
+        b.session_ended(STABLE, STABLE);
         assert_eq!(ms(b.next(0.5)), 500);
         b.next(0.5);
         b.reset();
-        assert_eq!(b, Backoff::new());
+        assert_eq!(b, backoff());
     }
 
     #[test]
     fn dial_failures_are_thinned() {
-        let logged: Vec<u64> = (1..=40).filter(|&n| Backoff::should_log(n)).collect();
+        let logged: Vec<u64> = (1..=40).filter(|&n| should_log(n)).collect();
         assert_eq!(logged, [1, 2, 3, 10, 20, 30, 40]);
     }
 
