@@ -166,7 +166,7 @@ fn reference_cli_through_our_relay(version: &'static str, scheme: &str) -> Outco
     if !eventually(Duration::from_secs(10), || opened(&mut relay) >= 1) {
         return Outcome::fail(format!(
             "the subscriber's session never opened on the relay within 10 s; {}; {}",
-            tail(&mut subscriber, 4),
+            tail(&mut subscriber, 40),
             tail(&mut relay, 4)
         ));
     }
@@ -194,7 +194,7 @@ fn reference_cli_through_our_relay(version: &'static str, scheme: &str) -> Outco
     let notes = format!(
         "publisher exit {published:?}, ffmpeg exit {ffmpeg_done:?}, subscriber exit {finished:?}; {}; {}; {}",
         tail(&mut publisher, 4),
-        tail(&mut subscriber, 4),
+        tail(&mut subscriber, 40),
         tail(&mut relay, 6)
     );
     eprintln!("{notes}");

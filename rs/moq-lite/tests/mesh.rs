@@ -98,9 +98,14 @@ async fn next_payload(track: &mut TrackConsumer) -> String {
 
 /// A viewer on `at`: a client session (no hop id) subscribed to `path`/`track`.
 async fn viewer(at: &Node, path: &str) -> (Session, TrackConsumer) {
+    viewer_on(at, path, Version::ALL.to_vec()).await
+}
+
+/// [`viewer`] offering only `versions`.
+async fn viewer_on(at: &Node, path: &str, versions: Vec<Version>) -> (Session, TrackConsumer) {
     let inbox = Origin::new();
     let tls = ClientTls { insecure: true, ..Default::default() };
-    let client = Client::new(ClientConfig { tls, ..Default::default() }).unwrap();
+    let client = Client::new(ClientConfig { tls, versions, ..Default::default() }).unwrap();
     let url = format!("https://localhost:{}/", at.addr.port()).parse().unwrap();
     let connected = client.connect(&url).await.unwrap();
     Box::leak(Box::new(client));
@@ -225,4 +230,62 @@ async fn link_costs_choose_the_cheaper_path_on_06() {
     let route = b.origin.route("cam").unwrap();
     assert_eq!(route.hops, vec![a.hop, c.hop], "the cheaper path through C");
     assert_eq!(route.cost.warm, 2, "two links at 1");
+}
+
+/// How a publisher that leaves reaches a viewer one hop away: as the track's end, whether its
+/// tracks fail before its withdrawal arrives, after it, or not at all (they are only dropped);
+/// a track that fails while its publisher stays announced reaches the viewer as an error.
+async fn publisher_leaving(version: Version) {
+    #[derive(Debug, Clone, Copy)]
+    enum Leave {
+        WithdrawThenFail,
+        FailThenWithdraw,
+        FailOnly,
+    }
+    let relay = node(7).await;
+    for (n, leave) in [Leave::WithdrawThenFail, Leave::FailThenWithdraw, Leave::FailOnly].into_iter().enumerate() {
+        let path = format!("cam{n}");
+        let broadcast = BroadcastProducer::new();
+        let mut track = broadcast.create_track("t", 0);
+        let publication = relay.origin.publish(&path, broadcast.consume(), vec![]);
+        let (_session, mut watching) = viewer_on(&relay, &path, vec![version]).await;
+        assert!(eventually(|| track.consumers() > 0).await);
+        send_group(&mut track, "g0".into());
+        assert_eq!(next_payload(&mut watching).await, "g0");
+
+        let fail = |track: TrackProducer| track.abort(moq_lite::Error::RemoteReset(1));
+        match leave {
+            Leave::WithdrawThenFail => {
+                drop(publication);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                fail(track);
+            }
+            Leave::FailThenWithdraw => {
+                fail(track);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(publication);
+            }
+            Leave::FailOnly => fail(track),
+        }
+        let ended = timeout(Duration::from_secs(5), watching.next_group()).await.expect("the track settles");
+        match leave {
+            Leave::FailOnly => assert!(ended.is_err(), "{version} {leave:?}: a failed track is an error"),
+            _ => assert!(
+                matches!(ended, Ok(None)),
+                "{version} {leave:?}: a publisher that left ends the track, got {:?}",
+                ended.map(|g| g.map(|g| g.sequence()))
+            ),
+        }
+        drop(broadcast);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_leaving_ends_its_viewers_tracks_on_04() {
+    publisher_leaving(Version::Lite04).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_leaving_ends_its_viewers_tracks_on_06() {
+    publisher_leaving(Version::Lite06).await;
 }

@@ -331,14 +331,21 @@ async fn forward_subscription(
             },
             group = track.next_group() => match group {
                 // The track failed (its upstream went away). If another route serves the
-                // broadcast (now, or within the grace), follow it; otherwise let the groups
-                // being written finish, then reset.
+                // broadcast (now, or within the grace), follow it. If the broadcast has no route
+                // left, its publisher left: the broadcast is over, and the viewer is told so the
+                // same way whether the publisher's tracks failed before or after its withdrawal
+                // arrived (publishers tearing down reset their streams in either order).
+                // Otherwise the track itself failed while announced: let the groups being
+                // written finish, then reset.
                 Err(e) => match failover(&origin, &broadcast, route.id).await {
                     Some(next) => {
                         span.in_scope(|| tracing::info!(hops = ?next.hops, "subscription follows another route"));
                         dedupe = same_publisher(&route, &next);
                         track = next.broadcast.subscribe_track(&track_name)?;
                         (seen, route, publisher_gone) = (next.id, next, None);
+                    }
+                    None if origin.route(&broadcast).is_none() => {
+                        return end_subscription(inner, writer, &track, &mut groups).await;
                     }
                     None => {
                         while groups.join_next().await.is_some() {}
