@@ -45,29 +45,92 @@ pub struct Context {
     pub peers: crate::cluster::Peers,
 }
 
-/// The session cap: connection attempts hold a slot from before the handshake until the session
-/// ends, so handshakes in flight count too and a flood cannot grow memory past the cap.
+/// The door: the session cap and the memory budget. Connection attempts hold a slot from before
+/// the handshake until the session ends, so handshakes in flight count too and a flood cannot
+/// grow memory past the cap; while resident memory is over the budget no new attempt is let in
+/// (sessions already in keep running: refusing newcomers is what lets them keep their latency).
 pub struct Admission {
     max: usize,
     admitted: Arc<std::sync::atomic::AtomicUsize>,
+    memory: Option<MemoryBudget>,
+}
+
+/// Why the door stayed shut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// `--max-sessions` sessions (or handshakes) are in already.
+    Capacity { max: usize },
+    /// Resident memory is over `--memory-budget-mib`.
+    Memory { resident: u64, budget: u64 },
+}
+
+impl Refused {
+    /// Counts and logs the refusal.
+    pub(crate) fn emit(self) {
+        match self {
+            Refused::Capacity { max } => {
+                SessionRejected { max_sessions: Some(max), ..SessionRejected::new(Reason::Capacity) }.emit()
+            }
+            Refused::Memory { resident, budget } => {
+                SessionRejected { memory: Some((resident, budget)), ..SessionRejected::new(Reason::Memory) }.emit()
+            }
+        }
+    }
+}
+
+/// Resident memory against a budget, read from /proc at most every [`MEMORY_SAMPLE_EVERY`] so a
+/// connection flood does not turn into a flood of /proc reads.
+struct MemoryBudget {
+    budget: u64,
+    resident: std::sync::atomic::AtomicU64,
+    /// When `resident` was read, in milliseconds since `epoch`; `u64::MAX` before the first read.
+    read_at_ms: std::sync::atomic::AtomicU64,
+    epoch: Instant,
+}
+
+const MEMORY_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl MemoryBudget {
+    fn resident(&self) -> u64 {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let read_at = self.read_at_ms.load(Ordering::Acquire);
+        let stale = read_at == u64::MAX || now.saturating_sub(read_at) >= MEMORY_SAMPLE_EVERY.as_millis() as u64;
+        // One caller refreshes; the others use the reading it replaces (at most 100 ms old).
+        if stale && self.read_at_ms.compare_exchange(read_at, now, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            if let Ok(resident) = moq_telemetry::process::resident_bytes() {
+                self.resident.store(resident, Ordering::Release);
+            }
+        }
+        self.resident.load(Ordering::Acquire)
+    }
 }
 
 impl Admission {
-    pub fn new(max: usize) -> Self {
-        Self { max, admitted: Default::default() }
+    /// At most `max` sessions at once; with a `memory_budget` (bytes), none admitted while
+    /// resident memory is above it.
+    pub fn new(max: usize, memory_budget: Option<u64>) -> Self {
+        let memory = memory_budget.map(|budget| MemoryBudget {
+            budget,
+            resident: Default::default(),
+            read_at_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+        });
+        Self { max, admitted: Default::default(), memory }
     }
 
-    pub(crate) fn max(&self) -> usize {
-        self.max
-    }
-
-    pub(crate) fn try_admit(&self) -> Option<Slot> {
+    pub(crate) fn try_admit(&self) -> Result<Slot, Refused> {
+        if let Some(memory) = &self.memory {
+            let resident = memory.resident();
+            if resident > memory.budget {
+                return Err(Refused::Memory { resident, budget: memory.budget });
+            }
+        }
         let admitted = self.admitted.fetch_add(1, Ordering::AcqRel);
         if admitted >= self.max {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(Refused::Capacity { max: self.max });
         }
-        Some(Slot(self.admitted.clone()))
+        Ok(Slot(self.admitted.clone()))
     }
 }
 
@@ -91,10 +154,13 @@ pub async fn accept_loop(server: Arc<Server>, ctx: Arc<Context>, mut stop: Stopp
             _ = stop.wait() => break,
         };
         while tasks.try_join_next().is_some() {}
-        let Some(slot) = ctx.admission.try_admit() else {
-            SessionRejected { max_sessions: Some(ctx.admission.max), ..SessionRejected::new(Reason::Capacity) }.emit();
-            incoming.refuse();
-            continue;
+        let slot = match ctx.admission.try_admit() {
+            Ok(slot) => slot,
+            Err(refused) => {
+                refused.emit();
+                incoming.refuse();
+                continue;
+            }
         };
         let Some(address) = ctx.admit_address(incoming.remote_address(), Transport::Quic) else {
             incoming.refuse();
@@ -419,7 +485,7 @@ impl Target {
 
 #[cfg(test)]
 mod tests {
-    use super::Target;
+    use super::*;
 
     #[test]
     fn setup_path_splits_into_root_and_token() {
@@ -431,5 +497,22 @@ mod tests {
         let url = url::Url::parse("https://relay:443/live?jwt=t").unwrap();
         let t = Target::of_url(Some(&url));
         assert_eq!((t.root.as_str(), t.token.as_deref()), ("live", Some("t")));
+    }
+
+    #[test]
+    fn the_door_counts_slots_and_reads_memory_against_the_budget() {
+        let door = Admission::new(2, None);
+        let (a, b) = (door.try_admit().unwrap(), door.try_admit().unwrap());
+        assert_eq!(door.try_admit().err(), Some(Refused::Capacity { max: 2 }));
+        drop(a);
+        let _c = door.try_admit().expect("a freed slot admits again");
+        drop(b);
+
+        // Any running process is resident over one byte, and under an exabyte.
+        match Admission::new(10, Some(1)).try_admit() {
+            Err(Refused::Memory { resident, budget: 1 }) => assert!(resident > 1),
+            other => panic!("expected a memory refusal, got {:?}", other.map(|_| ())),
+        }
+        assert!(Admission::new(10, Some(1 << 60)).try_admit().is_ok());
     }
 }

@@ -154,7 +154,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         keep_alive: config.keep_alive,
         ..Default::default()
     };
-    telemetry.started(env!("CARGO_PKG_VERSION"), tls.not_after, config.max_sessions);
+    telemetry.started(env!("CARGO_PKG_VERSION"), tls.not_after, config.max_sessions, config.memory_budget);
     let count = match config.worker_threads {
         // Capped like an explicit count, which also bounds the `worker` metric label.
         0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(config::MAX_WORKER_THREADS)),
@@ -181,7 +181,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         max_hops: config.cluster.max_hops,
         max_streams: config.max_streams,
         sessions: sessions.clone(),
-        admission: connection::Admission::new(config.max_sessions),
+        admission: connection::Admission::new(config.max_sessions, config.memory_budget),
         workers: workers.clone(),
         netplay: netplay.clone(),
         peers: peers.clone(),

@@ -34,6 +34,8 @@ pub enum Reason {
     HandshakeFailed,
     /// Refused at the door: the relay admits no more sessions.
     Capacity,
+    /// Refused at the door: the relay is over its memory budget.
+    Memory,
     /// Refused at the door: a per-client limit (the relay has room, this client took its share).
     Limit,
 }
@@ -64,6 +66,7 @@ impl Reason {
             Reason::IdleTimeout => "idle_timeout",
             Reason::HandshakeFailed => "handshake_failed",
             Reason::Capacity => "capacity",
+            Reason::Memory => "memory",
             Reason::Limit => "limit",
         }
     }

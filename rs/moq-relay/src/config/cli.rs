@@ -242,6 +242,12 @@ pub(super) struct Settings {
     #[arg(long, env = "MOQ_MAX_SESSIONS", value_name = "COUNT")]
     pub(super) max_sessions: Option<usize>,
 
+    /// Refuse new sessions while the relay's resident memory is above this many MiB (counted as
+    /// sessions_total{reason="memory"}); admitted sessions are never closed to make room.
+    /// [default: no budget]
+    #[arg(long, env = "MOQ_MEMORY_BUDGET_MIB", value_name = "MIB")]
+    pub(super) memory_budget_mib: Option<u64>,
+
     /// Worker threads, each running the connections placed on it: 0 = one per CPU. New
     /// connections fill the first worker until it is busy --worker-spill-at of its time, so a
     /// lightly loaded relay runs on one thread. [default: 0]
@@ -423,6 +429,7 @@ mod tests {
             "metrics-linger",
             "drain-timeout",
             "max-sessions",
+            "memory-budget-mib",
             "worker-spill-at",
             "worker-threads",
             "listen",

@@ -167,6 +167,7 @@ struct FileQuic {
     versions: Option<Vec<String>>,
     max_streams: Option<u64>,
     max_sessions: Option<usize>,
+    memory_budget_mib: Option<u64>,
     worker_threads: Option<usize>,
     worker_spill_at: Option<f64>,
     #[serde(default, with = "duration")]
@@ -221,6 +222,7 @@ impl From<File> for Settings {
             versions: None, // parsed (fallibly) in `read`
             max_streams: file.quic.max_streams,
             max_sessions: file.quic.max_sessions,
+            memory_budget_mib: file.quic.memory_budget_mib,
             worker_threads: file.quic.worker_threads,
             worker_spill_at: file.quic.worker_spill_at,
             idle_timeout: file.quic.idle_timeout,

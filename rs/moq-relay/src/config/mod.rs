@@ -58,6 +58,8 @@ pub struct Config {
     pub max_streams: u64,
     /// Sessions (including handshakes in progress) the relay admits at once; more are refused.
     pub max_sessions: usize,
+    /// Resident memory above which new sessions are refused (`--memory-budget-mib`), in bytes.
+    pub memory_budget: Option<u64>,
     /// Worker threads, each a single-threaded runtime: 0 = one per CPU.
     pub worker_threads: usize,
     /// A new connection goes to the first worker busy less than this fraction of its time.
@@ -161,6 +163,7 @@ impl Settings {
             versions: self.versions.or(lower.versions),
             max_streams: self.max_streams.or(lower.max_streams),
             max_sessions: self.max_sessions.or(lower.max_sessions),
+            memory_budget_mib: self.memory_budget_mib.or(lower.memory_budget_mib),
             worker_threads: self.worker_threads.or(lower.worker_threads),
             worker_spill_at: self.worker_spill_at.or(lower.worker_spill_at),
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
@@ -221,6 +224,7 @@ impl Settings {
             versions: quic.versions,
             max_streams: quic.max_streams,
             max_sessions: quic.max_sessions,
+            memory_budget: quic.memory_budget,
             worker_threads: quic.worker_threads,
             worker_spill_at: quic.worker_spill_at,
             idle_timeout: quic.idle_timeout,

@@ -23,6 +23,7 @@ pub(super) struct Quic {
     pub(super) drain_timeout: Duration,
     pub(super) max_streams: u64,
     pub(super) max_sessions: usize,
+    pub(super) memory_budget: Option<u64>,
     pub(super) worker_threads: usize,
     pub(super) worker_spill_at: f64,
     pub(super) idle_timeout: Duration,
@@ -49,6 +50,8 @@ impl Quic {
         ensure!(max_streams > 0, "max streams must be at least 1");
         let max_sessions = settings.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
         ensure!(max_sessions > 0, "max sessions must be at least 1");
+        ensure!(settings.memory_budget_mib != Some(0), "memory budget must be at least 1 MiB");
+        let memory_budget = settings.memory_budget_mib.map(|mib| mib.saturating_mul(1 << 20));
 
         let worker_threads = settings.worker_threads.unwrap_or(DEFAULT_WORKER_THREADS);
         // Also bounds the `worker` label of the relay's per-worker metrics.
@@ -74,6 +77,7 @@ impl Quic {
             drain_timeout: settings.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
             max_streams,
             max_sessions,
+            memory_budget,
             worker_threads,
             worker_spill_at,
             idle_timeout,

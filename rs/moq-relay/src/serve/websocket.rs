@@ -13,7 +13,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use moq_lite::telemetry::Reason;
 use moq_lite::transport::websocket::{self, Upgrade};
 use moq_lite::transport::WebSocketOptions;
 use moq_lite::Version;
@@ -21,8 +20,8 @@ use qmux::ws::tungstenite::handshake::derive_accept_key;
 use tokio::sync::oneshot;
 use url::Url;
 
-use crate::connection::{self, Context};
-use crate::telemetry::{SessionRejected, UpgradeFailure, WebSocketUpgradeFailed};
+use crate::connection::{self, Context, Refused};
+use crate::telemetry::{UpgradeFailure, WebSocketUpgradeFailed};
 
 /// What the listener knows of the connection a request arrived on (a request extension).
 #[derive(Debug, Clone, Copy)]
@@ -122,10 +121,16 @@ impl WebSockets {
             Ok(Box::new(hyper_util::rt::TokioIo::new(upgraded)) as Box<dyn websocket::Io>)
         });
 
-        let Some(slot) = ctx.admission.try_admit() else {
-            SessionRejected { max_sessions: Some(ctx.admission.max()), ..SessionRejected::new(Reason::Capacity) }
-                .emit();
-            return (StatusCode::SERVICE_UNAVAILABLE, "at capacity\n").into_response();
+        let slot = match ctx.admission.try_admit() {
+            Ok(slot) => slot,
+            Err(refused) => {
+                refused.emit();
+                let why = match refused {
+                    Refused::Capacity { .. } => "at capacity\n",
+                    Refused::Memory { .. } => "over the memory budget\n",
+                };
+                return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+            }
         };
         let Some(address) = ctx.admit_address(remote, moq_lite::transport::Transport::WebSocket) else {
             return (StatusCode::TOO_MANY_REQUESTS, "too many sessions from this address\n").into_response();

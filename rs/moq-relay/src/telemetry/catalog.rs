@@ -64,6 +64,7 @@ pub const SESSIONS: Metric = Metric::counter(
             Reason::Version.as_str(),
             Reason::Transport.as_str(),
             Reason::Capacity.as_str(),
+            Reason::Memory.as_str(),
             Reason::Limit.as_str(),
         ],
     ),
@@ -160,6 +161,11 @@ pub const MAX_SESSIONS: Metric = Metric::gauge(
     "moq_relay_max_sessions",
     Unit::Count("sessions"),
     "Sessions the relay admits at once (--max-sessions); more are refused.",
+);
+pub const MEMORY_BUDGET: Metric = Metric::gauge(
+    "moq_relay_memory_budget_bytes",
+    Unit::Bytes,
+    "Resident memory above which new sessions are refused (--memory-budget-mib); absent without a budget.",
 );
 pub const AVAILABLE_CPUS: Metric = Metric::gauge(
     "moq_relay_available_cpus",
@@ -329,6 +335,7 @@ pub const RELAY: &[Metric] = &[
     BUILD_INFO,
     CERT_EXPIRY,
     MAX_SESSIONS,
+    MEMORY_BUDGET,
     AVAILABLE_CPUS,
     WORKER_BUSY,
     WORKER_CONNECTIONS,

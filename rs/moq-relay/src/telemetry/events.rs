@@ -47,11 +47,13 @@ pub struct SessionRejected<'a> {
     /// The peer's address as logs may show it.
     pub client: Option<&'a str>,
     pub max_sessions: Option<usize>,
+    /// Resident memory and the budget it exceeded, in bytes (reason `memory`).
+    pub memory: Option<(u64, u64)>,
 }
 
 impl<'a> SessionRejected<'a> {
     pub fn new(reason: Reason) -> Self {
-        Self { reason, error: None, client: None, max_sessions: None }
+        Self { reason, error: None, client: None, max_sessions: None, memory: None }
     }
 
     pub fn emit(self) {
@@ -65,6 +67,16 @@ impl<'a> SessionRejected<'a> {
             // Debug only: under a connection flood an info line per attempt would flood the logs
             // too; the counter carries the rate.
             Reason::Capacity => tracing::debug!(max_sessions = self.max_sessions, "connection refused: at capacity"),
+            // A warning: being over budget is a state an operator acts on (the counter has the
+            // rate; the log limiter keeps a flood of these to a few lines).
+            Reason::Memory => {
+                let (resident, budget) = self.memory.unwrap_or_default();
+                tracing::warn!(
+                    resident_mib = resident >> 20,
+                    budget_mib = budget >> 20,
+                    "connection refused: over the memory budget"
+                )
+            }
             Reason::HandshakeFailed => tracing::debug!(client.address = self.client, error, "handshake failed"),
             // The access events (telemetry::access) wrote the line that says why.
             Reason::AuthFailed | Reason::Limit => tracing::debug!(reason, error, "session rejected"),

@@ -47,6 +47,7 @@ pub(super) struct BuildInfo {
     pub version: String,
     pub cert_not_after: Option<SystemTime>,
     pub max_sessions: usize,
+    pub memory_budget: Option<u64>,
     /// Read once: on Linux it reads cgroup files, which a scrape need not repeat.
     pub available_cpus: usize,
 }
@@ -113,6 +114,9 @@ impl Live {
                 gauge!(catalog::CERT_EXPIRY.name).set(super::unix(t));
             }
             gauge!(catalog::MAX_SESSIONS.name).set(info.max_sessions as f64);
+            if let Some(budget) = info.memory_budget {
+                gauge!(catalog::MEMORY_BUDGET.name).set(budget as f64);
+            }
             gauge!(catalog::AVAILABLE_CPUS.name).set(info.available_cpus as f64);
         }
     }

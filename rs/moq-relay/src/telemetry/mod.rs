@@ -84,13 +84,20 @@ impl Telemetry {
         self.live.as_ref().map(|l| l.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Records the build version, certificate expiry and session capacity.
-    pub fn started(&self, version: &str, cert_not_after: Option<SystemTime>, max_sessions: usize) {
+    /// Records the build version, certificate expiry, session capacity and memory budget.
+    pub fn started(
+        &self,
+        version: &str,
+        cert_not_after: Option<SystemTime>,
+        max_sessions: usize,
+        memory_budget: Option<u64>,
+    ) {
         if let Some(mut live) = self.live() {
             live.info = Some(BuildInfo {
                 version: version.to_string(),
                 cert_not_after,
                 max_sessions,
+                memory_budget,
                 available_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             });
         }
