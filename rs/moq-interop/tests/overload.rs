@@ -66,6 +66,13 @@ fn at_twice_its_session_cap_the_relay_refuses_the_excess_and_the_admitted_keep_p
     let summary = watch_summary(&admitted.finish(Duration::from_secs(40)));
     // 12 s at 30 fps, less startup.
     assert_played_everything(&summary, 300);
+    // Viewers stopped by --duration close their sessions: the places are free at once, not
+    // after the relay's idle timeout (10 s).
+    assert!(
+        eventually(Duration::from_secs(3), || open_sessions(&relay) == 1.0),
+        "the viewers' sessions stayed open after they exited: {}",
+        open_sessions(&relay)
+    );
     let video = &summary["tracks"]["video"];
     eprintln!(
         "RELIABILITY case=overload_sessions admitted={ADMITTED} knocked={ADMITTED} refused_capacity={capacity} \
@@ -158,7 +165,9 @@ fn soak_overload_admitted_viewers_keep_their_latency() {
     assert!(eventually(Duration::from_secs(15), || open_sessions(&relay) == (ADMITTED + 1) as f64));
     let knocking_until = std::time::Instant::now() + Duration::from_secs(28);
     let mut knocks = 0;
+    // As many again knock once a second (each refused viewer exits; the next batch comes).
     while std::time::Instant::now() < knocking_until {
+        let batch = std::time::Instant::now();
         let out = Viewer::new(&relay.url(""), "overload/soak")
             .summary()
             .viewers(ADMITTED)
@@ -167,6 +176,7 @@ fn soak_overload_admitted_viewers_keep_their_latency() {
             .finish(Duration::from_secs(30));
         assert_eq!(watch_summary(&out)["ok"], false, "the excess was let in");
         knocks += ADMITTED;
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(batch.elapsed()));
     }
     let crowded = watch_summary(&crowded.finish(Duration::from_secs(60)));
     assert_played_everything(&crowded, 800);

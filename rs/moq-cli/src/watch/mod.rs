@@ -59,12 +59,12 @@ pub async fn run_until(args: WatchArgs, stop: impl std::future::Future<Output = 
     // Each viewer has its own QUIC connection; `--viewers-per-socket` lets several share one UDP
     // socket (and endpoint driver), which is how a load generator keeps its own CPU down.
     let per_socket = args.viewers_per_socket.max(1);
-    let mut client = None;
+    let mut clients = Vec::new();
     for (i, v) in all.iter().enumerate() {
         if i % per_socket == 0 {
-            client = Some(Arc::new(args.connect.client()?));
+            clients.push(Arc::new(args.connect.client()?));
         }
-        viewers.spawn(viewer(args.clone(), v.clone(), client.clone().expect("created above")));
+        viewers.spawn(viewer(args.clone(), v.clone(), clients.last().expect("created above").clone()));
     }
     let mut errors = Vec::new();
     let mut code = 0u8;
@@ -92,6 +92,12 @@ pub async fn run_until(args: WatchArgs, stop: impl std::future::Future<Output = 
         }
     }
     viewers.shutdown().await;
+    // The viewers stopped mid-watch closed their sessions; let the closes reach the relay.
+    let _ = tokio::time::timeout(
+        Duration::from_millis(500),
+        futures::future::join_all(clients.iter().map(|c| c.wait_idle())),
+    )
+    .await;
 
     let mut summary = report::summarize(&all_stats, &args, code, errors);
     summary.player = report::summarize_players(&all);
@@ -117,6 +123,15 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Closes a session when dropped (a no-op for one already closed).
+struct CloseOnDrop(Session);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close(&moq_lite::Error::Cancel);
     }
 }
 
@@ -275,6 +290,9 @@ async fn watch_session(
         let session = session.clone();
         async move { session.run().await }
     });
+    // A viewer stopped from outside (--duration, Ctrl-C) is dropped mid-watch: it still says
+    // goodbye, or the relay would hold the session until its idle timeout.
+    let _goodbye = CloseOnDrop(session.clone());
     let path = moq_lite::path::normalize(&args.broadcast);
     let received = async {
         let broadcast = if args.direct {
