@@ -244,7 +244,7 @@ pub(super) struct Settings {
 
     /// Refuse new sessions while the relay's resident memory is above this many MiB (counted as
     /// sessions_total{reason="memory"}); admitted sessions are never closed to make room.
-    /// [default: no budget]
+    /// [default: none]
     #[arg(long, env = "MOQ_MEMORY_BUDGET_MIB", value_name = "MIB")]
     pub(super) memory_budget_mib: Option<u64>,
 
@@ -429,7 +429,6 @@ mod tests {
             "metrics-linger",
             "drain-timeout",
             "max-sessions",
-            "memory-budget-mib",
             "worker-spill-at",
             "worker-threads",
             "listen",
