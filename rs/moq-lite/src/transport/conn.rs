@@ -51,7 +51,11 @@ fn qmux_error(e: qmux::Error) -> Error {
 fn qmux_session_error(e: qmux::Error) -> Error {
     use qmux::ws::tungstenite::Error as Ws;
     let violation = match &e {
-        qmux::Error::WebSocket(ws) => matches!(**ws, Ws::Capacity(_) | Ws::Protocol(_) | Ws::Utf8(_)),
+        // A TCP reset without a closing handshake is a client that died, not a malformed one.
+        qmux::Error::WebSocket(ws) => match &**ws {
+            Ws::Protocol(qmux::ws::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => false,
+            ws => matches!(ws, Ws::Capacity(_) | Ws::Protocol(_) | Ws::Utf8(_)),
+        },
         qmux::Error::ConnectionClosed { .. }
         | qmux::Error::ConnectionReset { .. }
         | qmux::Error::Closed
@@ -340,6 +344,17 @@ impl RecvStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_websocket_reset_is_a_close_and_malformed_frames_a_violation() {
+        use qmux::ws::tungstenite::error::ProtocolError;
+        use qmux::ws::tungstenite::Error as Ws;
+        let ws = |e: Ws| qmux::Error::WebSocket(std::sync::Arc::new(e));
+        let reset = qmux_session_error(ws(Ws::Protocol(ProtocolError::ResetWithoutClosingHandshake)));
+        assert!(matches!(reset, Error::Closed(_)), "{reset:?}");
+        let bad = qmux_session_error(ws(Ws::Protocol(ProtocolError::NonZeroReservedBits)));
+        assert!(matches!(bad, Error::ProtocolViolation(_)), "{bad:?}");
+    }
 
     #[test]
     fn stream_errors_map_to_remote_reset_and_the_rest_to_closed() {

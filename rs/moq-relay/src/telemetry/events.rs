@@ -58,12 +58,23 @@ impl<'a> SessionRejected<'a> {
 
     pub fn emit(self) {
         let (result, reason) = match self.reason {
-            Reason::HandshakeFailed => ("handshake_failed", Reason::HandshakeFailed.as_str()),
+            // A client that went away (closed, vanished, timed out) before its session was set
+            // up failed its handshake; it was not refused. (Those reasons are not values of the
+            // counter's `reason` label either.)
+            Reason::HandshakeFailed
+            | Reason::Closed
+            | Reason::Cancel
+            | Reason::ClientClosed
+            | Reason::IdleTimeout
+            | Reason::Timeout => ("handshake_failed", Reason::HandshakeFailed.as_str()),
             other => ("rejected", other.as_str()),
         };
         counter!(catalog::SESSIONS.name, "result" => result, "reason" => reason).increment(1);
         let error = self.error.map(tracing::field::display);
         match self.reason {
+            Reason::Closed | Reason::Cancel | Reason::ClientClosed | Reason::IdleTimeout | Reason::Timeout => {
+                tracing::debug!(client.address = self.client, error, "client left before its session was set up")
+            }
             // Debug only: under a connection flood an info line per attempt would flood the logs
             // too; the counter carries the rate.
             Reason::Capacity => tracing::debug!(max_sessions = self.max_sessions, "connection refused: at capacity"),
@@ -163,11 +174,14 @@ mod tests {
             SessionRejected { error: Some(&"tls alert"), ..SessionRejected::new(Reason::HandshakeFailed) }.emit();
             SessionRejected::new(Reason::AuthFailed).emit();
             SessionRejected::new(Reason::AuthFailed).emit();
+            // Clients that left before SETUP failed their handshake; `closed` is no reason value.
+            SessionRejected::new(Reason::Closed).emit();
+            SessionRejected::new(Reason::IdleTimeout).emit();
         });
         assert_eq!(
             counts,
             vec![
-                ("moq_relay_sessions_total{result=handshake_failed,reason=handshake_failed}".to_string(), 1),
+                ("moq_relay_sessions_total{result=handshake_failed,reason=handshake_failed}".to_string(), 3),
                 ("moq_relay_sessions_total{result=rejected,reason=auth_failed}".to_string(), 2),
                 ("moq_relay_sessions_total{result=rejected,reason=capacity}".to_string(), 1),
             ]
