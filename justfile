@@ -24,8 +24,8 @@ test: deps build
 
 # Long reliability runs (docs/RELIABILITY.md), release build in target/soak: 10,000 churn cycles, bad networks and slow viewers against clean viewers' p99, overload at twice the session cap, then SOAK_MINUTES (default 30) at moderate load reporting RSS and p99 drift. Each case prints `RELIABILITY case=...` lines (also in target/soak/soak.log). Extra arguments narrow the cases (e.g. `just soak soak_churn`).
 soak *filter="soak_":
-    CARGO_TARGET_DIR=target/soak cargo build --release --workspace --bins
-    CARGO_TARGET_DIR=target/soak cargo test --release -p moq-interop --tests -- --ignored --nocapture --test-threads 1 {{filter}} 2>&1 | tee target/soak/soak.log
+    CARGO_TARGET_DIR="{{justfile_directory()}}/target/soak" cargo build --release --workspace --bins
+    CARGO_TARGET_DIR="{{justfile_directory()}}/target/soak" cargo test --release --no-fail-fast -p moq-interop --tests -- --ignored --nocapture --test-threads 1 {{filter}} 2>&1 | tee target/soak/soak.log
 
 # Install what the tests need when missing (reference moq-relay/moq-clock, apt packages).
 deps:
